@@ -1,0 +1,39 @@
+"""BIDS-Derivatives path building, shared by the rules of every backend.
+
+``deriv(root, datatype, has_sessions, **entities)`` returns a Snakemake path pattern such as
+``{root}/sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_desc-brain_mask.nii.gz``;
+entity values may be literal strings or Snakemake wildcards.  Entity order follows the BIDS
+specification so every backend writes the same names.
+"""
+
+from __future__ import annotations
+
+import os
+
+# BIDS entity order (spec appendix "Entity table"), plus derivative entities.
+ENTITY_ORDER = [
+    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "hemi", "space", "res", "den",
+    "from", "to", "mode", "atlas", "seg", "roi", "label", "model", "param", "desc",
+]
+
+
+def entity_string(entities: dict[str, str | None]) -> str:
+    unknown = set(entities) - set(ENTITY_ORDER)
+    if unknown:
+        raise ValueError(f"unknown BIDS entities: {sorted(unknown)}")
+    return "_".join(f"{k}-{entities[k]}" for k in ENTITY_ORDER if entities.get(k) not in (None, ""))
+
+
+def deriv(root: str, datatype: str, suffix: str, ext: str, has_sessions: bool,
+          subject: str = "{subject}", session: str = "{session}", **entities: str) -> str:
+    """Path pattern of one derivative file for one subject (and session)."""
+    ents = {"sub": subject, "ses": session if has_sessions else None}
+    for k, v in entities.items():
+        ents[k.rstrip("_")] = v  # allow from_= since 'from' is a keyword
+    folder = [f"sub-{subject}"] + ([f"ses-{session}"] if has_sessions else []) + [datatype]
+    name = f"{entity_string(ents)}_{suffix}{ext}"
+    return os.path.join(root, *folder, name)
+
+
+def visit_prefix(subject: str, session: str | None) -> str:
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
