@@ -1,0 +1,25 @@
+# neurosmk — reproducible neuroimaging pipelines on BIDS data.
+#
+#   snakemake --cores 2 --configfile config/config.yaml
+#
+# Every step is a file-to-file rule in rules/*.smk; config/schema/config.schema.yaml documents
+# every key; the config's `method` of each step chooses the rule (src/neurosmk/backends.py).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/anat.smk"
+include: "rules/dwi.smk"
+include: "rules/group.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,179 @@
+# Structural (T1w) stages, portable Python backends (ANTsPy, brainextractor, DIPY).
+# Every backend of a step writes the same file names; METHOD[...] picks the rule.
+
+T1_PREPROC = anat("T1w", desc="preproc")  # N4 bias-corrected, full head
+BRAIN_MASK = anat("mask", desc="brain")
+T1_BRAIN = anat("T1w", desc="brain")
+DSEG = anat("dseg")
+PROBSEG = {t: anat("probseg", label=t) for t in ("CSF", "GM", "WM")}
+XFM_AFFINE = anat("xfm", ext=".mat", from_="T1w", to=TEMPLATE_NAME, mode="image", desc="affine")
+XFM_WARP = anat("xfm", from_="T1w", to=TEMPLATE_NAME, mode="image", desc="warp")
+XFM_INVWARP = anat("xfm", from_=TEMPLATE_NAME, to="T1w", mode="image", desc="warp")
+T1_TEMPLATE = anat("T1w", space=TEMPLATE_NAME, desc="brain")
+REG_METRICS = anat("metrics", ext=".json", space=TEMPLATE_NAME, desc="registration")
+TISSUE_VOL = anat("volumes", ext=".tsv", desc="tissue")
+
+ANAT_TARGETS += [
+    T1_PREPROC, BRAIN_MASK, T1_BRAIN, DSEG, *PROBSEG.values(), XFM_AFFINE, XFM_WARP, XFM_INVWARP,
+    T1_TEMPLATE, REG_METRICS, TISSUE_VOL,
+    figure("brainmask", "T1w"), figure("dseg", "T1w"), figure("reg", "T1w"),
+]
+
+
+if METHOD["anat.biascorrect"] == "ants":
+
+    rule anat_biascorrect_ants:
+        input:
+            t1w=raw_t1w,
+        output:
+            t1w=T1_PREPROC,
+        params:
+            method="ants",
+            shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
+            convergence_iters=step_cfg("anat.biascorrect")["convergence_iters"],
+            convergence_tol=step_cfg("anat.biascorrect")["convergence_tol"],
+            spline_distance=step_cfg("anat.biascorrect")["spline_distance"],
+        threads: step_cfg("anat.biascorrect")["threads"]
+        resources:
+            mem_mb=3000,
+            runtime=30,
+        log:
+            logfile("anat_biascorrect_ants"),
+        benchmark:
+            benchfile("anat_biascorrect_ants")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/anat_biascorrect.py"
+
+
+if METHOD["anat.skullstrip"] in ("brainextractor", "dipy"):
+
+    rule anat_skullstrip_python:
+        input:
+            t1w=T1_PREPROC,
+        output:
+            mask=BRAIN_MASK,
+            brain=T1_BRAIN,
+        params:
+            method=METHOD["anat.skullstrip"],
+            fractional_threshold=step_cfg("anat.skullstrip")["fractional_threshold"],
+            iterations=step_cfg("anat.skullstrip")["iterations"],
+            median_radius=step_cfg("anat.skullstrip")["median_radius"],
+            numpass=step_cfg("anat.skullstrip")["numpass"],
+        threads: step_cfg("anat.skullstrip")["threads"]
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        log:
+            logfile("anat_skullstrip_python"),
+        benchmark:
+            benchfile("anat_skullstrip_python")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/anat_skullstrip.py"
+
+
+if METHOD["anat.segment"] == "atropos":
+
+    rule anat_segment_atropos:
+        input:
+            t1w=T1_PREPROC,
+            mask=BRAIN_MASK,
+        output:
+            dseg=DSEG,
+            csf=PROBSEG["CSF"],
+            gm=PROBSEG["GM"],
+            wm=PROBSEG["WM"],
+        params:
+            method="atropos",
+            mrf_weight=step_cfg("anat.segment")["mrf_weight"],
+            iterations=step_cfg("anat.segment")["iterations"],
+        threads: step_cfg("anat.segment")["threads"]
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        log:
+            logfile("anat_segment_atropos"),
+        benchmark:
+            benchfile("anat_segment_atropos")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/anat_segment.py"
+
+
+if METHOD["anat.register"] == "ants":
+
+    rule anat_register_ants:
+        input:
+            brain=T1_BRAIN,
+            template=template_t1w(),
+        output:
+            affine=XFM_AFFINE,
+            warp=XFM_WARP,
+            invwarp=XFM_INVWARP,
+            warped=T1_TEMPLATE,
+            metrics=REG_METRICS,
+        params:
+            method="ants",
+            template=TEMPLATE_NAME,
+            transform=step_cfg("anat.register")["transform"],
+            syn_iterations=step_cfg("anat.register")["syn_iterations"],
+            seed=step_cfg("anat.register")["seed"],
+        threads: step_cfg("anat.register")["threads"]
+        resources:
+            mem_mb=6000,
+            runtime=60,
+        log:
+            logfile("anat_register_ants"),
+        benchmark:
+            benchfile("anat_register_ants")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/anat_register.py"
+
+
+rule anat_volumes_qc:
+    """Tissue volume table and the structural QC figures (one job: they share the loads)."""
+    input:
+        t1w=T1_PREPROC,
+        mask=BRAIN_MASK,
+        dseg=DSEG,
+        warped=T1_TEMPLATE,
+        template=template_t1w(),
+    output:
+        volumes=TISSUE_VOL,
+        fig_mask=report(figure("brainmask", "T1w"), caption="../report/brainmask.rst",
+                        category="Structural QC", subcategory="brain mask",
+                        labels={"subject": "{subject}", "figure": "brain mask"}),
+        fig_dseg=report(figure("dseg", "T1w"), caption="../report/dseg.rst",
+                        category="Structural QC", subcategory="segmentation",
+                        labels={"subject": "{subject}", "figure": "tissue segmentation"}),
+        fig_reg=report(figure("reg", "T1w"), caption="../report/registration.rst",
+                       category="Structural QC", subcategory="registration",
+                       labels={"subject": "{subject}", "figure": "registration"}),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        logfile("anat_volumes_qc"),
+    benchmark:
+        benchfile("anat_volumes_qc")
+    conda:
+        ENVS["neurosmk"]
+    container:
+        CONTAINERS["neurosmk"]
+    script:
+        "../scripts/anat_volumes_qc.py"

@@ -1,0 +1,136 @@
+# Shared set-up: config validation, BIDS indexing and input validation, path helpers,
+# backend selection, env/container declarations. Runs once, before any job.
+
+import os
+import sys
+
+NEUROSMK_ROOT = os.path.abspath(os.path.join(workflow.basedir))
+_SRC = os.path.join(NEUROSMK_ROOT, "src")
+if _SRC not in sys.path:
+    sys.path.insert(0, _SRC)
+# rule scripts (and conda envs) import the package from the checkout
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+from neurosmk import __version__ as NEUROSMK_VERSION
+from neurosmk import backends as _backends
+from neurosmk import bids as _bids
+from neurosmk.config import validate_config
+from neurosmk.paths import deriv
+
+config.update(validate_config(config))
+OUT = config["output_dir"].rstrip("/")
+
+_sdm = workflow.deployment_settings.deployment_method
+_check_tools = not (DeploymentMethod.CONDA in _sdm or DeploymentMethod.APPTAINER in _sdm or workflow.dryrun)
+METHOD = _backends.check_methods(config, check_tools=_check_tools)
+
+# ---- BIDS input ------------------------------------------------------------------------------
+_index = _bids.index_bids(config["bids_dir"]).select(config["participant_label"], config["session_label"])
+HAS_SES = _index.has_sessions
+_filters = config["bids_filters"]
+T1W = {}   # (subject, session) -> path
+DWI = {}   # (subject, session) -> DWISeries
+for _key, _visit in sorted(_index.visits.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+    _t = _bids.pick_t1w(_visit, _filters.get("t1w"))
+    if _t:
+        T1W[_key] = _t
+    _d = _bids.pick_dwi(_visit, _filters.get("dwi"))
+    if _d:
+        DWI[_key] = _d
+if config["validate_inputs"]:
+    _bids.validate_inputs(_index, _filters, cache_path=os.path.join(OUT, ".neurosmk", "validated_inputs.json"))
+
+wildcard_constraints:
+    subject="[a-zA-Z0-9]+",
+    session="[a-zA-Z0-9]+",
+
+# ---- environments ----------------------------------------------------------------------------
+ENVS = {name: f"../envs/{name}.yaml" for name in ("neurosmk",)}
+CONTAINERS = {
+    # the project env is created with conda inside this pinned base image
+    "neurosmk": "docker://condaforge/miniforge3:24.11.3-0",
+}
+
+
+def step_cfg(dotted):
+    section, name = dotted.split(".")
+    return config[section][name]
+
+
+# ---- paths -----------------------------------------------------------------------------------
+def _key(wc):
+    return (wc.subject, getattr(wc, "session", None) if HAS_SES else None)
+
+
+def visit_wc():
+    return "sub-{subject}_ses-{session}" if HAS_SES else "sub-{subject}"
+
+
+def anat(suffix, ext=".nii.gz", **ents):
+    return deriv(OUT, "anat", suffix, ext, HAS_SES, **ents)
+
+
+def dwi(suffix, ext=".nii.gz", **ents):
+    return deriv(OUT, "dwi", suffix, ext, HAS_SES, **ents)
+
+
+def figure(desc, suffix):
+    return f"{OUT}/sub-{{subject}}/figures/{visit_wc()}_desc-{desc}_{suffix}.png"
+
+
+def logfile(rule_name):
+    return f"{OUT}/logs/{rule_name}/{visit_wc()}.log"
+
+
+def benchfile(rule_name):
+    return f"{OUT}/benchmarks/{rule_name}/{visit_wc()}.tsv"
+
+
+def raw_t1w(wc):
+    return T1W[_key(wc)]
+
+
+def raw_dwi(wc):
+    d = DWI[_key(wc)]
+    return {"nii": d.nifti, "bval": d.bval, "bvec": d.bvec}
+
+
+def expand_visits(pattern, visits):
+    out = []
+    for sub, ses in visits:
+        wc = {"subject": sub}
+        if HAS_SES:
+            wc["session"] = ses
+        out.append(pattern.format(**wc))
+    return out
+
+
+TEMPLATE_NAME = config["template"]["name"]
+
+
+def template_t1w():
+    if config["template"]["t1w"]:
+        return config["template"]["t1w"]
+    from neurosmk.anat import nilearn_template
+
+    return nilearn_template()
+
+
+def all_targets():
+    targets = [f"{OUT}/dataset_description.json"]
+    if config["steps"]["anat"] and T1W:
+        targets += [t for p in ANAT_TARGETS for t in expand_visits(p, T1W)]
+        targets.append(f"{OUT}/group/anat_tissue_volumes.tsv")
+    if config["steps"]["dwi"] and DWI:
+        targets += [t for p in DWI_TARGETS for t in expand_visits(p, DWI)]
+        targets.append(f"{OUT}/group/dwi_dti_roistats.tsv")
+    targets += EXTRA_TARGETS
+    return targets
+
+
+# rule files append their final outputs here
+ANAT_TARGETS = []
+DWI_TARGETS = []
+EXTRA_TARGETS = []

@@ -1,0 +1,165 @@
+# Diffusion stages, portable Python backends (DIPY). The input of each stage depends on which
+# earlier stages are enabled (method "none" skips a stage), through the functions below.
+
+DWI_DENOISED = dwi("dwi", desc="denoised")
+DWI_NOISE = dwi("noise", desc="mppca")  # noise-level map (sigma) of the denoising
+DWI_DEGIBBS = dwi("dwi", desc="degibbs")
+DWI_MASK = dwi("mask", desc="brain")
+DTI = {p: dwi("dwimap", model="DTI", param=p) for p in ("FA", "MD", "AD", "RD", "RGB", "V1")}
+DTI_STATS = dwi("stats", ext=".tsv", model="DTI", desc="roi")
+
+DWI_TARGETS += [DWI_MASK, *DTI.values(), DTI_STATS, figure("dti", "dwi")]
+
+
+def dwi_after_denoise(wc):
+    if METHOD["dwi.denoise"] == "none":
+        return raw_dwi(wc)["nii"]
+    return DWI_DENOISED.format(**wc)
+
+
+def dwi_after_degibbs(wc):
+    if METHOD["dwi.degibbs"] == "none":
+        return dwi_after_denoise(wc)
+    return DWI_DEGIBBS.format(**wc)
+
+
+def dwi_for_model(wc):
+    """The DWI series the mask and the tensor fit use, with its gradient table."""
+    return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "bvec": raw_dwi(wc)["bvec"]}
+
+
+if METHOD["dwi.denoise"] == "dipy_mppca":
+
+    rule dwi_denoise_dipy:
+        input:
+            unpack(raw_dwi),
+        output:
+            dwi=DWI_DENOISED,
+            noise=DWI_NOISE,
+        params:
+            method="dipy_mppca",
+            patch_radius=step_cfg("dwi.denoise")["patch_radius"],
+        threads: step_cfg("dwi.denoise")["threads"]
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        log:
+            logfile("dwi_denoise_dipy"),
+        benchmark:
+            benchfile("dwi_denoise_dipy")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/dwi_denoise.py"
+
+
+if METHOD["dwi.degibbs"] == "dipy":
+
+    rule dwi_degibbs_dipy:
+        input:
+            dwi=dwi_after_denoise,
+        output:
+            dwi=DWI_DEGIBBS,
+        params:
+            method="dipy",
+            slice_axis=step_cfg("dwi.degibbs")["slice_axis"],
+            n_points=step_cfg("dwi.degibbs")["n_points"],
+        threads: step_cfg("dwi.degibbs")["threads"]
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        log:
+            logfile("dwi_degibbs_dipy"),
+        benchmark:
+            benchfile("dwi_degibbs_dipy")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/dwi_degibbs.py"
+
+
+if METHOD["dwi.mask"] == "dipy":
+
+    rule dwi_mask_dipy:
+        input:
+            unpack(dwi_for_model),
+        output:
+            mask=DWI_MASK,
+        params:
+            method="dipy",
+            median_radius=step_cfg("dwi.mask")["median_radius"],
+            numpass=step_cfg("dwi.mask")["numpass"],
+            b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
+        threads: step_cfg("dwi.mask")["threads"]
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        log:
+            logfile("dwi_mask_dipy"),
+        benchmark:
+            benchfile("dwi_mask_dipy")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/dwi_mask.py"
+
+
+if METHOD["dwi.tensor"] == "dipy":
+
+    rule dwi_tensor_dipy:
+        input:
+            unpack(dwi_for_model),
+            mask=DWI_MASK,
+        output:
+            **DTI,
+        params:
+            method="dipy",
+            fit_method=step_cfg("dwi.tensor")["fit_method"],
+            b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
+        threads: step_cfg("dwi.tensor")["threads"]
+        resources:
+            mem_mb=3000,
+            runtime=20,
+        log:
+            logfile("dwi_tensor_dipy"),
+        benchmark:
+            benchfile("dwi_tensor_dipy")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/dwi_tensor.py"
+
+
+rule dwi_stats_qc:
+    """DTI ROI table and the FA / colour-FA QC figure."""
+    input:
+        mask=DWI_MASK,
+        **DTI,
+    output:
+        stats=DTI_STATS,
+        fig_fa=report(figure("dti", "dwi"), caption="../report/fa.rst", category="Diffusion QC",
+                      subcategory="DTI", labels={"subject": "{subject}", "figure": "FA / colour FA"}),
+    params:
+        wm_fa_threshold=step_cfg("dwi.tensor")["wm_fa_threshold"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        logfile("dwi_stats_qc"),
+    benchmark:
+        benchfile("dwi_stats_qc")
+    conda:
+        ENVS["neurosmk"]
+    container:
+        CONTAINERS["neurosmk"]
+    script:
+        "../scripts/dwi_stats_qc.py"

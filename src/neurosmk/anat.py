@@ -1,0 +1,153 @@
+"""Portable structural backends: N4, brain extraction, Atropos segmentation, ANTs registration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .io import InputError, atomic_path, load_nifti, save_ants, save_nifti, write_tsv
+
+TISSUES = ("CSF", "GM", "WM")  # label values 1, 2, 3 of the dseg image
+
+
+def nilearn_template() -> str:
+    import nilearn
+
+    p = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: the nilearn wheel no longer bundles the MNI152 2009a template")
+    return str(p)
+
+
+def n4(in_file: str, out_file: str, shrink_factor: int = 4, convergence_iters=(50, 50, 50, 50),
+       convergence_tol: float = 1e-7, spline_distance: float = 200.0) -> None:
+    import ants
+
+    load_nifti(in_file, ndim=3)
+    img = ants.image_read(in_file)
+    out = ants.n4_bias_field_correction(
+        img, shrink_factor=shrink_factor,
+        convergence={"iters": list(convergence_iters), "tol": convergence_tol},
+        spline_param=spline_distance,
+    )
+    save_ants(out, out_file)
+
+
+def skullstrip(in_file: str, mask_file: str, brain_file: str, method: str = "brainextractor",
+               fractional_threshold: float = 0.5, iterations: int = 1000,
+               median_radius: int = 4, numpass: int = 4) -> None:
+    import nibabel as nib
+
+    img = load_nifti(in_file, ndim=3)
+    if method == "brainextractor":
+        import tempfile
+
+        from brainextractor import BrainExtractor
+
+        np.random.seed(0)
+        be = BrainExtractor(img, bt=fractional_threshold)
+        be.run(iterations=iterations)
+        with tempfile.TemporaryDirectory() as td:
+            tmp = os.path.join(td, "mask.nii.gz")
+            be.save_mask(tmp)
+            mask = np.asanyarray(nib.load(tmp).dataobj) > 0
+    elif method == "dipy":
+        from dipy.segment.mask import median_otsu
+
+        _, mask = median_otsu(img.get_fdata(dtype=np.float32), median_radius=median_radius, numpass=numpass)
+    else:
+        raise ValueError(f"unknown skullstrip method {method!r}")
+    if not mask.any():
+        raise InputError(in_file, f"brain extraction ({method}) produced an empty mask")
+    hdr = img.header.copy()
+    hdr.set_data_dtype(np.uint8)
+    save_nifti(nib.Nifti1Image(mask.astype(np.uint8), img.affine, hdr), mask_file)
+    data = img.get_fdata(dtype=np.float32) * mask
+    hdr = img.header.copy()
+    hdr.set_data_dtype(np.float32)
+    save_nifti(nib.Nifti1Image(data, img.affine, hdr), brain_file)
+
+
+def atropos(t1_file: str, mask_file: str, dseg_file: str, prob_files: dict[str, str],
+            mrf_weight: float = 0.2, iterations: int = 5) -> None:
+    """Three-class Atropos (k-means init) on the brain; labels sorted by mean intensity."""
+    import ants
+
+    t1 = ants.image_read(t1_file)
+    mask = ants.image_read(mask_file)
+    arr = t1.numpy()
+    mk = mask.numpy() > 0
+    lo, hi = np.percentile(arr[mk], [1, 99])  # bright vessels/fat would otherwise take a class
+    clipped = t1.new_image_like(np.clip(arr, lo, hi).astype("float32"))
+    seg = ants.atropos(a=clipped, x=mask, i="kmeans[3]", m=f"[{mrf_weight},1x1x1]",
+                       c=f"[{iterations},0]")
+    lab = seg["segmentation"].numpy().astype(np.int16)
+    probs = seg["probabilityimages"]
+    means = [arr[lab == k].mean() if (lab == k).any() else np.inf for k in (1, 2, 3)]
+    order = np.argsort(means)  # CSF darkest, WM brightest on T1w
+    new = np.zeros_like(lab)
+    for newlab, old in enumerate(order, start=1):
+        new[lab == old + 1] = newlab
+    save_ants(t1.new_image_like(new.astype("float32")).astype("uint8"), dseg_file)
+    for name, old in zip(TISSUES, order):
+        save_ants(probs[old], prob_files[name])
+
+
+def tissue_volumes(dseg_file: str, mask_file: str, out_tsv: str, subject: str, session: str | None) -> None:
+    import pandas as pd
+
+    dseg = load_nifti(dseg_file, ndim=3)
+    mask = load_nifti(mask_file, ndim=3)
+    vox_ml = float(np.prod(dseg.header.get_zooms()[:3])) / 1000.0
+    lab = np.asanyarray(dseg.dataobj)
+    rows = [{"subject": subject, "session": session or "", "structure": name, "measure": "volume",
+             "value": float((lab == k).sum() * vox_ml), "unit": "mL"}
+            for k, name in enumerate(TISSUES, start=1)]
+    rows.append({"subject": subject, "session": session or "", "structure": "brainmask", "measure": "volume",
+                 "value": float((np.asanyarray(mask.dataobj) > 0).sum() * vox_ml), "unit": "mL"})
+    write_tsv(out_tsv, pd.DataFrame(rows))
+
+
+def register(moving_file: str, template_file: str, out_affine: str, out_warp: str, out_invwarp: str,
+             out_warped: str, transform: str = "SyN", syn_iterations=(40, 20, 0), seed: int = 42,
+             metrics_json: str | None = None) -> dict:
+    """ANTsPy registration of a brain T1w to the template, keeping forward and inverse transforms."""
+    import shutil
+
+    import ants
+
+    from .io import write_json
+
+    fixed = ants.image_read(template_file)
+    moving = ants.image_read(moving_file)
+    reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=transform,
+                            reg_iterations=tuple(syn_iterations), random_seed=seed)
+    fwd, inv = reg["fwdtransforms"], reg["invtransforms"]
+    affine = [f for f in fwd if f.endswith(".mat")][0]
+    with atomic_path(out_affine) as tmp:
+        shutil.copyfile(affine, tmp)
+    warps = [f for f in fwd if f.endswith(".nii.gz")]
+    iwarps = [f for f in inv if f.endswith(".nii.gz")]
+    for src, dst in ((warps, out_warp), (iwarps, out_invwarp)):
+        if not src:
+            raise RuntimeError(f"ANTs {transform} registration produced no warp field")
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src[0], tmp)
+    save_ants(reg["warpedmovout"], out_warped)
+    # similarity to the template before (moving resampled into template grid) and after
+    before = ants.resample_image_to_target(moving, fixed, interp_type="linear")
+    metrics = {
+        "correlation_before": _masked_corr(before.numpy(), fixed.numpy()),
+        "correlation_after": _masked_corr(reg["warpedmovout"].numpy(), fixed.numpy()),
+        "transform": transform,
+    }
+    if metrics_json:
+        write_json(metrics_json, metrics)
+    return metrics
+
+
+def _masked_corr(a: np.ndarray, b: np.ndarray) -> float:
+    m = (b > 0) | (a > 0)
+    return float(np.corrcoef(a[m].ravel(), b[m].ravel())[0, 1])
