@@ -16,6 +16,9 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/anat.smk"
 include: "rules/dwi.smk"
+include: "rules/mrtrix.smk"
+include: "rules/fsl.smk"
+include: "rules/freesurfer.smk"
 include: "rules/group.smk"
 
 

@@ -23,7 +23,8 @@ config.update(validate_config(config))
 OUT = config["output_dir"].rstrip("/")
 
 _sdm = workflow.deployment_settings.deployment_method
-_check_tools = not (DeploymentMethod.CONDA in _sdm or DeploymentMethod.APPTAINER in _sdm or workflow.dryrun)
+_check_tools = not (DeploymentMethod.CONDA in _sdm or DeploymentMethod.APPTAINER in _sdm
+                    or workflow.dryrun or getattr(workflow.output_settings, "dryrun", False))  # -n: executor not set yet
 METHOD = _backends.check_methods(config, check_tools=_check_tools)
 
 # ---- BIDS input ------------------------------------------------------------------------------
@@ -47,10 +48,14 @@ wildcard_constraints:
     session="[a-zA-Z0-9]+",
 
 # ---- environments ----------------------------------------------------------------------------
-ENVS = {name: f"../envs/{name}.yaml" for name in ("neurosmk",)}
+ENVS = {name: f"../envs/{name}.yaml" for name in ("neurosmk", "mrtrix3", "fsl", "freesurfer")}
 CONTAINERS = {
     # the project env is created with conda inside this pinned base image
     "neurosmk": "docker://condaforge/miniforge3:24.11.3-0",
+    # official MRtrix3 image; it also carries the FSL parts its scripts call (dwifslpreproc -> eddy)
+    "mrtrix3": "docker://mrtrix3/mrtrix3:3.0.4",
+    "fsl": "docker://brainlife/fsl:6.0.4-patched2",
+    "freesurfer": "docker://freesurfer/freesurfer:7.4.1",
 }
 
 

@@ -25,6 +25,9 @@ def dwi_after_degibbs(wc):
 
 def dwi_for_model(wc):
     """The DWI series the mask and the tensor fit use, with its gradient table."""
+    if METHOD["dwi.preproc"] != "none":  # rules/mrtrix.smk: eddy-corrected series, rotated bvecs
+        return {"dwi": DWI_PREPROC.format(**wc), "bval": DWI_PREPROC_BVAL.format(**wc),
+                "bvec": DWI_PREPROC_BVEC.format(**wc)}
     return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "bvec": raw_dwi(wc)["bvec"]}
 
 

@@ -24,15 +24,40 @@ class Backend:
 PY = Backend()
 NONE = Backend(notes="step skipped; the previous step's output is used")
 
+MRTRIX = Backend(tools=("dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric", "mrconvert"),
+                 env="mrtrix3", install="MRtrix3 3.0.x (conda install -c mrtrix3 mrtrix3=3.0.4)")
+_FSL_INSTALL = "FSL 6.0.7 (https://fsl.fmrib.ox.ac.uk/fsl/docs/#/install/) with FSLDIR set"
+_FS_INSTALL = "FreeSurfer 7.4.1 (https://surfer.nmr.mgh.harvard.edu/fswiki/DownloadAndInstall) with FREESURFER_HOME and FS_LICENSE set"
+
+
+def _mrtrix(*tools: str) -> Backend:
+    return Backend(tools=tools, env="mrtrix3", install=MRTRIX.install)
+
+
+def _fsl(*tools: str) -> Backend:
+    return Backend(tools=tools, env="fsl", install=_FSL_INSTALL)
+
+
+def _fs(*tools: str) -> Backend:
+    return Backend(tools=tools, env="freesurfer", install=_FS_INSTALL)
+
+
 STEPS: dict[str, dict[str, Backend]] = {
-    "anat.biascorrect": {"ants": PY},
-    "anat.skullstrip": {"brainextractor": PY, "dipy": PY},
-    "anat.segment": {"atropos": PY},
-    "anat.register": {"ants": PY},
-    "dwi.denoise": {"dipy_mppca": PY, "none": NONE},
-    "dwi.degibbs": {"dipy": PY, "none": NONE},
-    "dwi.mask": {"dipy": PY},
-    "dwi.tensor": {"dipy": PY},
+    "anat.biascorrect": {"ants": PY, "freesurfer": _fs("AntsN4BiasFieldCorrectionFs")},
+    "anat.skullstrip": {"brainextractor": PY, "dipy": PY, "fsl_bet": _fsl("bet"),
+                        "freesurfer": _fs("recon-all", "mri_convert", "mri_mask", "mri_binarize"),
+                        "synthstrip": _fs("mri_synthstrip")},
+    "anat.segment": {"atropos": PY, "fsl_fast": _fsl("fast")},
+    "anat.subcortical": {"none": NONE, "fsl_first": _fsl("run_first_all", "first_roi_slicesdir")},
+    "anat.register": {"ants": PY, "fsl": _fsl("flirt", "fnirt", "invwarp", "applywarp")},
+    "anat.atlas": {"none": NONE, "fsl_applywarp": _fsl("applywarp")},
+    "dwi.denoise": {"dipy_mppca": PY, "none": NONE, "mrtrix": _mrtrix("dwidenoise")},
+    "dwi.degibbs": {"dipy": PY, "none": NONE, "mrtrix": _mrtrix("mrdegibbs")},
+    "dwi.preproc": {"none": NONE,
+                    "fsl_dwifslpreproc": Backend(tools=("dwifslpreproc", "eddy"), env="fsl",
+                                                 install="MRtrix3 3.0.4 (dwifslpreproc) and " + _FSL_INSTALL)},
+    "dwi.mask": {"dipy": PY, "mrtrix": _mrtrix("dwi2mask")},
+    "dwi.tensor": {"dipy": PY, "mrtrix": _mrtrix("dwi2tensor", "tensor2metric")},
 }
 
 

@@ -1,0 +1,229 @@
+# Diffusion stages with MRtrix3 (dwidenoise, mrdegibbs, dwi2mask, dwi2tensor/tensor2metric) and
+# the optional eddy/motion correction (dwifslpreproc -> FSL eddy). Each rule exists only when the
+# config picks its method, and writes the same file names as the DIPY backends (rules/dwi.smk).
+#
+# MRtrix writes outputs in place, so every command writes "<output>.tmp.nii.gz" next to its
+# output and renames it when the command succeeded: a crash never leaves a plausible output.
+# -force is only ever used on those temporary files.
+
+DWI_PREPROC = dwi("dwi", desc="preproc")
+DWI_PREPROC_BVAL = dwi("dwi", ext=".bval", desc="preproc")
+DWI_PREPROC_BVEC = dwi("dwi", ext=".bvec", desc="preproc")
+
+# DIPY fit_method -> dwi2tensor options: DIPY WLS weights an OLS prediction once (-ols -iter 1)
+MRTRIX_TENSOR_FIT = {"OLS": "-ols -iter 0", "WLS": "-ols -iter 1"}
+
+
+def _mrtrix_degibbs_axes(slice_axis):
+    """mrdegibbs -axes: the two in-plane axes, i.e. all but the slice axis."""
+    return ",".join(str(a) for a in (0, 1, 2) if a != slice_axis)
+
+
+if METHOD["dwi.denoise"] == "mrtrix":
+
+    rule dwi_denoise_mrtrix:
+        input:
+            dwi=lambda wc: raw_dwi(wc)["nii"],
+        output:
+            dwi=DWI_DENOISED,
+            noise=DWI_NOISE,
+        params:
+            method="mrtrix",
+            extent=",".join(str(e) for e in step_cfg("dwi.denoise")["extent"]),
+        threads: step_cfg("dwi.denoise")["threads"]
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        log:
+            logfile("dwi_denoise_mrtrix"),
+        benchmark:
+            benchfile("dwi_denoise_mrtrix")
+        conda:
+            ENVS["mrtrix3"]
+        container:
+            CONTAINERS["mrtrix3"]
+        shell:
+            'dwidenoise "{input.dwi}" "{output.dwi}.tmp.nii.gz" -noise "{output.noise}.tmp.nii.gz"'
+            ' -extent {params.extent} -nthreads {threads} -force > "{log}" 2>&1'
+            ' && mv "{output.dwi}.tmp.nii.gz" "{output.dwi}"'
+            ' && mv "{output.noise}.tmp.nii.gz" "{output.noise}"'
+
+
+if METHOD["dwi.degibbs"] == "mrtrix":
+
+    rule dwi_degibbs_mrtrix:
+        input:
+            dwi=dwi_after_denoise,
+        output:
+            dwi=DWI_DEGIBBS,
+        params:
+            method="mrtrix",
+            axes=_mrtrix_degibbs_axes(step_cfg("dwi.degibbs")["slice_axis"]),
+            nshifts=step_cfg("dwi.degibbs")["nshifts"],
+            min_w=step_cfg("dwi.degibbs")["min_w"],
+            max_w=step_cfg("dwi.degibbs")["max_w"],
+        threads: step_cfg("dwi.degibbs")["threads"]
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        log:
+            logfile("dwi_degibbs_mrtrix"),
+        benchmark:
+            benchfile("dwi_degibbs_mrtrix")
+        conda:
+            ENVS["mrtrix3"]
+        container:
+            CONTAINERS["mrtrix3"]
+        shell:
+            'mrdegibbs "{input.dwi}" "{output.dwi}.tmp.nii.gz" -axes {params.axes} -nshifts {params.nshifts}'
+            ' -minW {params.min_w} -maxW {params.max_w} -nthreads {threads} -force > "{log}" 2>&1'
+            ' && mv "{output.dwi}.tmp.nii.gz" "{output.dwi}"'
+
+
+if METHOD["dwi.mask"] == "mrtrix":
+
+    rule dwi_mask_mrtrix:
+        input:
+            unpack(dwi_for_model),
+        output:
+            mask=DWI_MASK,
+        params:
+            method="mrtrix",
+        threads: step_cfg("dwi.mask")["threads"]
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        log:
+            logfile("dwi_mask_mrtrix"),
+        benchmark:
+            benchfile("dwi_mask_mrtrix")
+        conda:
+            ENVS["mrtrix3"]
+        container:
+            CONTAINERS["mrtrix3"]
+        shell:
+            'dwi2mask "{input.dwi}" "{output.mask}.tmp.nii.gz" -fslgrad "{input.bvec}" "{input.bval}"'
+            ' -nthreads {threads} -force > "{log}" 2>&1'
+            ' && mv "{output.mask}.tmp.nii.gz" "{output.mask}"'
+
+
+if METHOD["dwi.tensor"] == "mrtrix":
+    if step_cfg("dwi.tensor")["fit_method"] not in MRTRIX_TENSOR_FIT:
+        raise ValueError(
+            f"config key 'dwi.tensor.fit_method': {step_cfg('dwi.tensor')['fit_method']!r} is not available "
+            f"with method 'mrtrix' (choices: {', '.join(MRTRIX_TENSOR_FIT)})")
+
+    rule dwi_tensor_mrtrix:
+        input:
+            unpack(dwi_for_model),
+            mask=DWI_MASK,
+        output:
+            **DTI,
+        params:
+            method="mrtrix",
+            fit=MRTRIX_TENSOR_FIT[step_cfg("dwi.tensor")["fit_method"]],
+        threads: step_cfg("dwi.tensor")["threads"]
+        resources:
+            mem_mb=3000,
+            runtime=20,
+        log:
+            logfile("dwi_tensor_mrtrix"),
+        benchmark:
+            benchfile("dwi_tensor_mrtrix")
+        conda:
+            ENVS["mrtrix3"]
+        container:
+            CONTAINERS["mrtrix3"]
+        # FA/ADC(=MD)/AD/RD and V1 (unmodulated principal eigenvector) in one pass; colour FA is
+        # |V1| x FA as in DIPY's color_fa: tensor2metric -vector -modulate FA, then mrcalc -abs.
+        shell:
+            'tmp=$(mktemp -d "${{TMPDIR:-/tmp}}/neurosmk_dti.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT && '
+            '( dwi2tensor "{input.dwi}" "$tmp/tensor.mif" -fslgrad "{input.bvec}" "{input.bval}"'
+            ' -mask "{input.mask}" {params.fit} -nthreads {threads}'
+            ' && tensor2metric "$tmp/tensor.mif" -mask "{input.mask}" -fa "{output.FA}.tmp.nii.gz"'
+            ' -adc "{output.MD}.tmp.nii.gz" -ad "{output.AD}.tmp.nii.gz" -rd "{output.RD}.tmp.nii.gz"'
+            ' -vector "{output.V1}.tmp.nii.gz" -num 1 -modulate none -nthreads {threads} -force'
+            ' && tensor2metric "$tmp/tensor.mif" -mask "{input.mask}" -vector "$tmp/rgb.mif" -num 1'
+            ' -modulate FA -nthreads {threads}'
+            ' && mrcalc "$tmp/rgb.mif" -abs "{output.RGB}.tmp.nii.gz" -datatype float32 -nthreads {threads} -force'
+            ' ) > "{log}" 2>&1'
+            ' && for f in "{output.FA}" "{output.MD}" "{output.AD}" "{output.RD}" "{output.V1}" "{output.RGB}";'
+            ' do mv "$f.tmp.nii.gz" "$f"; done'
+
+
+# ---- dwi.preproc: eddy-current and motion correction ------------------------------------------
+def _dwi_sidecar(wc):
+    return DWI[_key(wc)].json
+
+
+def _preproc_pe_args(wc):
+    """-rpe_none -pe_dir X [-readout_time T], or -rpe_header -json_import sidecar."""
+    c = step_cfg("dwi.preproc")
+    sidecar = _dwi_sidecar(wc)
+    meta = {}
+    if sidecar:
+        import json
+
+        with open(sidecar) as fh:
+            meta = json.load(fh)
+    if c["rpe"] == "header":
+        if not sidecar:
+            raise ValueError(f"dwi.preproc.rpe 'header' needs a BIDS sidecar (.json) for {raw_dwi(wc)['nii']}")
+        return f'-rpe_header -json_import "{sidecar}"'
+    pe_dir = c["pe_dir"] or meta.get("PhaseEncodingDirection")
+    if not pe_dir:
+        raise ValueError(f"dwi.preproc: no phase-encoding direction for {raw_dwi(wc)['nii']}: set "
+                         f"config key 'dwi.preproc.pe_dir' or PhaseEncodingDirection in its BIDS sidecar")
+    args = f"-rpe_none -pe_dir {pe_dir}"
+    readout = c["readout_time"] or meta.get("TotalReadoutTime")
+    if readout:
+        args += f" -readout_time {float(readout):g}"
+    return args
+
+
+def _eddy_options():
+    opts = step_cfg("dwi.preproc")["eddy_options"].strip()
+    return f" {opts} "  # MRtrix needs the leading space, or it parses "--slm" as its own option
+
+
+if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
+    _PREPROC_GPU = step_cfg("dwi.preproc")["use_gpu"]
+
+    rule dwi_preproc_dwifslpreproc:
+        input:
+            dwi=dwi_after_degibbs,
+            bval=lambda wc: raw_dwi(wc)["bval"],
+            bvec=lambda wc: raw_dwi(wc)["bvec"],
+        output:
+            dwi=DWI_PREPROC,
+            bval=DWI_PREPROC_BVAL,
+            bvec=DWI_PREPROC_BVEC,
+        params:
+            method="fsl_dwifslpreproc",
+            pe=_preproc_pe_args,
+            eddy_options=_eddy_options(),
+            # use_gpu false hides the GPUs: dwifslpreproc then falls back from eddy_cuda to the CPU eddy
+            cuda="" if _PREPROC_GPU else "CUDA_VISIBLE_DEVICES= ",
+        threads: step_cfg("dwi.preproc")["threads"]
+        resources:
+            mem_mb=16000,
+            runtime=240,
+            **({"gpu": 1} if _PREPROC_GPU else {}),
+        log:
+            logfile("dwi_preproc_dwifslpreproc"),
+        benchmark:
+            benchfile("dwi_preproc_dwifslpreproc")
+        conda:
+            ENVS["fsl"]
+        container:
+            CONTAINERS["mrtrix3"]
+        shell:
+            'tmp=$(mktemp -d "${{TMPDIR:-/tmp}}/neurosmk_eddy.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT && '
+            '{params.cuda}dwifslpreproc "{input.dwi}" "{output.dwi}.tmp.nii.gz" -fslgrad "{input.bvec}" "{input.bval}"'
+            ' {params.pe} -eddy_options "{params.eddy_options}"'
+            ' -export_grad_fsl "{output.bvec}.tmp" "{output.bval}.tmp"'
+            ' -scratch "$tmp" -nthreads {threads} -force > "{log}" 2>&1'
+            ' && mv "{output.bvec}.tmp" "{output.bvec}" && mv "{output.bval}.tmp" "{output.bval}"'
+            ' && mv "{output.dwi}.tmp.nii.gz" "{output.dwi}"'
+
+    DWI_TARGETS += [DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC]
