@@ -149,7 +149,7 @@ def test_mrtrix_backends_commands_wiring_resources(tmp_path):
     gib = jobs["dwi_degibbs_mrtrix"]
     assert gib["input"] == [p["den"]]  # wired to the denoised series
     assert gib["shell"] == (
-        f'mrdegibbs "{p["den"]}" "{p["gibbs"]}.tmp.nii.gz" -axes 0,1 -nshifts 20 -minW 1 -maxW 3 -nthreads 2 '
+        f'mrdegibbs "{p["den"]}" "{p["gibbs"]}.tmp.nii.gz" -axes 0,1 -nshifts 20 -minW 1 -maxW 3 -nthreads 1 '
         f'-force > "{log(out, "dwi_degibbs_mrtrix", "sub-02")}" 2>&1 && ' + tmp_then_mv(p["gibbs"]))
 
     mask = jobs["dwi_mask_mrtrix"]

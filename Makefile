@@ -1,0 +1,38 @@
+# neurosmk: `make demo` runs the pipeline on the bundled demo data; `make test` runs the tests.
+# Works on Debian/Ubuntu and macOS with Python 3.11 (set PYTHON=python3.11 if python3 is older).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CORES  ?= 2
+
+.PHONY: venv demo test report why clean-demo
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "neurosmk needs Python >= 3.11; run: make PYTHON=python3.11 ..."'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip==24.3.1"
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --report results/demo/report.html
+	@echo ""
+	@echo "Outputs: results/demo/  (BIDS-Derivatives; group tables in results/demo/group/)"
+	@echo "Report:  results/demo/report.html"
+
+test: venv
+	$(BIN)/python -m pytest -q -rs
+
+# Why would jobs re-run? (dry run listing each job's reason, plus changed params/code)
+why: venv
+	$(BIN)/snakemake -n --cores $(CORES) --configfile config/config.yaml
+	$(BIN)/snakemake --list-changes params --configfile config/config.yaml
+	$(BIN)/snakemake --list-changes code --configfile config/config.yaml
+
+clean-demo:
+	rm -rf results/demo

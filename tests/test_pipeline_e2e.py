@@ -1,0 +1,145 @@
+"""End-to-end: the default (portable Python) pipeline on a reduced copy of the demo, checked
+on the content of its outputs."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import reduced_config, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(reduced_demo, tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    out = work / "out"
+    cfg = reduced_config(reduced_demo, out, work / "config.yaml")
+    run_snakemake(["--cores", "2", "--configfile", str(cfg)], cwd=work, timeout=1500)
+    return {"out": out, "cfg": cfg, "work": work}
+
+
+def _vol_ml(path):
+    img = nib.load(str(path))
+    return float((np.asanyarray(img.dataobj) > 0).sum() * np.prod(img.header.get_zooms()[:3]) / 1000)
+
+
+def test_brain_mask_volume_plausible(pipeline):
+    ml = _vol_ml(pipeline["out"] / "sub-01/anat/sub-01_desc-brain_mask.nii.gz")
+    assert 900 < ml < 2100, ml  # adult intracranial brain mask, mL
+
+
+def test_tissue_volumes_sum_to_mask(pipeline):
+    t = pd.read_csv(pipeline["out"] / "sub-01/anat/sub-01_desc-tissue_volumes.tsv", sep="\t",
+                    dtype={"subject": str})
+    vols = dict(zip(t.structure, t.value))
+    assert set(vols) == {"CSF", "GM", "WM", "brainmask"}
+    assert (t.unit == "mL").all()
+    assert abs(vols["CSF"] + vols["GM"] + vols["WM"] - vols["brainmask"]) / vols["brainmask"] < 0.01
+    # real anatomy: GM and WM each several hundred mL, CSF the smallest of the three
+    assert 300 < vols["GM"] < 1100 and 250 < vols["WM"] < 1000, vols
+    assert vols["CSF"] < min(vols["GM"], vols["WM"])
+    # the label image agrees with the probability maps' argmax for most voxels
+    out = pipeline["out"] / "sub-01/anat"
+    dseg = np.asanyarray(nib.load(str(out / "sub-01_dseg.nii.gz")).dataobj)
+    probs = np.stack([nib.load(str(out / f"sub-01_label-{t}_probseg.nii.gz")).get_fdata() for t in ("CSF", "GM", "WM")])
+    m = dseg > 0
+    assert (probs.argmax(0)[m] + 1 == dseg[m]).mean() > 0.9
+
+
+def test_segmentation_ordered_by_intensity(pipeline):
+    out = pipeline["out"] / "sub-01/anat"
+    t1 = nib.load(str(out / "sub-01_desc-preproc_T1w.nii.gz")).get_fdata()
+    dseg = np.asanyarray(nib.load(str(out / "sub-01_dseg.nii.gz")).dataobj)
+    means = [t1[dseg == k].mean() for k in (1, 2, 3)]
+    assert means[0] < means[1] < means[2]  # CSF < GM < WM on a T1w
+
+
+def test_registration_improves_similarity(pipeline):
+    m = json.loads((pipeline["out"] / "sub-01/anat/"
+                    "sub-01_space-MNI152NLin2009aSym_desc-registration_metrics.json").read_text())
+    assert m["correlation_after"] > m["correlation_before"] + 0.1, m
+    assert m["correlation_after"] > 0.6, m
+    warped = nib.load(str(pipeline["out"] / "sub-01/anat/sub-01_space-MNI152NLin2009aSym_desc-brain_T1w.nii.gz"))
+    assert warped.ndim == 3
+    for name in ("from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz",
+                 "from-MNI152NLin2009aSym_to-T1w_mode-image_desc-warp_xfm.nii.gz"):
+        w = nib.load(str(pipeline["out"] / "sub-01/anat" / f"sub-01_{name}"))
+        assert w.ndim == 5 and w.shape[-1] == 3  # ITK displacement field
+        assert np.abs(w.get_fdata()).max() > 0.5  # non-trivial deformation (mm)
+
+
+def test_dti_maps(pipeline):
+    out = pipeline["out"] / "sub-02/dwi"
+    fa = nib.load(str(out / "sub-02_model-DTI_param-FA_dwimap.nii.gz")).get_fdata()
+    md = nib.load(str(out / "sub-02_model-DTI_param-MD_dwimap.nii.gz")).get_fdata()
+    ad = nib.load(str(out / "sub-02_model-DTI_param-AD_dwimap.nii.gz")).get_fdata()
+    rd = nib.load(str(out / "sub-02_model-DTI_param-RD_dwimap.nii.gz")).get_fdata()
+    mask = np.asanyarray(nib.load(str(out / "sub-02_desc-brain_mask.nii.gz")).dataobj) > 0
+    assert fa.shape == mask.shape == (72, 72, 36)
+    assert 500 < mask.sum() * 27 / 1000 < 2500  # mL at 3 mm
+    assert fa.min() >= 0 and fa.max() <= 1
+    assert np.allclose(md[mask], (ad[mask] + 2 * rd[mask]) / 3, rtol=1e-3, atol=1e-7)
+    assert 0.0004 < np.median(md[mask]) < 0.0015  # mm^2/s, brain tissue at b=2000
+    # white matter vs grey matter from the b=0 contrast (independent of FA): on a T2-weighted
+    # b=0, WM is darkest, GM brighter, CSF brightest inside the brain
+    from scipy.cluster.vq import kmeans2
+    from scipy.ndimage import binary_erosion
+
+    dwi = nib.load(str(out / "sub-02_desc-degibbs_dwi.nii.gz")).get_fdata()
+    b0 = dwi[..., 0]
+    inner = binary_erosion(mask, iterations=2)
+    vals = b0[inner].reshape(-1, 1)
+    centroids, labels = kmeans2(vals, np.percentile(vals, [20, 60, 95]).reshape(-1, 1), minit="matrix", seed=0)
+    order = np.argsort(centroids.ravel())
+    fa_in = fa[inner]
+    wm, gm = fa_in[labels == order[0]].mean(), fa_in[labels == order[1]].mean()
+    assert wm > gm + 0.05, (wm, gm)
+    rgb = nib.load(str(out / "sub-02_model-DTI_param-RGB_dwimap.nii.gz"))
+    assert rgb.shape == (72, 72, 36, 3)
+
+
+def test_roi_table_and_group_tables(pipeline):
+    out = pipeline["out"]
+    stats = pd.read_csv(out / "sub-02/dwi/sub-02_model-DTI_desc-roi_stats.tsv", sep="\t", dtype={"subject": str})
+    fa_brain = stats.query("structure == 'brain' and measure == 'FA_mean'").value.item()
+    fa_wm = stats.query("structure == 'wm_fa0.2' and measure == 'FA_mean'").value.item()
+    assert 0.1 < fa_brain < fa_wm < 0.8
+    g = pd.read_csv(out / "group/dwi_dti_roistats.tsv", sep="\t", dtype={"subject": str, "session": str},
+                    keep_default_na=False)
+    assert list(g.columns[:8]) == ["subject", "session", "atlas", "hemisphere", "structure", "measure", "value", "unit"]
+    assert len(g) == len(stats) and set(g.subject) == {"02"}
+    v = pd.read_csv(out / "group/anat_tissue_volumes.tsv", sep="\t", dtype={"subject": str})
+    assert set(v.subject) == {"01"} and (v.atlas == "tissue").all()
+
+
+def test_qc_figures_are_real_images(pipeline):
+    import matplotlib.image as mpimg
+
+    figs = sorted((pipeline["out"]).glob("sub-*/figures/*.png"))
+    assert [f.name for f in figs] == ["sub-01_desc-brainmask_T1w.png", "sub-01_desc-dseg_T1w.png",
+                                      "sub-01_desc-reg_T1w.png", "sub-02_desc-dti_dwi.png"]
+    for f in figs:
+        img = mpimg.imread(f)
+        assert img.shape[0] > 200 and img.shape[1] > 500
+        assert img[..., :3].std() > 0.05  # not blank
+
+
+def test_derivatives_metadata_and_logs(pipeline):
+    out = pipeline["out"]
+    dd = json.loads((out / "dataset_description.json").read_text())
+    assert dd["DatasetType"] == "derivative" and dd["GeneratedBy"][0]["Name"] == "neurosmk"
+    bench = sorted(p.parent.name for p in out.glob("benchmarks/*/sub-*.tsv"))
+    assert "anat_register_ants" in bench and "dwi_tensor_dipy" in bench
+    # no temporary files left behind by the atomic writers
+    assert not [p for p in out.rglob(".*.tmp*")]
+
+
+def test_second_run_does_nothing(pipeline):
+    proc = run_snakemake(["-n", "--cores", "2", "--configfile", str(pipeline["cfg"])], cwd=pipeline["work"])
+    assert "Nothing to be done" in proc.stdout + proc.stderr
