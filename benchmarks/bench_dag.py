@@ -29,7 +29,7 @@ def make_bids(root: Path, n: int) -> None:
 
 
 BARE = """
-N = int(config["n"])
+N = int(config["njobs"])
 rule all:
     input: expand("out/{i}.txt", i=range(N))
 rule trivial:
@@ -56,11 +56,11 @@ def main():
         cfg = td / "config.yaml"
         cfg.write_text(f"bids_dir: {td / 'bids'}\noutput_dir: {td / 'out'}\nvalidate_inputs: false\n"
                        "freesurfer_dir: null\n")
-        t_real, jobs = timed(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-n", "--cores", "2", "-q",
+        t_real, jobs = timed(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-n", "--cores", "2", "--quiet", "rules",
                                           "--configfile", str(cfg)], td)
         (td / "bare").mkdir()
         (td / "bare" / "Snakefile").write_text(BARE)
-        t_bare, jobs_bare = timed(SNAKEMAKE + ["-n", "--cores", "2", "-q", "--config", f"n={jobs - 1}"], td / "bare")
+        t_bare, jobs_bare = timed(SNAKEMAKE + ["-n", "--cores", "2", "--quiet", "rules", "--config", f"njobs={jobs - 1}"], td / "bare")
     print(f"{'workflow':<36}{'jobs':>8}{'seconds':>10}")
     print(f"{'neurosmk, ' + str(n) + ' subjects':<36}{jobs:>8}{t_real:>10.2f}")
     print(f"{'bare Snakefile, trivial jobs':<36}{jobs_bare:>8}{t_bare:>10.2f}")
