@@ -466,3 +466,62 @@ def test_group_plots(long, glob, tmp_path):
     assert names == ["aparc_lh_thickness.png", "aparc_rh_thickness.png", "aseg_volume_etiv.png"]
     for p in paths:
         assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- Snakemake scripts
+_DRIVER = """
+import json, runpy, sys
+from types import SimpleNamespace
+from snakemake.iocontainers import Namedlist as NL
+a = json.loads(sys.argv[1])
+sm = SimpleNamespace(input=NL(fromdict=a["input"]), output=NL(fromdict=a["output"]),
+                     params=NL(fromdict=a["params"]), log=NL(fromdict={"log": a["log"]}))
+runpy.run_path(a["script"], init_globals={"snakemake": sm}, run_name="__main__")
+"""
+
+
+def _run_script(name, inp, out, params, log):
+    """Run a Snakemake ``script:`` file in a subprocess with a real snakemake Namedlist-based
+    ``snakemake`` object (as Snakemake does)."""
+    pytest.importorskip("snakemake.iocontainers")
+    import json
+
+    arg = json.dumps({"input": inp, "output": out, "params": params, "log": str(log),
+                      "script": str(ROOT / "scripts" / name)})
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    r = subprocess.run([sys.executable, "-c", _DRIVER, arg], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 0, r.stderr + Path(log).read_text()
+    return Path(log).read_text()
+
+
+def test_snakemake_scripts(subjects_dir, tmp_path):
+    longs, globs = [], []
+    for d, subject, session in ((subjects_dir / "Subj001", "Subj001", ""),
+                                (subjects_dir / "sub-01_ses-A", "sub-01", "ses-A")):
+        o = tmp_path / "per" / d.name
+        out = {"long": str(o / "long.parquet"), "global_": str(o / "global.parquet"),
+               "skipped": str(o / "skipped.tsv")}
+        log = _run_script("fs_parse_subject.py", {"stats_dir": str(d / "stats")}, out,
+                          {"subject": subject, "session": session}, o / "parse.log")
+        assert "stats files parsed" in log
+        longs.append(out["long"])
+        globs.append(out["global_"])
+    g = tmp_path / "group"
+    out = {"long_tsv": str(g / "long.tsv"), "long_parquet": str(g / "long.parquet"),
+           "global_tsv": str(g / "global.tsv"), "global_parquet": str(g / "global.parquet"),
+           "wide_dir": str(g / "wide"), "qc_dir": str(g / "qc"),
+           "outliers": str(g / "outliers.tsv")}
+    _run_script("fs_aggregate_group.py", {"long": longs, "global_": globs}, out, {},
+                g / "aggregate.log")
+    lg = pd.read_parquet(out["long_parquet"])
+    assert set(zip(lg.subject, lg.session)) == {("Subj001", ""), ("sub-01", "ses-A")}
+    direct = long_table(parse_subject_dir(subjects_dir / "Subj001")[0] +
+                        parse_subject_dir(subjects_dir / "sub-01_ses-A")[0])
+    np.testing.assert_array_equal(lg.value.to_numpy(), direct.value.to_numpy())
+    assert (Path(out["wide_dir"]) / "aseg_both_volume.tsv").exists()
+    assert (Path(out["qc_dir"]) / "aparc_lh_thickness.png").exists()
+    assert len(pd.read_csv(out["outliers"], sep="\t")) > 0
+    man = pd.read_csv(tmp_path / "per" / "sub-01_ses-A" / "skipped.tsv", sep="\t")
+    assert sorted(Path(f).name for f in man.file) == ["lh.curv.stats", "rh.curv.stats"]
