@@ -115,16 +115,18 @@ class StatsError(Exception):
     """A bad input reported by a worker process (message names file and line)."""
 
 
-def write_outputs(out_dir, long: pd.DataFrame, glob: pd.DataFrame, skipped=(), wide=True):
+def write_outputs(out_dir, long: pd.DataFrame, glob: pd.DataFrame, skipped=(), wide=True,
+                  long_tsv=True):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(out / f"{LONG_NAME}.parquet", long)
-    write_long_tsv(out / f"{LONG_NAME}.tsv", long)
+    if long_tsv:
+        write_long_tsv(out / f"{LONG_NAME}.tsv", long)
     write_parquet(out / f"{GLOBAL_NAME}.parquet", glob)
-    write_tsv(out / f"{GLOBAL_NAME}.tsv", glob)
+    write_long_tsv(out / f"{GLOBAL_NAME}.tsv", glob)
     if wide:
         for name, t in wide_tables(long, glob).items():
-            write_tsv(out / "wide" / f"{name}.tsv", t)
+            write_long_tsv(out / "wide" / f"{name}.tsv", t)
     if skipped:
         write_tsv(out / "skipped_files.tsv", pd.DataFrame(list(skipped), columns=SKIPPED_COLUMNS))
 
@@ -137,6 +139,9 @@ def main(argv=None) -> int:
                     help="skip malformed files (listed in OUT/skipped_files.tsv)")
     ap.add_argument("--subjects", nargs="+", help="only these subject (directory) names")
     ap.add_argument("--jobs", "-j", type=int, default=1)
+    ap.add_argument("--no-long-tsv", action="store_true",
+                    help="write the long table as parquet only (for very large cohorts the "
+                         "TSV is many GB and dominates the run time)")
     a = ap.parse_args(argv)
     try:
         dirs = find_subject_dirs(a.paths, a.subjects)
@@ -159,7 +164,7 @@ def main(argv=None) -> int:
         print(f"neurosmk-stats: note: {n_other} file(s) of a non-table format not parsed "
               f"(e.g. {skipped[[s[2] != 'parse-error' for s in skipped].index(True)][0]}); "
               "listed in skipped_files.tsv", file=sys.stderr)
-    write_outputs(a.output_dir, long, glob, skipped)
+    write_outputs(a.output_dir, long, glob, skipped, long_tsv=not a.no_long_tsv)
     print(f"neurosmk-stats: {len(dirs)} subject(s), {len(long)} table values, {len(glob)} "
           f"global values -> {a.output_dir}")
     return 0
