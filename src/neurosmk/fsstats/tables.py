@@ -261,7 +261,7 @@ def write_long_tsv(path, df: pd.DataFrame) -> None:
     cols = []
     for f, col in zip(table.schema, table.columns):
         if pa.types.is_dictionary(f.type):
-            col = col.cast(pa.string())
+            col = col.cast(pa.large_string())  # >2 GB of text for big cohorts
         cols.append(col)
     table = pa.Table.from_arrays(cols, names=table.column_names)
     with atomic_path(path) as tmp:
