@@ -257,21 +257,25 @@ def write_long_tsv(path, df: pd.DataFrame) -> None:
     from neurosmk.io import atomic_path
 
     table = pa.Table.from_pandas(df, preserve_index=False)
-    # dictionary columns -> plain strings for the CSV writer
-    cols = []
-    for f, col in zip(table.schema, table.columns):
-        if pa.types.is_dictionary(f.type):
-            col = col.cast(pa.large_string())  # >2 GB of text for big cohorts
-        cols.append(col)
-    table = pa.Table.from_arrays(cols, names=table.column_names)
+    schema = pa.schema([pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f
+                        for f in table.schema])
+    step = 1 << 20  # write in 1M-row slices: bounded memory, no 2 GB string-array overflow
+
+    def _write(tmp, quoting):
+        opts = pacsv.WriteOptions(delimiter="\t", null_string="n/a", quoting_style=quoting,
+                                  quoting_header="none" if quoting == "none" else "needed",
+                                  batch_size=65536)
+        with pacsv.CSVWriter(str(tmp), schema, write_options=opts) as w:
+            for start in range(0, max(table.num_rows, 1), step):
+                part = table.slice(start, step)
+                w.write_table(pa.Table.from_arrays(
+                    [c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c
+                     for c in part.columns], schema=schema))
+
     with atomic_path(path) as tmp:
         try:  # no quotes (like pandas) unless a value needs them
-            pacsv.write_csv(table, str(tmp), write_options=pacsv.WriteOptions(
-                delimiter="\t", null_string="n/a", quoting_style="none",
-                quoting_header="none", batch_size=65536))
+            _write(tmp, "none")
         except pa.ArrowInvalid:
-            pacsv.write_csv(table, str(tmp), write_options=pacsv.WriteOptions(
-                delimiter="\t", null_string="n/a", quoting_style="needed", batch_size=65536))
-
+            _write(tmp, "needed")
 
 write_fast_tsv = write_long_tsv
