@@ -20,6 +20,7 @@ include: "rules/common.smk"
 include: "rules/anat.smk"
 include: "rules/dwi.smk"
 include: "rules/group.smk"
+include: "rules/aggregate.smk"
 
 
 rule all:

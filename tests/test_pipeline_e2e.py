@@ -166,3 +166,26 @@ def test_param_edit_reruns_exactly_downstream(pipeline, tmp_path):
 
 def test_cosmetic_edit_reruns_nothing(pipeline, tmp_path):
     assert _dry_jobs(pipeline, tmp_path, **{"anat.register.threads": 1, "report.title": "x"}) == set()
+
+
+def test_freesurfer_aggregation_rules_match_cli(pipeline, tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    fs = pipeline["out"] / "group" / "freesurfer"
+    long = pd.read_parquet(fs / "freesurfer_stats_long.parquet")
+    assert set(long.subject) == {"Subj001", "ds000005_sub-01"}
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-m", "neurosmk.fsstats.cli", str(REPO / "demo" / "freesurfer"),
+                    "--output-dir", str(tmp_path / "cli"), "--skip-bad"], check=True, env=env, timeout=300)
+    cli = pd.read_parquet(tmp_path / "cli" / "freesurfer_stats_long.parquet")
+    key = ["subject", "atlas", "hemisphere", "structure", "measure"]
+    a = long.sort_values(key).reset_index(drop=True)
+    b = cli.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 5000
+    assert np.allclose(a.value.to_numpy(float), b.value.to_numpy(float), equal_nan=True)
+    assert sorted(p.name for p in (fs / "qc").glob("*.png"))
+    lh_thick = pd.read_csv(fs / "wide" / "aparc_lh_thickness.tsv", sep="\t")
+    assert "lh_bankssts_thickness" in lh_thick.columns and len(lh_thick) == 2
