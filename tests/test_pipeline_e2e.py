@@ -150,11 +150,9 @@ def _dry_jobs(pipeline, tmp_path, **overrides):
 
     cfg = reduced_config(pipeline["reduced"], pipeline["out"], tmp_path / "edited.yaml", **overrides)
     p = run_snakemake(["-n", "--cores", "2", "--configfile", str(cfg)], cwd=pipeline["work"])
-    text = p.stdout + p.stderr
-    if "Nothing to be done" in text:
-        return set()
-    table = p.stdout.split("Job stats:")[1].splitlines()[3:]
-    return {ln.split()[0] for ln in table if len(ln.split()) == 2 and ln.split()[1].isdigit()}
+    from .conftest import job_counts
+
+    return set(job_counts(p.stdout))
 
 
 def test_param_edit_reruns_exactly_downstream(pipeline, tmp_path):
