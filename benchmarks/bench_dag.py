@@ -15,17 +15,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bids_index import make_tree as make_bids  # noqa: E402
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def make_bids(root: Path, n: int) -> None:
-    for i in range(n):
-        s = f"sub-{i:05d}"
-        (root / s / "anat").mkdir(parents=True)
-        (root / s / "dwi").mkdir()
-        (root / s / "anat" / f"{s}_T1w.nii.gz").touch()
-        for ext in (".nii.gz", ".bval", ".bvec"):
-            (root / s / "dwi" / f"{s}_dwi{ext}").touch()
 
 
 BARE = """
