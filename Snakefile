@@ -13,6 +13,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/anat.smk"
 include: "rules/dwi.smk"
@@ -20,6 +23,7 @@ include: "rules/mrtrix.smk"
 include: "rules/fsl.smk"
 include: "rules/freesurfer.smk"
 include: "rules/group.smk"
+include: "rules/aggregate.smk"
 
 
 rule all:

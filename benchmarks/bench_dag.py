@@ -15,21 +15,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_bids_index import make_tree as make_bids  # noqa: E402
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def make_bids(root: Path, n: int) -> None:
-    for i in range(n):
-        s = f"sub-{i:05d}"
-        (root / s / "anat").mkdir(parents=True)
-        (root / s / "dwi").mkdir()
-        (root / s / "anat" / f"{s}_T1w.nii.gz").touch()
-        for ext in (".nii.gz", ".bval", ".bvec"):
-            (root / s / "dwi" / f"{s}_dwi{ext}").touch()
-
-
 BARE = """
-N = int(config["n"])
+N = int(config["njobs"])
 rule all:
     input: expand("out/{i}.txt", i=range(N))
 rule trivial:
@@ -56,11 +48,11 @@ def main():
         cfg = td / "config.yaml"
         cfg.write_text(f"bids_dir: {td / 'bids'}\noutput_dir: {td / 'out'}\nvalidate_inputs: false\n"
                        "freesurfer_dir: null\n")
-        t_real, jobs = timed(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-n", "--cores", "2", "-q",
+        t_real, jobs = timed(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-n", "--cores", "2", "--quiet", "rules",
                                           "--configfile", str(cfg)], td)
         (td / "bare").mkdir()
         (td / "bare" / "Snakefile").write_text(BARE)
-        t_bare, jobs_bare = timed(SNAKEMAKE + ["-n", "--cores", "2", "-q", "--config", f"n={jobs - 1}"], td / "bare")
+        t_bare, jobs_bare = timed(SNAKEMAKE + ["-n", "--cores", "2", "--quiet", "rules", "--config", f"njobs={jobs - 1}"], td / "bare")
     print(f"{'workflow':<36}{'jobs':>8}{'seconds':>10}")
     print(f"{'neurosmk, ' + str(n) + ' subjects':<36}{jobs:>8}{t_real:>10.2f}")
     print(f"{'bare Snakefile, trivial jobs':<36}{jobs_bare:>8}{t_bare:>10.2f}")

@@ -61,6 +61,7 @@ if METHOD["anat.skullstrip"] in ("brainextractor", "dipy"):
             method=METHOD["anat.skullstrip"],
             fractional_threshold=step_cfg("anat.skullstrip")["fractional_threshold"],
             iterations=step_cfg("anat.skullstrip")["iterations"],
+            fov_mm=step_cfg("anat.skullstrip")["fov_mm"],
             median_radius=step_cfg("anat.skullstrip")["median_radius"],
             numpass=step_cfg("anat.skullstrip")["numpass"],
         threads: step_cfg("anat.skullstrip")["threads"]

@@ -30,6 +30,7 @@ def run_snakemake(args, cwd=REPO, timeout=1200, check=True):
 
 def write_config(path: Path, **overrides) -> Path:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["freesurfer_dir"] = str(REPO / cfg["freesurfer_dir"])  # tests run from other folders
     for key, value in overrides.items():
         cur = cfg
         parts = key.split(".")
@@ -38,6 +39,20 @@ def write_config(path: Path, **overrides) -> Path:
         cur[parts[-1]] = value
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """Rule -> job count from snakemake's 'Job stats' table (empty when nothing to do)."""
+    if "Job stats:" not in stdout:
+        return {}
+    out = {}
+    for line in stdout.split("Job stats:")[1].splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            out[parts[0]] = int(parts[1])
+    return out
 
 
 def _resample(img, zoom_mm, order=1):

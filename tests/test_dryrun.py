@@ -7,18 +7,11 @@ import re
 import nibabel as nib
 import numpy as np
 
-from .conftest import DEMO_BIDS, REPO, run_snakemake, write_config
+from .conftest import DEMO_BIDS, REPO, job_counts, run_snakemake, write_config
 
 
 def _jobs(stdout: str) -> dict[str, int]:
-    table = stdout.split("Job stats:")[1]
-    out = {}
-    for line in table.splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        out[parts[0]] = int(parts[1])
-    return out
+    return job_counts(stdout)
 
 
 def test_demo_dry_run_jobs(tmp_path):
@@ -105,7 +98,7 @@ from snakemake.settings.types import ConfigSettings, ResourceSettings
 with SnakemakeApi() as api:
     wf = api.workflow(resource_settings=ResourceSettings(cores=2),
                       config_settings=ConfigSettings(configfiles=[Path({str(REPO / 'config/config.yaml')!r})],
-                          config={{'bids_dir': {str(DEMO_BIDS)!r}, 'output_dir': 'out'}}),
+                          config={{'bids_dir': {str(DEMO_BIDS)!r}, 'output_dir': 'out', 'freesurfer_dir': {str(REPO / 'demo/freesurfer')!r}}}),
                       snakefile=Path({str(REPO / 'Snakefile')!r}))
     w = wf._workflow
     for r in w.rules:

@@ -21,7 +21,7 @@ def pipeline(reduced_demo, tmp_path_factory):
     out = work / "out"
     cfg = reduced_config(reduced_demo, out, work / "config.yaml")
     run_snakemake(["--cores", "2", "--configfile", str(cfg)], cwd=work, timeout=1500)
-    return {"out": out, "cfg": cfg, "work": work}
+    return {"out": out, "cfg": cfg, "work": work, "reduced": reduced_demo}
 
 
 def _vol_ml(path):
@@ -31,7 +31,7 @@ def _vol_ml(path):
 
 def test_brain_mask_volume_plausible(pipeline):
     ml = _vol_ml(pipeline["out"] / "sub-01/anat/sub-01_desc-brain_mask.nii.gz")
-    assert 900 < ml < 2100, ml  # adult intracranial brain mask, mL
+    assert 1000 < ml < 1900, ml  # adult intracranial volume range, mL
 
 
 def test_tissue_volumes_sum_to_mask(pipeline):
@@ -143,3 +143,47 @@ def test_derivatives_metadata_and_logs(pipeline):
 def test_second_run_does_nothing(pipeline):
     proc = run_snakemake(["-n", "--cores", "2", "--configfile", str(pipeline["cfg"])], cwd=pipeline["work"])
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def _dry_jobs(pipeline, tmp_path, **overrides):
+    from .conftest import reduced_config
+
+    cfg = reduced_config(pipeline["reduced"], pipeline["out"], tmp_path / "edited.yaml", **overrides)
+    p = run_snakemake(["-n", "--cores", "2", "--configfile", str(cfg)], cwd=pipeline["work"])
+    from .conftest import job_counts
+
+    return set(job_counts(p.stdout))
+
+
+def test_param_edit_reruns_exactly_downstream(pipeline, tmp_path):
+    jobs = _dry_jobs(pipeline, tmp_path, **{"dwi.tensor.fit_method": "OLS"})
+    assert jobs == {"dwi_tensor_dipy", "dwi_stats_qc", "group_dti_stats", "all"}, jobs
+    jobs = _dry_jobs(pipeline, tmp_path, **{"anat.segment.mrf_weight": 0.3})
+    assert jobs == {"anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes", "all"}, jobs
+
+
+def test_cosmetic_edit_reruns_nothing(pipeline, tmp_path):
+    assert _dry_jobs(pipeline, tmp_path, **{"anat.register.threads": 1, "report.title": "x"}) == set()
+
+
+def test_freesurfer_aggregation_rules_match_cli(pipeline, tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    fs = pipeline["out"] / "group" / "freesurfer"
+    long = pd.read_parquet(fs / "freesurfer_stats_long.parquet")
+    assert set(long.subject) == {"Subj001", "ds000005_sub-01"}
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-m", "neurosmk.fsstats.cli", str(REPO / "demo" / "freesurfer"),
+                    "--output-dir", str(tmp_path / "cli"), "--skip-bad"], check=True, env=env, timeout=300)
+    cli = pd.read_parquet(tmp_path / "cli" / "freesurfer_stats_long.parquet")
+    key = ["subject", "atlas", "hemisphere", "structure", "measure"]
+    a = long.sort_values(key).reset_index(drop=True)
+    b = cli.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 5000
+    assert np.allclose(a.value.to_numpy(float), b.value.to_numpy(float), equal_nan=True)
+    assert sorted(p.name for p in (fs / "qc").glob("*.png"))
+    lh_thick = pd.read_csv(fs / "wide" / "aparc_lh_thickness.tsv", sep="\t")
+    assert "lh_bankssts_thickness" in lh_thick.columns and len(lh_thick) == 2

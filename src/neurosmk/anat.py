@@ -35,9 +35,40 @@ def n4(in_file: str, out_file: str, shrink_factor: int = 4, convergence_iters=(5
     save_ants(out, out_file)
 
 
+def limit_fov(img, length_mm: float = 170.0) -> np.ndarray:
+    """Zero everything more than ``length_mm`` below the top of the head (like FSL robustfov).
+
+    Brain extraction of full-head images with the neck in the field of view otherwise leaks
+    into the neck.  Returns the image data with the neck set to 0.
+    """
+    import nibabel as nib
+
+    data = img.get_fdata(dtype=np.float32)
+    if not length_mm:
+        return data
+    codes = nib.aff2axcodes(img.affine)
+    ax = [i for i, c in enumerate(codes) if c in "SI"][0]
+    up = codes[ax] == "S"
+    thr = np.percentile(data, 98) * 0.1
+    prof = (data > thr).sum(axis=tuple(i for i in range(3) if i != ax))
+    idx = np.flatnonzero(prof > 0.01 * prof.max())
+    if idx.size == 0:
+        return data
+    top = idx.max() if up else idx.min()
+    n = int(round(length_mm / abs(float(img.header.get_zooms()[ax]))))
+    keep = np.zeros(data.shape[ax], bool)
+    if up:
+        keep[max(0, top - n):top + 1] = True
+    else:
+        keep[top:top + n + 1] = True
+    shape = [1, 1, 1]
+    shape[ax] = -1
+    return data * keep.reshape(shape)
+
+
 def skullstrip(in_file: str, mask_file: str, brain_file: str, method: str = "brainextractor",
                fractional_threshold: float = 0.5, iterations: int = 1000,
-               median_radius: int = 4, numpass: int = 4) -> None:
+               median_radius: int = 4, numpass: int = 4, fov_mm: float = 170.0) -> None:
     import nibabel as nib
 
     img = load_nifti(in_file, ndim=3)
@@ -47,7 +78,8 @@ def skullstrip(in_file: str, mask_file: str, brain_file: str, method: str = "bra
         from brainextractor import BrainExtractor
 
         np.random.seed(0)
-        be = BrainExtractor(img, bt=fractional_threshold)
+        cropped = nib.Nifti1Image(limit_fov(img, fov_mm), img.affine, img.header)
+        be = BrainExtractor(cropped, bt=fractional_threshold)
         be.run(iterations=iterations)
         with tempfile.TemporaryDirectory() as td:
             tmp = os.path.join(td, "mask.nii.gz")

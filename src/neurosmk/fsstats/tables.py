@@ -1,0 +1,281 @@
+"""Long, global and wide (aparcstats2table / asegstats2table style) tables.
+
+The long tables hold one row per number.  Their string columns are pandas categoricals,
+built from integer codes in one pass over all parsed files, so 10,000 subjects (tens of
+millions of rows) fit in memory and concatenate quickly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from neurosmk.fsstats.parser import ParsedStats
+
+__all__ = ["LONG_COLUMNS", "GLOBAL_COLUMNS", "long_table", "global_table", "wide_tables",
+           "concat_tables", "write_long_tsv", "write_fast_tsv", "MEASURE_NAMES", "WIDE_EXTRA_MEASURES"]
+
+LONG_COLUMNS = ["subject", "session", "atlas", "hemisphere", "structure", "measure", "value",
+                "unit", "freesurfer_version", "source_file"]
+GLOBAL_COLUMNS = LONG_COLUMNS[:6] + ["description"] + LONG_COLUMNS[6:]
+_STR_LONG = [c for c in LONG_COLUMNS if c != "value"]
+_STR_GLOBAL = [c for c in GLOBAL_COLUMNS if c != "value"]
+
+# aparcstats2table-style measure names for wide column/table names; others are lower-cased
+MEASURE_NAMES = {"ThickAvg": "thickness", "SurfArea": "area", "GrayVol": "volume",
+                 "ThickStd": "thicknessstd", "MeanCurv": "meancurv", "GausCurv": "gauscurv",
+                 "FoldInd": "foldind", "CurvInd": "curvind", "NumVert": "numvert",
+                 "Volume_mm3": "volume", "Area_mm2": "area"}
+# measures never worth a wide table (identifiers, not measurements)
+_NOT_WIDE = {"Index", "SegId"}
+# global values appended to each wide table when the same files carry them
+WIDE_EXTRA_MEASURES = ("BrainSegVolNotVent", "eTIV")
+
+
+class _Interner:
+    __slots__ = ("codes", "names")
+
+    def __init__(self):
+        self.codes: dict = {}
+        self.names: list = []
+
+    def __call__(self, s: str) -> int:
+        c = self.codes.get(s)
+        if c is None:
+            c = self.codes[s] = len(self.names)
+            self.names.append(s)
+        return c
+
+
+def _frame(columns: dict, interners: dict, order: list) -> pd.DataFrame:
+    data = {}
+    for name in order:
+        col = columns[name]
+        if name in interners:
+            data[name] = pd.Categorical.from_codes(col, categories=pd.Index(
+                interners[name].names, dtype=object))
+        else:
+            data[name] = col
+    return pd.DataFrame(data, copy=False)
+
+
+def long_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
+    """One row per number in the table rows of every parsed file (every numeric column)."""
+    it = {c: _Interner() for c in _STR_LONG}
+    per_file = {c: [] for c in ("subject", "session", "atlas", "freesurfer_version",
+                                "source_file")}
+    counts, values, structs, hemis, meas, units = [], [], [], [], [], []
+    cache: dict = {}
+    for p in parsed_list:
+        n, k = p.values.shape if p.values.ndim == 2 else (0, 0)
+        if n == 0 or k == 0:
+            continue
+        key = (tuple(p.structures), tuple(p.row_hemispheres), tuple(p.numeric_columns),
+               tuple(p.units))
+        arrs = cache.get(key)
+        if arrs is None:
+            s = np.array([it["structure"](x) for x in p.structures], dtype=np.int32)
+            h = np.array([it["hemisphere"](x) for x in p.row_hemispheres], dtype=np.int32)
+            m = np.array([it["measure"](x) for x in p.numeric_columns], dtype=np.int32)
+            u = np.array([it["unit"](x) for x in p.units], dtype=np.int32)
+            arrs = cache[key] = (np.repeat(s, k), np.repeat(h, k), np.tile(m, n), np.tile(u, n))
+        structs.append(arrs[0])
+        hemis.append(arrs[1])
+        meas.append(arrs[2])
+        units.append(arrs[3])
+        values.append(p.values.ravel())
+        counts.append(n * k)
+        per_file["subject"].append(it["subject"](p.subject))
+        per_file["session"].append(it["session"](p.session))
+        per_file["atlas"].append(it["atlas"](p.atlas))
+        per_file["freesurfer_version"].append(it["freesurfer_version"](p.freesurfer_version))
+        per_file["source_file"].append(it["source_file"](p.path))
+    counts_a = np.asarray(counts, dtype=np.int64)
+    cols = {name: np.repeat(np.asarray(v, dtype=np.int32), counts_a)
+            for name, v in per_file.items()}
+    cat = (lambda parts: np.concatenate(parts) if parts else np.empty(0, dtype=np.int32))
+    cols["structure"] = cat(structs)
+    cols["hemisphere"] = cat(hemis)
+    cols["measure"] = cat(meas)
+    cols["unit"] = cat(units)
+    cols["value"] = np.concatenate(values) if values else np.empty(0, dtype=np.float64)
+    return _frame(cols, it, LONG_COLUMNS)
+
+
+def global_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
+    """The ``# Measure`` values of every parsed file, long form: structure = the measure key
+    (e.g. ``eTIV``), measure = the Measure name (e.g. ``EstimatedTotalIntraCranialVol``)."""
+    it = {c: _Interner() for c in _STR_GLOBAL}
+    cols = {c: [] for c in GLOBAL_COLUMNS}
+    for p in parsed_list:
+        if not p.measures:
+            continue
+        n = len(p.measures)
+        for name, code in (("subject", it["subject"](p.subject)),
+                           ("session", it["session"](p.session)),
+                           ("atlas", it["atlas"](p.atlas)),
+                           ("hemisphere", it["hemisphere"](p.hemisphere)),
+                           ("freesurfer_version", it["freesurfer_version"](p.freesurfer_version)),
+                           ("source_file", it["source_file"](p.path))):
+            cols[name].extend([code] * n)
+        for mname, key, desc, value, unit in p.measures:
+            cols["structure"].append(it["structure"](key))
+            cols["measure"].append(it["measure"](mname))
+            cols["description"].append(it["description"](desc))
+            cols["unit"].append(it["unit"](unit))
+            cols["value"].append(value)
+    arrays = {c: np.asarray(v, dtype=np.float64 if c == "value" else np.int32)
+              for c, v in cols.items()}
+    return _frame(arrays, it, GLOBAL_COLUMNS)
+
+
+def concat_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate long/global frames, uniting their categories (codes remapped, no strings
+    materialised)."""
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        raise ValueError("no tables to concatenate")
+    if len(frames) == 1:
+        return frames[0]
+    first = frames[0]
+    out = {}
+    for col in first.columns:
+        if isinstance(first[col].dtype, pd.CategoricalDtype):
+            cats = pd.Index(pd.unique(np.concatenate(
+                [f[col].cat.categories.to_numpy(dtype=object) for f in frames])), dtype=object)
+            codes = []
+            for f in frames:
+                mapping = cats.get_indexer(f[col].cat.categories).astype(np.int32)
+                c = f[col].cat.codes.to_numpy()
+                codes.append(np.where(c < 0, -1, mapping[c]).astype(np.int32))
+            out[col] = pd.Categorical.from_codes(np.concatenate(codes), categories=cats)
+        else:
+            out[col] = np.concatenate([f[col].to_numpy() for f in frames])
+    return pd.DataFrame(out, copy=False)
+
+
+def _is_hemi_file(path: str) -> bool:
+    return os.path.basename(str(path)).startswith(("lh.", "rh."))
+
+
+def _subject_index(df: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    n_sess = max(len(df["session"].cat.categories), 1)
+    key = (df["subject"].cat.codes.to_numpy()[rows].astype(np.int64) * n_sess
+           + df["session"].cat.codes.to_numpy()[rows])
+    return key, n_sess
+
+
+def wide_tables(long: pd.DataFrame, global_: pd.DataFrame | None = None) -> dict:
+    """aparcstats2table/asegstats2table-style tables, one per atlas x hemisphere x measure.
+
+    Keys are ``<atlas>_<hemi>_<measure>`` (hemi ``both`` for whole-brain segmentations such as
+    aseg/wmparc).  Each table has one row per subject (+session); columns ``lh_<structure>_
+    <measure>`` for per-hemisphere files, the raw structure name for whole-brain ones, plus
+    ``BrainSegVolNotVent``/``eTIV`` where the source files carry them.  A structure missing
+    for a subject is NaN.
+    """
+    out: dict = {}
+    if long.empty:
+        return out
+    subj_cats = long["subject"].cat.categories
+    sess_cats = long["session"].cat.categories
+    atlas_codes = long["atlas"].cat.codes.to_numpy()
+    hemi_codes = long["hemisphere"].cat.codes.to_numpy()
+    meas_codes = long["measure"].cat.codes.to_numpy()
+    struct_codes = long["structure"].cat.codes.to_numpy()
+    src_codes = long["source_file"].cat.codes.to_numpy()
+    values = long["value"].to_numpy()
+    meas_cats = long["measure"].cat.categories
+    struct_cats = long["structure"].cat.categories
+    hemi_cats = long["hemisphere"].cat.categories
+    n_struct = len(struct_cats)
+    skip_meas = np.array([m in _NOT_WIDE for m in meas_cats], dtype=bool)
+
+    for a_code, atlas in enumerate(long["atlas"].cat.categories):
+        rows = np.flatnonzero((atlas_codes == a_code) & ~skip_meas[meas_codes])
+        if rows.size == 0:
+            continue
+        split = _is_hemi_file(long["source_file"].cat.categories[src_codes[rows[0]]])
+        groups = ([(hemi_cats[h], rows[hemi_codes[rows] == h]) for h in np.unique(hemi_codes[rows])]
+                  if split else [("both", rows)])
+        for hemi, grows in groups:
+            rkey, n_sess = _subject_index(long, grows)
+            ckey = meas_codes[grows].astype(np.int64) * n_struct + struct_codes[grows]
+            tmp = pd.DataFrame({"r": rkey, "c": ckey, "v": values[grows]})
+            if tmp.duplicated(["r", "c"]).any():
+                dup = tmp[tmp.duplicated(["r", "c"], keep=False)].iloc[0]
+                raise ValueError(
+                    f"duplicate value for subject {subj_cats[dup.r // n_sess]!r} session "
+                    f"{sess_cats[dup.r % n_sess]!r}, atlas {atlas!r}, structure "
+                    f"{struct_cats[dup.c % n_struct]!r} (same subject given twice?)")
+            piv = tmp.pivot(index="r", columns="c", values="v")
+            r = piv.index.to_numpy()
+            index = pd.MultiIndex.from_arrays(
+                [subj_cats[r // n_sess].astype(object), sess_cats[r % n_sess].astype(object)],
+                names=["subject", "session"])
+            piv.index = index
+            extra = _extras(global_, atlas, "" if hemi == "both" else hemi)
+            c = piv.columns.to_numpy()
+            for m_code in np.unique(c // n_struct):
+                mcol = meas_cats[m_code]
+                mname = MEASURE_NAMES.get(mcol, mcol.lower())
+                sel = c[c // n_struct == m_code]
+                t = piv[sel]
+                names = [struct_cats[x % n_struct] for x in sel]
+                t.columns = ([f"{hemi}_{s}_{mname}" for s in names] if split else names)
+                if extra is not None:
+                    t = t.join(extra, how="left")
+                t = t.reset_index()
+                out[f"{atlas}_{hemi}_{mname}"] = t
+    return out
+
+
+def _extras(global_: pd.DataFrame | None, atlas: str, hemi: str):
+    if global_ is None or global_.empty:
+        return None
+    g = global_[(global_["atlas"] == atlas) & (global_["hemisphere"] == hemi)
+                & global_["structure"].isin(WIDE_EXTRA_MEASURES)]
+    if g.empty:
+        return None
+    g = g.assign(subject=g["subject"].astype(object), session=g["session"].astype(object),
+                 structure=g["structure"].astype(object))
+    g = g.drop_duplicates(["subject", "session", "structure"], keep="first")
+    e = g.pivot(index=["subject", "session"], columns="structure", values="value")
+    e.columns.name = None
+    return e[[c for c in WIDE_EXTRA_MEASURES if c in e.columns]]
+
+
+def write_long_tsv(path, df: pd.DataFrame) -> None:
+    """Write a (possibly very large) table as TSV atomically, NaN as ``n/a``, using
+    pyarrow's CSV writer (pandas' ``to_csv`` is several times slower here)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from neurosmk.io import atomic_path
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    schema = pa.schema([pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f
+                        for f in table.schema])
+    step = 1 << 20  # write in 1M-row slices: bounded memory, no 2 GB string-array overflow
+
+    def _write(tmp, quoting):
+        opts = pacsv.WriteOptions(delimiter="\t", null_string="n/a", quoting_style=quoting,
+                                  quoting_header="none" if quoting == "none" else "needed",
+                                  batch_size=65536)
+        with pacsv.CSVWriter(str(tmp), schema, write_options=opts) as w:
+            for start in range(0, max(table.num_rows, 1), step):
+                part = table.slice(start, step)
+                w.write_table(pa.Table.from_arrays(
+                    [c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c
+                     for c in part.columns], schema=schema))
+
+    with atomic_path(path) as tmp:
+        try:  # no quotes (like pandas) unless a value needs them
+            _write(tmp, "none")
+        except pa.ArrowInvalid:
+            _write(tmp, "needed")
+
+write_fast_tsv = write_long_tsv

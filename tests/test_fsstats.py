@@ -1,0 +1,527 @@
+"""Tests for neurosmk.fsstats on real FreeSurfer 6.0 and 7.4.1 stats files.
+
+Expected values are taken by re-reading the fixture files here with plain string splitting,
+independently of the parser under test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurosmk.fsstats import qc
+from neurosmk.fsstats.cli import aggregate, find_subject_dirs, parse_subject_dir
+from neurosmk.fsstats.parser import (NotATableError, StatsParseError, atlas_and_hemi_from_name,
+                                     parse_stats_file, split_subject_session)
+from neurosmk.fsstats.tables import global_table, long_table, wide_tables
+from neurosmk.io import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT / "tests" / "data" / "freesurfer"
+FS6 = FIX / "Subj001" / "stats"
+FS7 = FIX / "ds000005_sub-01" / "stats"
+ALL_FILES = sorted(FIX.glob("*/stats/*.stats"))
+TABLE_FILES = [f for f in ALL_FILES if "curv" not in f.name and f.name != "brainvol.stats"]
+MEASURE_FILES = [f for f in ALL_FILES if "# Measure " in f.read_text()]
+
+
+def _ids(files):
+    return [f"{f.parent.parent.name}/{f.name}" for f in files]
+
+
+# --------------------------------------------------------------------------- independent reading
+def _read_table(path: Path):
+    """(columns, units-by-column, rows as lists of tokens with line numbers)."""
+    cols, units, tc, rows = None, {}, {}, []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("# ColHeaders"):
+            cols = line.split()[2:]
+        elif line.startswith("# TableCol"):
+            t = line.split()
+            if t[3] == "ColHeader":
+                tc[t[2]] = t[4]
+            elif t[3] == "Units":
+                units[tc[t[2]]] = t[4]
+        elif line.strip() and not line.startswith("#"):
+            rows.append((i, line.split()))
+    return cols, units, rows
+
+
+def _read_measures(path: Path):
+    out = []
+    for line in path.read_text().splitlines():
+        if line.startswith("# Measure "):
+            rest = line[len("# Measure "):]
+            head, value, unit = rest.rsplit(",", 2)
+            fields = head.split(",")
+            key = fields[1].strip() if len(fields) >= 3 else fields[1].split()[0]
+            out.append((fields[0].strip(), key, float(value), unit.strip()))
+    return out
+
+
+def _expected_hemi(path: Path, structure: str) -> str:
+    if path.name.startswith(("lh.", "rh.")):
+        return path.name[:2]
+    s = structure.lower()
+    if s.startswith(("left-", "wm-lh-", "lh-", "ctx-lh-")):
+        return "lh"
+    if s.startswith(("right-", "wm-rh-", "rh-", "ctx-rh-")):
+        return "rh"
+    return "bilateral"
+
+
+@pytest.fixture(scope="module")
+def parsed():
+    out, skipped = [], []
+    for d in (FIX / "Subj001", FIX / "ds000005_sub-01"):
+        p, s = parse_subject_dir(d)
+        out.extend(p)
+        skipped.extend(s)
+    return out, skipped
+
+
+@pytest.fixture(scope="module")
+def long(parsed):
+    return long_table(parsed[0])
+
+
+@pytest.fixture(scope="module")
+def glob(parsed):
+    return global_table(parsed[0])
+
+
+# --------------------------------------------------------------------------- long table
+@pytest.mark.parametrize("path", TABLE_FILES, ids=_ids(TABLE_FILES))
+def test_every_table_number_in_long_table(path, long):
+    cols, units, rows = _read_table(path)
+    assert cols and rows
+    subject = path.parent.parent.name
+    atlas = path.name[:-len(".stats")]
+    if atlas[:3] in ("lh.", "rh."):
+        atlas = atlas[3:]
+    mine = long[long["source_file"] == str(path)]
+    numeric = [c for c in cols if c != "StructName"]
+    assert len(mine) == len(rows) * len(numeric)
+    assert set(mine["subject"]) == {subject}
+    assert set(mine["atlas"]) == {atlas}
+    got = {(r.structure, r.measure): r for r in mine.itertuples()}
+    for _, toks in rows:
+        row = dict(zip(cols, toks))
+        name = row["StructName"]
+        for c in numeric:
+            r = got[(name, c)]
+            want = float(row[c])
+            if np.isnan(want):
+                assert np.isnan(r.value)
+            else:
+                assert r.value == want, (name, c)
+            assert r.hemisphere == _expected_hemi(path, name)
+            assert r.unit == units[c]
+
+
+def test_known_values_and_raw_names(long):
+    fs6 = long[long["source_file"] == str(FS6 / "wmparc.stats")]
+    v = fs6[(fs6.structure == "wm-lh-bankssts") & (fs6.measure == "Volume_mm3")].value
+    assert v.tolist() == [3508.1]
+    aseg = long[long["atlas"] == "aseg"]
+    assert "Left-Thalamus" in set(aseg.structure)  # raw 7.x name, not renamed
+    bs = aseg[(aseg.structure == "Brain-Stem")].hemisphere.unique().tolist()
+    assert bs == ["bilateral"]
+    # every numeric column, including identifiers and counts, is kept
+    assert {"Index", "SegId", "NVoxels", "Volume_mm3", "normMean"} <= set(aseg.measure)
+    assert set(long[long["atlas"] == "aparc"].freesurfer_version) == {
+        "cvs mris_anatomical_stats.c v1.79", "7.4.1"}
+
+
+def test_nan_value_kept_as_nan(long):
+    wg = long[(long.source_file == str(FS7 / "lh.w-g.pct.stats")) & (long.structure == "unknown")
+              & (long.measure == "SNR")]
+    assert len(wg) == 1 and np.isnan(wg.value.iloc[0])
+
+
+# --------------------------------------------------------------------------- global table
+@pytest.mark.parametrize("path", MEASURE_FILES, ids=_ids(MEASURE_FILES))
+def test_every_measure_in_global_table(path, glob):
+    want = _read_measures(path)
+    mine = glob[glob["source_file"] == str(path)]
+    assert len(mine) == len(want)
+    for (name, key, value, unit), r in zip(want, mine.itertuples()):
+        assert (r.measure, r.structure, r.value, r.unit) == (name, key, value, unit)
+        assert r.subject == path.parent.parent.name
+        assert r.hemisphere == (path.name[:2] if path.name[:3] in ("lh.", "rh.") else "")
+
+
+def test_fs6_missing_comma_measure():
+    p = parse_stats_file(FS6 / "lh.aparc.stats")
+    m = [x for x in p.measures if x[1] == "CortexVol"]
+    assert m == [("Cortex", "CortexVol", "Total cortical gray matter volume", 509668.845191,
+                  "mm^3")]
+    assert p.freesurfer_version.startswith("cvs mris_anatomical_stats.c")
+    assert p.header["subjectname"] == "Subj001"
+
+
+def test_header_provenance():
+    p = parse_stats_file(FS7 / "aseg.stats")
+    assert p.freesurfer_version == "7.4.1"
+    assert p.header["generating_program"] == "mri_segstats"
+    assert p.header["SegVolFile"] == "mri/aseg.mgz"
+    assert p.header["cmdline"].startswith("mri_segstats --seed 1234")
+    assert (p.atlas, p.hemisphere, p.kind) == ("aseg", "", "segstats")
+    q = parse_stats_file(FS7 / "brainvol.stats")
+    assert (q.atlas, q.kind, q.values.size, len(q.measures)) == ("brainvol", "measures", 0, 16)
+
+
+@pytest.mark.parametrize("name,atlas,hemi", [
+    ("lh.aparc.a2009s.stats", "aparc.a2009s", "lh"), ("aseg.stats", "aseg", ""),
+    ("wmparc.stats", "wmparc", ""), ("rh.BA_exvivo.thresh.stats", "BA_exvivo.thresh", "rh"),
+    ("lh.w-g.pct.stats", "w-g.pct", "lh"), ("brainvol.stats", "brainvol", "")])
+def test_atlas_and_hemi_from_name(name, atlas, hemi):
+    assert atlas_and_hemi_from_name(name) == (atlas, hemi)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("sub-01_ses-02", ("sub-01", "ses-02")), ("bert_ses-1", ("bert", "ses-1")),
+    ("sub-01", ("sub-01", "")), ("Subj001", ("Subj001", ""))])
+def test_split_subject_session(name, expected):
+    assert split_subject_session(name) == expected
+
+
+def test_units_fallback_without_tablecol(tmp_path):
+    f = tmp_path / "lh.aparc.stats"
+    f.write_text("".join(l for l in (FS7 / "lh.aparc.stats").open() if "TableCol" not in l))
+    p = parse_stats_file(f, subject="x")
+    u = dict(zip(p.numeric_columns, p.units))
+    assert u["ThickAvg"] == "mm" and u["SurfArea"] == "mm^2" and u["GrayVol"] == "mm^3"
+    assert u["MeanCurv"] == "mm^-1" and u["GausCurv"] == "mm^-2"
+
+
+def test_curv_stats_reported_not_silently_dropped(parsed):
+    with pytest.raises(NotATableError):
+        parse_stats_file(FS7 / "lh.curv.stats")
+    skipped = parsed[1]
+    assert sorted(Path(s[0]).name for s in skipped) == ["lh.curv.stats", "rh.curv.stats"]
+    assert all(s[2].startswith("not-a-table") for s in skipped)
+
+
+# --------------------------------------------------------------------------- wide tables
+def test_wide_tables_agree_with_long(long, glob):
+    wide = wide_tables(long, glob)
+    assert "aparc_lh_thickness" in wide and "aseg_both_volume" in wide
+    assert "aparc.a2009s_rh_area" in wide and "wmparc_both_volume" in wide
+    t = wide["aparc_lh_thickness"].set_index(["subject", "session"])
+    sub = long[(long.atlas == "aparc") & (long.hemisphere == "lh") & (long.measure == "ThickAvg")]
+    assert t.shape[0] == 2
+    for r in sub.itertuples():
+        assert t.loc[(r.subject, r.session), f"lh_{r.structure}_thickness"] == r.value
+    n_struct = sub.groupby("subject", observed=True).size()
+    assert t.filter(like="_thickness").notna().sum(axis=1).tolist() == n_struct.tolist()
+    e = glob[(glob.atlas == "aparc") & (glob.hemisphere == "lh") & (glob.structure == "eTIV")]
+    for r in e.itertuples():
+        assert t.loc[(r.subject, r.session), "eTIV"] == r.value
+    a = wide["aseg_both_volume"].set_index(["subject", "session"])
+    seg = long[(long.atlas == "aseg") & (long.measure == "Volume_mm3")]
+    for r in seg.itertuples():
+        assert a.loc[(r.subject, r.session), r.structure] == r.value
+    assert a.loc[("ds000005_sub-01", ""), "BrainSegVolNotVent"] == 1063465.0
+    assert "Index" not in " ".join(wide)  # identifiers get no wide table
+
+
+def _copy_subject(dst: Path, drop=()):
+    """Copy the 7.4.1 subject, removing the table rows of the structures in ``drop``
+    (adjusting '# NRows')."""
+    (dst / "stats").mkdir(parents=True)
+    for f in FS7.glob("*.stats"):
+        lines = f.read_text().splitlines(keepends=True)
+        keep = [l for l in lines
+                if l.startswith("#") or not l.strip() or not (set(l.split()) & set(drop))]
+        n_dropped = len(lines) - len(keep)
+        if n_dropped:
+            keep = [(f"# NRows {int(l.split()[2]) - n_dropped} \n" if l.startswith("# NRows")
+                     else l) for l in keep]
+        (dst / "stats" / f.name).write_text("".join(keep))
+
+
+def test_missing_structure_is_nan_not_zero(tmp_path):
+    _copy_subject(tmp_path / "sub-02_ses-01", drop=("bankssts", "Left-Hippocampus"))
+    parsed = parse_subject_dir(FIX / "ds000005_sub-01")[0] + \
+        parse_subject_dir(tmp_path / "sub-02_ses-01")[0]
+    lg, gl = long_table(parsed), global_table(parsed)
+    assert set(zip(lg.subject, lg.session)) == {("ds000005_sub-01", ""), ("sub-02", "ses-01")}
+    wide = wide_tables(lg, gl)
+    t = wide["aparc_lh_thickness"].set_index(["subject", "session"])
+    assert np.isnan(t.loc[("sub-02", "ses-01"), "lh_bankssts_thickness"])
+    assert t.loc[("ds000005_sub-01", ""), "lh_bankssts_thickness"] == 2.268
+    assert t.loc[("sub-02", "ses-01"), "lh_cuneus_thickness"] == 1.779
+    a = wide["aseg_both_volume"].set_index(["subject", "session"])
+    assert np.isnan(a.loc[("sub-02", "ses-01"), "Left-Hippocampus"])
+    assert a.loc[("ds000005_sub-01", ""), "Left-Hippocampus"] > 0
+
+
+# --------------------------------------------------------------------------- bad files
+def _lines(path):
+    return path.read_text().splitlines(keepends=True)
+
+
+def _first_data_line(lines):
+    return next(i for i, l in enumerate(lines) if l.strip() and not l.startswith("#"))
+
+
+def _truncated(tmp):
+    lines = _lines(FS7 / "lh.aparc.stats")
+    i = _first_data_line(lines) + 5
+    toks = lines[i].split()
+    tmp.write_text("".join(lines[:i]) + "  ".join(toks[:4]))   # cut mid-row
+    return i + 1, "columns"
+
+
+def _truncated_at_row(tmp):
+    lines = _lines(FS7 / "aseg.stats")
+    i = _first_data_line(lines) + 10
+    tmp.write_text("".join(lines[:i]))                          # cut between rows
+    return i, "NRows"
+
+
+def _truncated_header(tmp):
+    lines = _lines(FS7 / "lh.aparc.stats")
+    i = next(k for k, l in enumerate(lines) if l.startswith("# TableCol"))
+    tmp.write_text("".join(lines[:i]))
+    return i, "ColHeaders"
+
+
+def _no_colheaders(tmp):
+    lines = _lines(FS7 / "lh.aparc.stats")
+    tmp.write_text("".join(l for l in lines if not l.startswith("# ColHeaders")))
+    return _first_data_line(lines), "ColHeaders"            # one line fewer before it
+
+
+def _wrong_columns(tmp):
+    lines = _lines(FS6 / "wmparc.stats")
+    i = _first_data_line(lines) + 3
+    toks = lines[i].split()
+    lines[i] = " ".join(toks[:-1]) + "\n"
+    tmp.write_text("".join(lines))
+    return i + 1, "columns"
+
+
+def _non_numeric(tmp):
+    lines = _lines(FS7 / "lh.aparc.stats")
+    i = _first_data_line(lines) + 7
+    toks = lines[i].split()
+    toks[4] = "2.5x"
+    lines[i] = " ".join(toks) + "\n"
+    tmp.write_text("".join(lines))
+    return i + 1, "ThickAvg"
+
+
+def _not_stats(tmp):
+    tmp.write_text("subject,age\nsub-01,34\n")
+    return 1, "not a FreeSurfer stats file"
+
+
+def _binary(tmp):
+    tmp.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    return 1, "not a FreeSurfer stats file"
+
+
+def _bad_measure(tmp):
+    lines = _lines(FS7 / "aseg.stats")
+    i = next(k for k, l in enumerate(lines) if ", eTIV," in l)
+    lines[i] = lines[i].replace("1269108.687970", "lots")
+    tmp.write_text("".join(lines))
+    return i + 1, "Measure"
+
+
+BAD = {"truncated": _truncated, "truncated_at_row": _truncated_at_row,
+       "truncated_header": _truncated_header, "no_colheaders": _no_colheaders,
+       "wrong_columns": _wrong_columns, "non_numeric": _non_numeric, "not_stats": _not_stats,
+       "binary": _binary, "bad_measure": _bad_measure}
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_bad_file_raises_with_file_and_line(kind, tmp_path):
+    f = tmp_path / "lh.aparc.stats"
+    line, word = BAD[kind](f)
+    with pytest.raises(StatsParseError) as ei:
+        parse_stats_file(f, subject="x")
+    msg = str(ei.value)
+    assert str(f) in msg and f"line {line}:" in msg and word in msg, msg
+    assert ei.value.line == line
+    assert isinstance(ei.value, InputError)
+
+
+def _run_cli(*args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return subprocess.run([sys.executable, "-m", "neurosmk.fsstats.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+
+
+@pytest.fixture
+def subjects_dir(tmp_path):
+    sd = tmp_path / "subjects"
+    shutil.copytree(FIX / "Subj001", sd / "Subj001")
+    shutil.copytree(FIX / "ds000005_sub-01", sd / "sub-01_ses-A")
+    return sd
+
+
+def test_cli_bad_file_fails_and_writes_nothing(subjects_dir, tmp_path):
+    bad = subjects_dir / "Subj001" / "stats" / "lh.aparc.stats"
+    line, _ = _non_numeric(bad)
+    out = tmp_path / "out"
+    r = _run_cli(subjects_dir, "--output-dir", out)
+    assert r.returncode == 1
+    assert str(bad) in r.stderr and f"line {line}" in r.stderr
+    assert not out.exists() or not any(out.rglob("*.tsv"))
+
+
+def test_cli_skip_bad_writes_manifest(subjects_dir, tmp_path):
+    bad = subjects_dir / "Subj001" / "stats" / "wmparc.stats"
+    _wrong_columns(bad)
+    out = tmp_path / "out"
+    r = _run_cli(subjects_dir, "--output-dir", out, "--skip-bad", "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "skipped 1 bad file" in r.stderr
+    man = pd.read_csv(out / "skipped_files.tsv", sep="\t")
+    assert set(man.columns) == {"file", "reason", "kind"}
+    bad_rows = man[man.kind == "parse-error"]
+    assert bad_rows.file.tolist() == [str(bad)] and "line" in bad_rows.reason.iloc[0]
+    assert (man.kind.str.startswith("not-a-table")).sum() == 2  # the two curv.stats
+    lg = pd.read_parquet(out / "freesurfer_stats_long.parquet")
+    assert str(bad) not in set(lg.source_file)
+    assert str(subjects_dir / "Subj001" / "stats" / "lh.aparc.stats") in set(lg.source_file)
+
+
+def test_cli_end_to_end(subjects_dir, tmp_path):
+    out = tmp_path / "out"
+    r = _run_cli(subjects_dir, "--output-dir", out)
+    assert r.returncode == 0, r.stderr
+    lg = pd.read_parquet(out / "freesurfer_stats_long.parquet")
+    tsv = pd.read_csv(out / "freesurfer_stats_long.tsv", sep="\t", keep_default_na=False,
+                      na_values={"value": ["n/a"]})
+    assert len(tsv) == len(lg) and list(tsv.columns)[:10] == [
+        "subject", "session", "atlas", "hemisphere", "structure", "measure", "value", "unit",
+        "freesurfer_version", "source_file"]
+    np.testing.assert_array_equal(tsv.value.to_numpy(), lg.value.to_numpy())
+    assert (tsv.structure == lg.structure.astype(str)).all()
+    assert set(zip(lg.subject, lg.session)) == {("Subj001", ""), ("sub-01", "ses-A")}
+    expected = sum(len(_read_table(f)[2]) * (len(_read_table(f)[0]) - 1)
+                   for f in TABLE_FILES)
+    assert len(lg) == expected
+    gl = pd.read_csv(out / "freesurfer_global_measures.tsv", sep="\t")
+    assert len(gl) == sum(len(_read_measures(f)) for f in MEASURE_FILES)
+    wide = out / "wide" / "aparc_lh_thickness.tsv"
+    w = pd.read_csv(wide, sep="\t", keep_default_na=False, na_values=["n/a"])
+    assert w.subject.tolist() == ["Subj001", "sub-01"]
+    assert w.loc[w.subject == "Subj001", "lh_bankssts_thickness"].item() == 2.764
+    # only some subjects
+    out2 = tmp_path / "out2"
+    r = _run_cli(subjects_dir, "--output-dir", out2, "--subjects", "Subj001")
+    assert r.returncode == 0, r.stderr
+    assert set(pd.read_parquet(out2 / "freesurfer_stats_long.parquet").subject) == {"Subj001"}
+
+
+def test_cli_subject_dir_argument_and_no_subjects(tmp_path):
+    assert find_subject_dirs([FIX / "Subj001"]) == [FIX / "Subj001"]
+    assert find_subject_dirs([FIX]) == [FIX / "Subj001", FIX / "ds000005_sub-01"]
+    r = _run_cli(tmp_path, "--output-dir", tmp_path / "o")
+    assert r.returncode == 1 and "no subject directories" in r.stderr
+
+
+def test_parallel_chunks_equal_serial(subjects_dir):
+    dirs = find_subject_dirs([subjects_dir])
+    a = aggregate(dirs, jobs=1)
+    b = aggregate(dirs, jobs=2, chunk=1)
+    pd.testing.assert_frame_equal(a[0].astype(str), b[0].astype(str))
+    pd.testing.assert_frame_equal(a[1].astype(str), b[1].astype(str))
+
+
+# --------------------------------------------------------------------------- QC
+def test_outlier_flags(long):
+    base = long[(long.source_file == str(FS7 / "lh.aparc.stats"))]
+    frames = []
+    for i, scale in enumerate([1.0, 1.01, 0.99, 1.02, 0.98, 1.5]):
+        f = base.assign(subject=f"s{i}", value=base.value * scale)
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    o = qc.outlier_flags(df)
+    thick = o[(o.structure == "cuneus") & (o.measure == "ThickAvg")].set_index("subject")
+    assert thick.loc["s5", "outlier"] and not thick.loc["s1", "outlier"]
+    med = np.median(base[(base.structure == "cuneus") & (base.measure == "ThickAvg")].value.item()
+                    * np.array([1.0, 1.01, 0.99, 1.02, 0.98, 1.5]))
+    assert thick.loc["s0", "median"] == pytest.approx(med)
+    # fewer than 3 subjects -> NaN z, never flagged
+    o2 = qc.outlier_flags(pd.concat(frames[:2], ignore_index=True))
+    assert o2.robust_z.isna().all() and not o2.outlier.any()
+
+
+def test_group_plots(long, glob, tmp_path):
+    paths = qc.group_plots(long, glob, tmp_path / "qc")
+    names = sorted(p.name for p in paths)
+    assert names == ["aparc_lh_thickness.png", "aparc_rh_thickness.png", "aseg_volume_etiv.png"]
+    for p in paths:
+        assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- Snakemake scripts
+_DRIVER = """
+import json, runpy, sys
+from types import SimpleNamespace
+from snakemake.iocontainers import Namedlist as NL
+a = json.loads(sys.argv[1])
+sm = SimpleNamespace(input=NL(fromdict=a["input"]), output=NL(fromdict=a["output"]),
+                     params=NL(fromdict=a["params"]), log=NL(fromdict={"log": a["log"]}))
+runpy.run_path(a["script"], init_globals={"snakemake": sm}, run_name="__main__")
+"""
+
+
+def _run_script(name, inp, out, params, log):
+    """Run a Snakemake ``script:`` file in a subprocess with a real snakemake Namedlist-based
+    ``snakemake`` object (as Snakemake does)."""
+    pytest.importorskip("snakemake.iocontainers")
+    import json
+
+    arg = json.dumps({"input": inp, "output": out, "params": params, "log": str(log),
+                      "script": str(ROOT / "scripts" / name)})
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    r = subprocess.run([sys.executable, "-c", _DRIVER, arg], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 0, r.stderr + Path(log).read_text()
+    return Path(log).read_text()
+
+
+def test_snakemake_scripts(subjects_dir, tmp_path):
+    longs, globs = [], []
+    for d, subject, session in ((subjects_dir / "Subj001", "Subj001", ""),
+                                (subjects_dir / "sub-01_ses-A", "sub-01", "ses-A")):
+        o = tmp_path / "per" / d.name
+        out = {"long": str(o / "long.parquet"), "global_": str(o / "global.parquet"),
+               "skipped": str(o / "skipped.tsv")}
+        log = _run_script("fs_parse_subject.py", {"stats_dir": str(d / "stats")}, out,
+                          {"subject": subject, "session": session}, o / "parse.log")
+        assert "stats files parsed" in log
+        longs.append(out["long"])
+        globs.append(out["global_"])
+    g = tmp_path / "group"
+    out = {"long_tsv": str(g / "long.tsv"), "long_parquet": str(g / "long.parquet"),
+           "global_tsv": str(g / "global.tsv"), "global_parquet": str(g / "global.parquet"),
+           "wide_dir": str(g / "wide"), "qc_dir": str(g / "qc"),
+           "outliers": str(g / "outliers.tsv")}
+    _run_script("fs_aggregate_group.py", {"long": longs, "global_": globs}, out, {},
+                g / "aggregate.log")
+    lg = pd.read_parquet(out["long_parquet"])
+    assert set(zip(lg.subject, lg.session)) == {("Subj001", ""), ("sub-01", "ses-A")}
+    direct = long_table(parse_subject_dir(subjects_dir / "Subj001")[0] +
+                        parse_subject_dir(subjects_dir / "sub-01_ses-A")[0])
+    np.testing.assert_array_equal(lg.value.to_numpy(), direct.value.to_numpy())
+    assert (Path(out["wide_dir"]) / "aseg_both_volume.tsv").exists()
+    assert (Path(out["qc_dir"]) / "aparc_lh_thickness.png").exists()
+    assert len(pd.read_csv(out["outliers"], sep="\t")) > 0
+    man = pd.read_csv(tmp_path / "per" / "sub-01_ses-A" / "skipped.tsv", sep="\t")
+    assert sorted(Path(f).name for f in man.file) == ["lh.curv.stats", "rh.curv.stats"]
