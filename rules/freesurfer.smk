@@ -5,7 +5,7 @@
 
 import shutil as _shutil
 
-FS_DIR = f"{OUT}/freesurfer"
+FS_RECON_DIR = f"{OUT}/freesurfer"
 FS_SUBJECT = visit_wc()  # sub-<label>[_ses-<label>]
 FS_LOCK_SCRIPT = os.path.join(NEUROSMK_ROOT, "scripts", "fs_clear_stale_lock.py")
 _FS_CFG = config["freesurfer"]["recon_all"]
@@ -120,12 +120,12 @@ if _FS_CFG["enabled"]:
                    if _missing else "a FreeSurfer license: set freesurfer.recon_all.license or FS_LICENSE"))
 
     FS_OUTPUTS = {
-        "aseg": f"{FS_DIR}/{FS_SUBJECT}/stats/aseg.stats",
-        "lh_aparc": f"{FS_DIR}/{FS_SUBJECT}/stats/lh.aparc.stats",
-        "rh_aparc": f"{FS_DIR}/{FS_SUBJECT}/stats/rh.aparc.stats",
-        "aparcaseg": f"{FS_DIR}/{FS_SUBJECT}/mri/aparc+aseg.mgz",
+        "aseg": f"{FS_RECON_DIR}/{FS_SUBJECT}/stats/aseg.stats",
+        "lh_aparc": f"{FS_RECON_DIR}/{FS_SUBJECT}/stats/lh.aparc.stats",
+        "rh_aparc": f"{FS_RECON_DIR}/{FS_SUBJECT}/stats/rh.aparc.stats",
+        "aparcaseg": f"{FS_RECON_DIR}/{FS_SUBJECT}/mri/aparc+aseg.mgz",
     }
-    FS_DONE = f"{FS_DIR}/{FS_SUBJECT}/scripts/neurosmk_recon-all_all.done"
+    FS_DONE = f"{FS_RECON_DIR}/{FS_SUBJECT}/scripts/neurosmk_recon-all_all.done"
 
     rule freesurfer_recon_all:
         # The subject folder is prepared by hand (mri/orig/001.mgz, what recon-all -i does) because
@@ -139,7 +139,7 @@ if _FS_CFG["enabled"]:
             done=protected(FS_DONE),
         params:
             method="recon-all",
-            subjects_dir=FS_DIR,
+            subjects_dir=FS_RECON_DIR,
             subject=FS_SUBJECT,
             extra=_FS_CFG["extra_args"],
         threads: _FS_CFG["threads"]
