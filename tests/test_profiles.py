@@ -1,0 +1,106 @@
+"""Execution profiles (profiles/*/config.v8+.yaml): keys, a dry run, GPU requests. No SLURM needed."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = REPO / "profiles"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+# rules whose tools have GPU builds (eddy_cuda, SynthStrip, SynthSeg); only these may ask for one
+GPU_RULES = {"dwi_preproc_fsl", "anat_skullstrip_synthstrip", "anat_segment_synthseg"}
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((PROFILES / name / "config.v8+.yaml").read_text())
+
+
+def snakemake(args, timeout=120):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile")] + list(args), cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def workflow_rules() -> set[str]:
+    out = snakemake(["--list-rules"])
+    return {line.strip() for line in out.splitlines() if re.fullmatch(r"\s*\w+\s*", line)}
+
+
+def test_laptop_profile_keys():
+    p = load("laptop")
+    assert p["cores"] == 2
+    assert p["resources"]["mem_mb"] >= 6000            # the largest rule (anat_register_ants) fits
+    assert p["rerun-triggers"] == ["mtime", "params", "input", "software-env", "code"]
+    assert p["keep-going"] is False
+    assert p["printshellcmds"] is True and p["show-failed-logs"] is True
+    assert "latency-wait" in p
+    assert "executor" not in p
+
+
+@pytest.mark.parametrize("name", ["slurm", "slurm-gpu"])
+def test_slurm_profile_keys(name):
+    p = load(name)
+    assert p["executor"] == "slurm"
+    assert p["jobs"] >= 1 and p["retries"] == 2
+    d = p["default-resources"]
+    assert {"mem_mb", "runtime"} <= set(d) and d["slurm_partition"] == "cpu"
+    assert "gpu" not in d
+    # works without an accounting database
+    assert p["slurm-status-command"] == "squeue"
+    assert p["slurm-init-seconds-before-status-checks"] <= 10
+    # heavy rules grow with the attempt
+    for rule in ("anat_register_ants", "anat_reconall_freesurfer", "dwi_preproc_fsl"):
+        assert "attempt" in str(p["set-resources"][rule]["mem_mb"]), (name, rule)
+
+
+def test_attempt_expressions_evaluate():
+    """The set-resources strings are Python expressions of `attempt` (Snakemake evaluates them)."""
+    for name in ("slurm", "slurm-gpu"):
+        for rule, res in load(name)["set-resources"].items():
+            for key, value in res.items():
+                if isinstance(value, str) and "attempt" in value:
+                    got = [eval(value, {}, {"attempt": a}) for a in (1, 2, 3)]  # noqa: S307
+                    assert got[0] > 0 and got[0] < got[1] < got[2], (name, rule, key, got)
+
+
+def test_gpu_profile_requests_gpus_only_for_gpu_rules(workflow_rules):
+    p = load("slurm-gpu")
+    with_gpu = {r for r, res in p["set-resources"].items() if res.get("gpu")}
+    assert with_gpu == GPU_RULES
+    for rule in with_gpu:
+        assert p["set-resources"][rule]["gpu"] == 1
+        assert p["set-resources"][rule]["slurm_partition"] == "gpu"
+    for rule, res in p["set-resources"].items():
+        if rule not in GPU_RULES:
+            assert "gpu" not in res and res.get("slurm_partition", "cpu") == "cpu", rule
+    # no rule of the current workflow is a GPU rule unless listed
+    assert workflow_rules, "no rules listed"
+    assert not any("gpu" in str(v) for v in load("slurm").get("set-resources", {}).values())
+    assert p.get("apptainer-args") == "--nv"
+
+
+def test_gpu_profile_dry_run_resources():
+    """Dry run through the GPU profile: every job of the demo stays on partition cpu, no gpu."""
+    out = snakemake(["-n", "--profile", str(PROFILES / "slurm-gpu"), "--executor", "dryrun"])
+    res_lines = [ln for ln in out.splitlines() if ln.strip().startswith("resources:")]
+    assert res_lines
+    for ln in res_lines:
+        assert "slurm_partition=cpu" in ln and "gpu=" not in ln, ln
+
+
+def test_laptop_profile_dry_run():
+    out = snakemake(["-n", "--profile", str(PROFILES / "laptop"), "--forceall"])
+    assert "dwi_tensor_dipy" in out and "anat_register_ants" in out
+    assert re.search(r"total\s+\d+", out)
