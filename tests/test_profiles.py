@@ -16,7 +16,7 @@ PROFILES = REPO / "profiles"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 # rules whose tools have GPU builds (eddy_cuda, SynthStrip, SynthSeg); only these may ask for one
-GPU_RULES = {"dwi_preproc_fsl", "anat_skullstrip_synthstrip", "anat_segment_synthseg"}
+GPU_RULES = {"dwi_preproc_dwifslpreproc", "anat_skullstrip_synthstrip"}
 
 
 def load(name: str) -> dict:
@@ -61,7 +61,7 @@ def test_slurm_profile_keys(name):
     assert p["slurm-status-command"] == "squeue"
     assert p["slurm-init-seconds-before-status-checks"] <= 10
     # heavy rules grow with the attempt
-    for rule in ("anat_register_ants", "anat_reconall_freesurfer", "dwi_preproc_fsl"):
+    for rule in ("anat_register_ants", "freesurfer_recon_all", "dwi_preproc_dwifslpreproc"):
         assert "attempt" in str(p["set-resources"][rule]["mem_mb"]), (name, rule)
 
 
@@ -93,7 +93,7 @@ def test_gpu_profile_requests_gpus_only_for_gpu_rules(workflow_rules):
 
 def test_gpu_profile_dry_run_resources():
     """Dry run through the GPU profile: every job of the demo stays on partition cpu, no gpu."""
-    out = snakemake(["-n", "--profile", str(PROFILES / "slurm-gpu"), "--executor", "dryrun"])
+    out = snakemake(["-n", "--forceall", "--profile", str(PROFILES / "slurm-gpu"), "--executor", "dryrun"])
     res_lines = [ln for ln in out.splitlines() if ln.strip().startswith("resources:")]
     assert res_lines
     for ln in res_lines:
@@ -104,3 +104,19 @@ def test_laptop_profile_dry_run():
     out = snakemake(["-n", "--profile", str(PROFILES / "laptop"), "--forceall"])
     assert "dwi_tensor_dipy" in out and "anat_register_ants" in out
     assert re.search(r"total\s+\d+", out)
+
+
+def test_profile_rule_names_exist_in_workflow():
+    """set-resources entries for unknown rules are silently ignored by snakemake: catch typos."""
+    import re
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    defined = set()
+    for smk in (root / "rules").glob("*.smk"):
+        defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.M))
+    for prof in ("laptop", "slurm", "slurm-gpu"):
+        cfg = yaml.safe_load((root / "profiles" / prof / "config.v8+.yaml").read_text())
+        unknown = set(cfg.get("set-resources", {}) or {}) - defined
+        assert not unknown, (prof, unknown)
