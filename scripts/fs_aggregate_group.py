@@ -4,9 +4,9 @@ input:  long (list of per-subject long parquets), global_ (list of global parque
 output: long_tsv, long_parquet, global_tsv, global_parquet, wide_dir (directory),
         qc_dir (directory of PNGs), outliers (TSV)
 """
-import sys
+from neurosmk.runtime import setup
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+setup(snakemake)  # noqa: F821  (log redirection, thread limits)
 
 from pathlib import Path
 

@@ -4,9 +4,9 @@ input:  stats_dir (a subject's stats/ folder)
 output: long (parquet), global_ (parquet), skipped (TSV manifest, may be empty)
 params: subject, session (optional, default ""), skip_bad (optional, default False)
 """
-import sys
+from neurosmk.runtime import setup
 
-sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+setup(snakemake)  # noqa: F821  (log redirection, thread limits)
 
 import pandas as pd
 

@@ -10,14 +10,10 @@ import numpy as np
 from .conftest import DEMO_BIDS, REPO, job_counts, run_snakemake, write_config
 
 
-def _jobs(stdout: str) -> dict[str, int]:
-    return job_counts(stdout)
-
-
 def test_demo_dry_run_jobs(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", bids_dir=str(DEMO_BIDS), output_dir=str(tmp_path / "out"))
     p = run_snakemake(["-n", "--cores", "2", "--configfile", str(cfg)], cwd=tmp_path)
-    jobs = _jobs(p.stdout)
+    jobs = job_counts(p.stdout)
     for rule in ("anat_biascorrect_ants", "anat_skullstrip_python", "anat_segment_atropos", "anat_register_ants",
                  "anat_volumes_qc", "dwi_denoise_dipy", "dwi_degibbs_dipy", "dwi_mask_dipy", "dwi_tensor_dipy",
                  "dwi_stats_qc", "group_anat_volumes", "group_dti_stats", "dataset_description"):
@@ -31,7 +27,7 @@ def test_skipping_steps_rewires_inputs(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", bids_dir=str(DEMO_BIDS), output_dir=str(tmp_path / "out"),
                        **{"dwi.denoise.method": "none", "dwi.degibbs.method": "none", "steps.anat": False})
     p = run_snakemake(["-n", "--cores", "2", "--configfile", str(cfg)], cwd=tmp_path)
-    jobs = _jobs(p.stdout)
+    jobs = job_counts(p.stdout)
     assert "dwi_denoise_dipy" not in jobs and "dwi_degibbs_dipy" not in jobs
     assert not any(r.startswith("anat_") for r in jobs)
     # the tensor now reads the raw DWI straight from the BIDS folder
@@ -56,7 +52,7 @@ def test_sessions_and_participant_selection(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", bids_dir=str(tmp_path / "bids"), output_dir=str(tmp_path / "out"),
                        participant_label=["B2"], session_label=["post"])
     p = run_snakemake(["-n", "--cores", "2", "--configfile", str(cfg)], cwd=tmp_path)
-    assert _jobs(p.stdout)["dwi_tensor_dipy"] == 1
+    assert job_counts(p.stdout)["dwi_tensor_dipy"] == 1
     assert f"{tmp_path}/out/sub-B2/ses-post/dwi/sub-B2_ses-post_model-DTI_param-FA_dwimap.nii.gz" in p.stdout
     assert "sub-A1" not in p.stdout and "ses-pre" not in p.stdout
 

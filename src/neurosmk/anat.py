@@ -13,9 +13,13 @@ TISSUES = ("CSF", "GM", "WM")  # label values 1, 2, 3 of the dseg image
 
 
 def nilearn_template() -> str:
-    import nilearn
+    # locate the file without importing nilearn (an import costs seconds at workflow start-up)
+    import importlib.util
 
-    p = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.origin:
+        raise FileNotFoundError("nilearn is not installed: it provides the default MNI152 2009a template")
+    p = Path(spec.origin).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
     if not p.exists():
         raise FileNotFoundError(f"{p}: the nilearn wheel no longer bundles the MNI152 2009a template")
     return str(p)
@@ -150,8 +154,6 @@ def register(moving_file: str, template_file: str, out_affine: str, out_warp: st
 
     import ants
 
-    from .io import write_json
-
     fixed = ants.image_read(template_file)
     moving = ants.image_read(moving_file)
     reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=transform,
@@ -168,11 +170,20 @@ def register(moving_file: str, template_file: str, out_affine: str, out_warp: st
         with atomic_path(dst) as tmp:
             shutil.copyfile(src[0], tmp)
     save_ants(reg["warpedmovout"], out_warped)
-    # similarity to the template before (moving resampled into template grid) and after
+    return registration_metrics(moving, fixed, reg["warpedmovout"], transform, metrics_json)
+
+
+def registration_metrics(moving, fixed, warped, transform: str, metrics_json: str | None = None) -> dict:
+    """Similarity to the template before (moving resampled into the template grid) and after
+    registration; the same JSON for every registration backend."""
+    import ants
+
+    from .io import write_json
+
     before = ants.resample_image_to_target(moving, fixed, interp_type="linear")
     metrics = {
         "correlation_before": _masked_corr(before.numpy(), fixed.numpy()),
-        "correlation_after": _masked_corr(reg["warpedmovout"].numpy(), fixed.numpy()),
+        "correlation_after": _masked_corr(warped.numpy(), fixed.numpy()),
         "transform": transform,
     }
     if metrics_json:

@@ -16,10 +16,6 @@ def _plt():
     return plt
 
 
-def _slices(shape, n=3):
-    return [int(shape[2] * f) for f in np.linspace(0.35, 0.65, n)]
-
-
 def _views(vol):
     """Three orthogonal mid slices (sagittal, coronal, axial) in display orientation."""
     x, y, z = (s // 2 for s in vol.shape[:3])
@@ -44,50 +40,45 @@ def _norm(a):
     return np.clip((a - lo) / (hi - lo + 1e-9), 0, 1)
 
 
-def mask_overlay(t1_file, mask_file, out_png, title=""):
+def _overlay(base_file, over_file, out_png, title, draw, norm_over=False):
+    """Three orthogonal mid slices of ``base_file`` in grey, each with ``draw(ax, over_slice)``."""
     plt = _plt()
-    t1 = _canonical(t1_file).get_fdata(dtype=np.float32)
-    m = _canonical(mask_file).get_fdata(dtype=np.float32)
+    base = _canonical(base_file).get_fdata(dtype=np.float32)
+    over = _canonical(over_file).get_fdata(dtype=np.float32)
+    if norm_over:
+        over = _norm(over)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    for ax, a, b in zip(axes, _views(_norm(t1)), _views(m)):
+    for ax, a, b in zip(axes, _views(_norm(base)), _views(over)):
         ax.imshow(a, cmap="gray")
-        ax.contour(b, [0.5], colors="r", linewidths=0.8)
+        draw(ax, b)
         ax.axis("off")
     fig.suptitle(title)
     _save(fig, out_png)
+
+
+def mask_overlay(t1_file, mask_file, out_png, title=""):
+    _overlay(t1_file, mask_file, out_png, title,
+             lambda ax, m: ax.contour(m, [0.5], colors="r", linewidths=0.8))
 
 
 def dseg_overlay(t1_file, dseg_file, out_png, title=""):
-    plt = _plt()
     from matplotlib.colors import ListedColormap
 
-    t1 = _canonical(t1_file).get_fdata(dtype=np.float32)
-    d = _canonical(dseg_file).get_fdata(dtype=np.float32)
     cmap = ListedColormap(["#00000000", "#1f77b4", "#2ca02c", "#ffdd00"])
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    for ax, a, b in zip(axes, _views(_norm(t1)), _views(d)):
-        ax.imshow(a, cmap="gray")
-        ax.imshow(np.ma.masked_where(b == 0, b), cmap=cmap, vmin=0, vmax=3, alpha=0.45, interpolation="nearest")
-        ax.axis("off")
-    fig.suptitle(title + "  (blue CSF, green GM, yellow WM)")
-    _save(fig, out_png)
+    _overlay(t1_file, dseg_file, out_png, title + "  (blue CSF, green GM, yellow WM)",
+             lambda ax, d: ax.imshow(np.ma.masked_where(d == 0, d), cmap=cmap, vmin=0, vmax=3, alpha=0.45,
+                                     interpolation="nearest"))
 
 
 def registration_edges(warped_file, template_file, out_png, title=""):
-    """Template edges (Canny-like gradient magnitude) over the registered image."""
-    plt = _plt()
+    """Template edges (Sobel gradient magnitude, top decile) over the registered image."""
     from scipy import ndimage
 
-    w = _canonical(warped_file).get_fdata(dtype=np.float32)
-    t = _canonical(template_file).get_fdata(dtype=np.float32)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    for ax, a, b in zip(axes, _views(_norm(w)), _views(_norm(t))):
-        edge = np.hypot(ndimage.sobel(b, 0), ndimage.sobel(b, 1))
-        ax.imshow(a, cmap="gray")
+    def draw(ax, tpl):
+        edge = np.hypot(ndimage.sobel(tpl, 0), ndimage.sobel(tpl, 1))
         ax.contour(edge, [np.percentile(edge, 90)], colors="r", linewidths=0.5)
-        ax.axis("off")
-    fig.suptitle(title)
-    _save(fig, out_png)
+
+    _overlay(warped_file, template_file, out_png, title, draw, norm_over=True)
 
 
 def fa_figure(fa_file, rgb_file, out_png, title=""):
@@ -98,8 +89,7 @@ def fa_figure(fa_file, rgb_file, out_png, title=""):
     for ax, a in zip(axes[0], _views(fa)):
         ax.imshow(a, cmap="gray", vmin=0, vmax=1)
         ax.axis("off")
-    x, y, z = (s // 2 for s in rgb.shape[:3])
-    for ax, a in zip(axes[1], [np.rot90(rgb[x]), np.rot90(rgb[:, y]), np.rot90(rgb[:, :, z])]):
+    for ax, a in zip(axes[1], _views(rgb)):
         ax.imshow(np.clip(a, 0, 1))
         ax.axis("off")
     fig.suptitle(title + "  (top: FA, bottom: colour FA)")
