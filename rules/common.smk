@@ -23,8 +23,9 @@ config.update(validate_config(config))
 OUT = config["output_dir"].rstrip("/")
 
 _sdm = workflow.deployment_settings.deployment_method
+# -n: at parse time workflow.dryrun is still False (no executor yet); output_settings knows
 _check_tools = not (DeploymentMethod.CONDA in _sdm or DeploymentMethod.APPTAINER in _sdm
-                    or workflow.dryrun or getattr(workflow.output_settings, "dryrun", False))  # -n: executor not set yet
+                    or getattr(workflow.output_settings, "dryrun", False))
 METHOD = _backends.check_methods(config, check_tools=_check_tools)
 
 # ---- BIDS input ------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_attempt_expressions_evaluate():
                     assert got[0] > 0 and got[0] < got[1] < got[2], (name, rule, key, got)
 
 
-def test_gpu_profile_requests_gpus_only_for_gpu_rules(workflow_rules):
+def test_gpu_profile_requests_gpu_only_for_gpu_rules(workflow_rules):
     p = load("slurm-gpu")
     with_gpu = {r for r, res in p["set-resources"].items() if res.get("gpu")}
     assert with_gpu == GPU_RULES
