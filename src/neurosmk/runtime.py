@@ -16,3 +16,13 @@ def setup(smk) -> None:
         log = open(smk.log[0], "w", buffering=1)
         sys.stdout = log
         sys.stderr = log
+
+
+# Facts a rule's code learns while it runs (e.g. the device it computed on), for the output's
+# provenance sidecar: a backend calls note(Device="cuda:0") and the sidecar writer reads NOTES.
+NOTES: dict = {}
+
+
+def note(**fields) -> None:
+    """Record run-time facts (``Device``, library versions, ...) for the provenance sidecars."""
+    NOTES.update(fields)
