@@ -136,6 +136,8 @@ if METHOD["dwi.tensor"] == "mrtrix":
             CONTAINERS["mrtrix3"]
         # FA/ADC(=MD)/AD/RD and V1 (unmodulated principal eigenvector) in one pass; colour FA is
         # |V1| x FA as in DIPY's color_fa: tensor2metric -vector -modulate FA, then mrcalc -abs.
+        # V1 convention: scanner (world, RAS+) axes, which is what tensor2metric writes; the DIPY
+        # backend rotates its eigenvectors into the same axes (neurosmk.dwi.fsl_bvec_to_world).
         shell:
             'tmp=$(mktemp -d "${{TMPDIR:-/tmp}}/neurosmk_dti.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT && '
             '( dwi2tensor "{input.dwi}" "$tmp/tensor.mif" -fslgrad "{input.bvec}" "{input.bval}"'
