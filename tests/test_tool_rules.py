@@ -650,6 +650,26 @@ def test_synthstrip_gpu(tmp_path):
     assert jobs["anat_segment_atropos"]["input"] == [a["pre"], a["mask"]]
 
 
+# ---- V1 convention (DIPY backend) ------------------------------------------------------------
+def test_fsl_bvec_to_world():
+    """DIPY eigenvectors are rotated from the FSL bvec frame to scanner axes as MRtrix3 does for
+    -fslgrad: x negated when det(affine) > 0, then the rotation part of the affine."""
+    import numpy as np
+
+    from neurosmk.dwi import fsl_bvec_to_world
+
+    demo = np.diag([-3.0, -3.0, 3.0, 1.0])  # the demo DWI: det > 0 -> x flip, then diag(-1,-1,1)
+    assert np.allclose(fsl_bvec_to_world(demo), np.diag([1.0, -1.0, 1.0]))
+    las = np.diag([-2.0, 2.0, 2.0, 1.0])  # det < 0 (radiological storage): no flip
+    assert np.allclose(fsl_bvec_to_world(las), np.diag([-1.0, 1.0, 1.0]))
+    c, s = np.cos(0.3), np.sin(0.3)
+    obl = np.eye(4)
+    obl[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([2.0, 2.0, 4.0])
+    r = fsl_bvec_to_world(obl)
+    assert np.allclose(r @ r.T, np.eye(3))  # voxel sizes removed
+    assert np.allclose(r, np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([-1.0, 1.0, 1.0]))
+
+
 # ---- start-up checks -------------------------------------------------------------------------
 def test_unknown_method_fails_at_start(tmp_path):
     cfg, _ = write_config(tmp_path, {"dwi": {"denoise": {"method": "mrtrixx"}}})
