@@ -3,7 +3,8 @@
 # Sources: an existing SUBJECTS_DIR given as `freesurfer_dir`, and/or the recon-all subject dirs
 # under output_dir/freesurfer when freesurfer.recon_all.enabled (rules/freesurfer.smk): then the
 # DAG runs recon-all -> fs_parse_subject -> fs_aggregate_group, and the parse reads the recon-all
-# outputs (protected, so a finished recon-all is never redone or deleted by a re-run).
+# outputs. Those are protected (read-only): a later run that would redo a finished recon-all
+# stops at start ("Write-protected output files") instead (root ignores file permissions).
 
 import glob as _glob
 

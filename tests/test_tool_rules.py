@@ -560,6 +560,18 @@ def test_recon_all_only_source_of_fs_stats(tmp_path):
     assert {"freesurfer_recon_all", "fs_parse_subject", "fs_aggregate_group"} <= set(jobs)
 
 
+def test_recon_all_subject_also_in_freesurfer_dir_fails(tmp_path):
+    fsdir = tmp_path / "subjects"
+    (fsdir / "sub-01" / "stats").mkdir(parents=True)
+    shutil.copy(REPO / "demo" / "freesurfer" / "ds000005_sub-01" / "stats" / "aseg.stats", fsdir / "sub-01" / "stats")
+    cfg, _ = write_config(tmp_path, {"freesurfer_dir": str(fsdir), "steps": {"dwi": False},
+                                     "freesurfer": {"recon_all": {"enabled": True}}})
+    res = snakemake(cfg, "-n", "--cores", "1")
+    assert res.returncode != 0
+    assert f"{fsdir}: freesurfer_dir has subjects that recon-all also makes" in res.stdout + res.stderr
+    assert "(sub-01)" in res.stdout + res.stderr
+
+
 def test_finished_recon_all_is_not_redone(tmp_path):
     bids = _recon_bids(tmp_path)
     over = {"freesurfer_dir": None, "steps": {"dwi": False}, "freesurfer": {"recon_all": {"enabled": True}}}
