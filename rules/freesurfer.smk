@@ -24,10 +24,12 @@ if METHOD["anat.biascorrect"] == "freesurfer":
             t1w=raw_t1w,
         output:
             t1w=T1_PREPROC,
+            **sidecars(T1_PREPROC),
         params:
             method="freesurfer",
             shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
             iters=" ".join(str(i) for i in step_cfg("anat.biascorrect")["convergence_iters"]),
+            prov=prov("anat.biascorrect"),
         threads: step_cfg("anat.biascorrect")["threads"]
         resources:
             mem_mb=3000,
@@ -43,6 +45,7 @@ if METHOD["anat.biascorrect"] == "freesurfer":
         shell:
             'AntsN4BiasFieldCorrectionFs -i "{input.t1w}" -o "{output.t1w}.tmp.nii.gz" -s {params.shrink_factor}'
             ' -t {params.iters} > "{log}" 2>&1 && mv "{output.t1w}.tmp.nii.gz" "{output.t1w}"'
+            + SIDECAR
 
 
 if METHOD["anat.skullstrip"] == "freesurfer":
@@ -55,8 +58,10 @@ if METHOD["anat.skullstrip"] == "freesurfer":
         output:
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
+            **sidecars(BRAIN_MASK, T1_BRAIN),
         params:
             method="freesurfer",
+            prov=prov("anat.skullstrip"),
         threads: step_cfg("anat.skullstrip")["threads"]
         resources:
             mem_mb=4000,
@@ -76,6 +81,7 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             ' && mri_mask "{input.t1w}" "$tmp/brainmask.nii.gz" "$tmp/brain.nii.gz"'
             ' && mri_binarize --i "$tmp/brainmask.nii.gz" --min 1 --o "$tmp/mask.nii.gz" ) > "{log}" 2>&1'
             ' && mv "$tmp/mask.nii.gz" "{output.mask}" && mv "$tmp/brain.nii.gz" "{output.brain}"'
+            + SIDECAR
 
 
 if METHOD["anat.skullstrip"] == "synthstrip":
@@ -87,10 +93,12 @@ if METHOD["anat.skullstrip"] == "synthstrip":
         output:
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
+            **sidecars(BRAIN_MASK, T1_BRAIN),
         params:
             method="synthstrip",
             border=_SS["synthstrip_border"],
             flags=" ".join(f for f, on in (("--no-csf", _SS["synthstrip_no_csf"]), ("-g", _SS["use_gpu"])) if on),
+            prov=prov("anat.skullstrip"),
         threads: _SS["threads"]
         resources:
             mem_mb=8000,
@@ -108,6 +116,7 @@ if METHOD["anat.skullstrip"] == "synthstrip":
             'mri_synthstrip -i "{input.t1w}" -o "{output.brain}.tmp.nii.gz" -m "{output.mask}.tmp.nii.gz"'
             ' -b {params.border} {params.flags} -t {threads} > "{log}" 2>&1'
             ' && mv "{output.mask}.tmp.nii.gz" "{output.mask}" && mv "{output.brain}.tmp.nii.gz" "{output.brain}"'
+            + SIDECAR
 
 
 if _FS_CFG["enabled"]:
