@@ -2,7 +2,7 @@
 #
 # Each rule declares its sidecars as outputs, `**sidecars(OUT_A, OUT_B)` (one <stem>.json per
 # output stem), and gets the DAG-time part of their content as `params: prov=prov("<step>")`:
-# step, method, parameters, tools, conda env, container (no paths, no thread counts, so it
+# step, method, parameters, conda env, container (no paths, thread counts or versions, so it
 # re-runs nothing that would not re-run anyway). Python rules write the sidecars when their
 # script exits without error (neurosmk.runtime.setup); shell rules end their command with
 # SIDECAR, which runs scripts/sidecar.sh in the tool's own environment after the tool succeeded.
@@ -15,7 +15,7 @@ from snakemake.io import apply_wildcards as _apply_wildcards
 from neurosmk import provenance as _provenance
 
 SIDECAR_SH = os.path.join(NEUROSMK_ROOT, "scripts", "sidecar.sh")
-SIDECAR = (' && NEUROSMK_PROV=sidecar sh "{SIDECAR_SH}" {params.prov} "{OUT}" "{config[bids_dir]}"'
+SIDECAR = (' && NEUROSMK_PROV=sidecar NEUROSMK_VERSION={NEUROSMK_VERSION} sh "{SIDECAR_SH}" {params.prov} "{OUT}" "{config[bids_dir]}"'
            ' {output:q} -- {input:q}')
 SIDECAR_TEMPLATES = []  # every declared sidecar path pattern, for the methods rule
 
@@ -70,7 +70,7 @@ def prov(step, versions=None):
         rec = _provenance.static_record(
             step=step, method=method, rule=r_.name, parameters=params,
             conda_env=f"envs/{env}.yaml" if env else None, container=r_.container_img,
-            device="gpu" if resources.get("gpu") else "cpu", tools=tools,
+            device="gpu" if resources.get("gpu") else "cpu",
             command_template=r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
             script=os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None)
         text = _json.dumps(rec, default=str)

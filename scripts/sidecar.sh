@@ -3,7 +3,7 @@
 # right after its tool succeeded, inside the tool's own environment or container. POSIX sh with
 # sha256sum, sed, tr and printf only.
 #
-# usage: sidecar.sh STATIC_JSON VERSION_CMD OUT_DIR BIDS_DIR OUTPUT... -- INPUT...
+# usage: [NEUROSMK_VERSION=x.y.z] sidecar.sh STATIC_JSON VERSION_CMD OUT_DIR BIDS_DIR OUTPUT... -- INPUT...
 #   STATIC_JSON  the DAG-time record (step, method, parameters, environment; rules/provenance.smk)
 #   VERSION_CMD  shell code printing the tool's version (first line kept)
 #   OUTPUT...    the job's outputs: each *.json among them whose stem another output shares is
@@ -89,7 +89,7 @@ while [ $i -le $nout ]; do
     done
     [ -n "$desc" ] || continue  # a JSON output of its own, not a sidecar
     tmp="$sc.tmp.$$"
-    printf '%s, "Active": "%s"}, "ToolVersion": "%s", "CommandLine": %s, "Sources": [%s], "SourceChecksums": {%s}, "Describes": [%s]}\n' \
-        "$body" "$active" "$(jesc "$version")" "$cl" "$srcs" "$sums" "$desc" > "$tmp"
+    printf '%s, "Active": "%s"}, "ToolVersion": "%s", "CommandLine": %s, "Sources": [%s], "SourceChecksums": {%s}, "Describes": [%s], "GeneratedBy": {"Name": "neurosmk", "Version": "%s"}}\n' \
+        "$body" "$active" "$(jesc "$version")" "$cl" "$srcs" "$sums" "$desc" "$(jesc "${NEUROSMK_VERSION:-unknown}")" > "$tmp"
     mv "$tmp" "$sc"
 done

@@ -106,7 +106,7 @@ def test_sidecar_sh_escapes_paths_and_matches_python(tmp_path):
     metrics = out / "sub-01" / "sub-01_metrics.json"  # a JSON output of its own: left alone
     metrics.write_text("{}")
     static = json.dumps(P.static_record(step="anat.x", method="m", rule="r", parameters={"a": [1, 2], "s": 'q"'},
-                                        conda_env="envs/e.yaml", container="docker://i:1", tools=("t",)))
+                                        conda_env="envs/e.yaml", container="docker://i:1"))
     sc = out / "sub-01" / "sub-01_desc-x_T1w.json"
     res = subprocess.run(["sh", str(SIDECAR_SH), static, "printf 'tool 1.2\\nmore'", str(out), str(bids),
                           str(img), str(metrics), str(sc), "--", str(raw), str(other), str(raw)],
@@ -114,7 +114,7 @@ def test_sidecar_sh_escapes_paths_and_matches_python(tmp_path):
     assert res.returncode == 0, res.stderr
     assert metrics.read_text() == "{}"
     rec = json.loads(sc.read_text())
-    assert rec["ToolVersion"] == "tool 1.2"
+    assert rec["ToolVersion"] == "tool 1.2" and rec["GeneratedBy"] == {"Name": "neurosmk", "Version": "unknown"}
     assert rec["Parameters"] == {"a": [1, 2], "s": 'q"'}
     assert rec["SoftwareEnvironment"] == {"CondaEnv": "envs/e.yaml", "Container": "docker://i:1", "Active": "host"}
     assert rec["Describes"] == [img.name]
@@ -197,6 +197,7 @@ def runs(tmp_path_factory):
     _smk(cfg2, "--cores", "2")
     report = tmp / "report.html"
     _smk(cfg2, "--report", str(report), timeout=300)
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetLinks"] == {"raw": f"file://{bids}"}
     return {"out": out, "bids": bids, "run1_json": snap, "methods1": methods1,
             "methods2": (out / "methods.md").read_text(), "report": report}
 
@@ -217,7 +218,7 @@ def test_mrtrix_sidecars(runs):
         assert sc["Step"] == step and sc["Method"] == "mrtrix" and sc["Rule"].endswith("_mrtrix"), sc
         assert sc["Describes"] == [f"sub-02_{name}.nii.gz"]
         assert re.fullmatch(r"== \w+ 3\.\d+\.\d+ ==", sc["ToolVersion"]) and sc["ToolVersion"].split()[2] == version.split()[2]
-        assert sc["Device"] == "cpu"
+        assert sc["Device"] == "cpu" and sc["GeneratedBy"] == {"Name": "neurosmk", "Version": P.__version__}
         assert sc["SoftwareEnvironment"] == {"CondaEnv": "envs/mrtrix3.yaml",
                                              "Container": "docker://mrtrix3/mrtrix3:3.0.4", "Active": "host"}
         # the command as run: real paths and thread count, without the sidecar call itself
@@ -293,7 +294,9 @@ def test_report_contents(runs):
 def _sidecar_call(shell: str) -> list[str]:
     cmd, sep, rest = shell.partition(" && NEUROSMK_PROV=sidecar ")
     assert sep, shell[-300:]
-    return shlex.split(rest)
+    args = shlex.split(rest)
+    assert args[0] == f"NEUROSMK_VERSION={P.__version__}"
+    return args[1:]
 
 
 def _dry_commands(cfg: Path) -> dict[str, str]:
@@ -368,3 +371,4 @@ def test_prov_param_has_no_threads_or_paths(tmp_path):
     assert set(recs[0]) == {"dwi_denoise_mrtrix", "dwi_degibbs_mrtrix", "dwi_mask_mrtrix", "dwi_tensor_mrtrix"}
     assert recs[0] == recs[1]
     assert "out0" not in json.dumps(recs[0]) and str(BIDS) not in json.dumps(recs[0])
+    assert P.__version__ not in json.dumps(recs[0])  # a version bump alone re-runs nothing
