@@ -372,3 +372,20 @@ def test_prov_param_has_no_threads_or_paths(tmp_path):
     assert recs[0] == recs[1]
     assert "out0" not in json.dumps(recs[0]) and str(BIDS) not in json.dumps(recs[0])
     assert P.__version__ not in json.dumps(recs[0])  # a version bump alone re-runs nothing
+
+
+def test_methods_text_names_template_source_and_skipped_steps():
+    reg = {"Step": "anat.register", "Method": "ants", "Versions": {"antspyx": "0.6.3", "nilearn": "0.12.1"},
+           "Parameters": {"template": "MNI152NLin2009aSym", "transform": "SyN", "syn_iterations": [40, 20, 0],
+                          "seed": 42},
+           "Sources": ["bids::sub-01/anat/sub-01_desc-brain_T1w.nii.gz",
+                       "file:///x/site-packages/nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"]}
+    ten = {"Step": "dwi.tensor", "Method": "dipy", "Versions": {"dipy": "1.12.1"}, "Parameters": {"fit_method": "OLS"},
+           "Sources": ["bids::sub-02/dwi/sub-02_dwi.nii.gz"]}
+    text = P.methods_text([reg, ten], {"anat.register": "ants", "dwi.tensor": "dipy", "dwi.denoise": "none",
+                                       "dwi.degibbs": "none", "dwi.preproc": "none"})
+    assert "SyN transform (ANTsPy 0.6.3; SyN iterations 40,20,0, seed 42)" in text
+    assert "distributed with nilearn 0.12.1" in text and "Abraham A" in text and "Fonov V" in text
+    assert "fitted by OLS (DIPY 1.12.1)" in text
+    assert "No denoising was applied." in text and "Gibbs ringing was not corrected." in text
+    assert "denoised" not in text and "MRtrix3" not in text and "FSL" not in text

@@ -391,6 +391,9 @@ def methods_text(records: list[dict], methods: dict, commit: str | None = None) 
         except (KeyError, IndexError):
             sentence = tpl.split(" (")[0]
         sentence = sentence[0].upper() + sentence[1:]
+        if step == "anat.register" and any("/nilearn/" in u for r in recs for u in r.get("Sources", [])):
+            nl = _version_text(recs, "nilearn")
+            sentence += f"; the template image is the one distributed with nilearn {nl} {cite(['nilearn'])}"
         paras[step.split(".")[0]].append(f"{sentence} {cite(keys)}" + (f" ({len(subjects)} participant"
                                                                           f"{'s' if len(subjects) != 1 else ''})"
                                                                           if subjects else "") + ".")
