@@ -31,6 +31,8 @@ sys.path.insert(0, str(REPO / "src"))
 from neurosmk import provenance as P  # noqa: E402
 
 HAVE_MRTRIX = all(shutil.which(t) for t in ("dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric"))
+if not HAVE_MRTRIX and os.environ.get("NEUROSMK_REQUIRE_MRTRIX") == "1":
+    raise RuntimeError("NEUROSMK_REQUIRE_MRTRIX=1 but the MRtrix3 commands are not on PATH")
 MRTRIX_ALL = {"denoise": "mrtrix", "degibbs": "mrtrix", "mask": "mrtrix", "tensor": "mrtrix"}
 
 
