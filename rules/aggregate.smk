@@ -55,6 +55,8 @@ rule fs_parse_subject:
         long=f"{FSG}/subjects/{{fssub}}_long.parquet",
         global_=f"{FSG}/subjects/{{fssub}}_global.parquet",
         skipped=f"{FSG}/subjects/{{fssub}}_skipped.tsv",
+        **sidecars(f"{FSG}/subjects/{{fssub}}_long.parquet", f"{FSG}/subjects/{{fssub}}_global.parquet",
+                   f"{FSG}/subjects/{{fssub}}_skipped.tsv"),
     params:
         # a freesurfer_dir subject keeps its folder name; a recon-all one is sub-X[_ses-Y]
         stats_dir=lambda wc: os.path.join(FS_RECON_DIR if wc.fssub in FS_RECON_SUBJECTS else FS_DIR,
@@ -62,6 +64,7 @@ rule fs_parse_subject:
         subject=lambda wc: _split_fs_name(wc.fssub)[0],
         session=lambda wc: _split_fs_name(wc.fssub)[1],
         skip_bad=False,
+        prov=prov("freesurfer.stats"),
     wildcard_constraints:
         fssub="[^/]+",
     threads: 1
@@ -88,12 +91,18 @@ rule fs_aggregate_group:
         long_tsv=report(f"{FSG}/freesurfer_stats_long.tsv", caption="../report/fs_long.rst",
                         category="Group tables"),
         long_parquet=f"{FSG}/freesurfer_stats_long.parquet",
-        global_tsv=f"{FSG}/freesurfer_global_measures.tsv",
+        global_tsv=report(f"{FSG}/freesurfer_global_measures.tsv", caption="../report/fs_global.rst",
+                          category="Group tables"),
         global_parquet=f"{FSG}/freesurfer_global_measures.parquet",
         wide_dir=directory(f"{FSG}/wide"),
         qc_dir=report(directory(f"{FSG}/qc"), patterns=["{name}.png"], caption="../report/fs_qc.rst",
                       category="FreeSurfer group QC"),
-        outliers=f"{FSG}/freesurfer_outliers.tsv",
+        outliers=report(f"{FSG}/freesurfer_outliers.tsv", caption="../report/fs_outliers.rst",
+                        category="Group tables"),
+        **sidecars(f"{FSG}/freesurfer_stats_long.tsv", f"{FSG}/freesurfer_global_measures.tsv",
+                   f"{FSG}/freesurfer_outliers.tsv"),
+    params:
+        prov=prov("freesurfer.group"),
     threads: 1
     resources:
         mem_mb=4000,

@@ -39,9 +39,11 @@ if METHOD["dwi.denoise"] == "dipy_mppca":
         output:
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
+            **sidecars(DWI_DENOISED, DWI_NOISE),
         params:
             method="dipy_mppca",
             patch_radius=step_cfg("dwi.denoise")["patch_radius"],
+            prov=prov("dwi.denoise"),
         threads: step_cfg("dwi.denoise")["threads"]
         resources:
             mem_mb=4000,
@@ -65,10 +67,12 @@ if METHOD["dwi.degibbs"] == "dipy":
             dwi=dwi_after_denoise,
         output:
             dwi=DWI_DEGIBBS,
+            **sidecars(DWI_DEGIBBS),
         params:
             method="dipy",
             slice_axis=step_cfg("dwi.degibbs")["slice_axis"],
             n_points=step_cfg("dwi.degibbs")["n_points"],
+            prov=prov("dwi.degibbs"),
         threads: step_cfg("dwi.degibbs")["threads"]
         resources:
             mem_mb=4000,
@@ -92,11 +96,13 @@ if METHOD["dwi.mask"] == "dipy":
             unpack(dwi_for_model),
         output:
             mask=DWI_MASK,
+            **sidecars(DWI_MASK),
         params:
             method="dipy",
             median_radius=step_cfg("dwi.mask")["median_radius"],
             numpass=step_cfg("dwi.mask")["numpass"],
             b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
+            prov=prov("dwi.mask"),
         threads: step_cfg("dwi.mask")["threads"]
         resources:
             mem_mb=2000,
@@ -121,10 +127,12 @@ if METHOD["dwi.tensor"] == "dipy":
             mask=DWI_MASK,
         output:
             **DTI,
+            **sidecars(*DTI.values()),
         params:
             method="dipy",
             fit_method=step_cfg("dwi.tensor")["fit_method"],
             b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
+            prov=prov("dwi.tensor"),
         threads: step_cfg("dwi.tensor")["threads"]
         resources:
             mem_mb=3000,
@@ -150,8 +158,10 @@ rule dwi_stats_qc:
         stats=DTI_STATS,
         fig_fa=report(figure("dti", "dwi"), caption="../report/fa.rst", category="Diffusion QC",
                       subcategory="DTI", labels={"subject": "{subject}", "figure": "FA / colour FA"}),
+        **sidecars(DTI_STATS),
     params:
         wm_fa_threshold=step_cfg("dwi.tensor")["wm_fa_threshold"],
+        prov=prov("dwi.qc"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -25,10 +25,12 @@ if METHOD["anat.biascorrect"] == "freesurfer":
             t1w=raw_t1w,
         output:
             t1w=T1_PREPROC,
+            **sidecars(T1_PREPROC),
         params:
             method="freesurfer",
             shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
             iters=" ".join(str(i) for i in step_cfg("anat.biascorrect")["convergence_iters"]),
+            prov=prov("anat.biascorrect"),
         threads: step_cfg("anat.biascorrect")["threads"]
         resources:
             mem_mb=3000,
@@ -44,6 +46,7 @@ if METHOD["anat.biascorrect"] == "freesurfer":
         shell:
             'AntsN4BiasFieldCorrectionFs -i "{input.t1w}" -o "{output.t1w}.tmp.nii.gz" -s {params.shrink_factor}'
             ' -t {params.iters} > "{log}" 2>&1 && mv "{output.t1w}.tmp.nii.gz" "{output.t1w}"'
+            + SIDECAR
 
 
 if METHOD["anat.skullstrip"] == "freesurfer":
@@ -60,8 +63,10 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             t1w=T1_PREPROC,
         output:
             brainmask=FS_BRAINMASK,
+            **sidecars(FS_BRAINMASK),
         params:
             method="freesurfer",
+            prov=prov("anat.skullstrip"),
         threads: step_cfg("anat.skullstrip")["threads"]
         resources:
             mem_mb=4000,
@@ -79,6 +84,7 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             '( recon-all -sd "$tmp" -s fs -i "{input.t1w}" -autorecon1 -openmp {threads}'
             ' && mri_convert "$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like "{input.t1w}" -rt nearest'
             ' ) > "{log}" 2>&1 && mv "$tmp/brainmask.nii.gz" "{output.brainmask}"'
+            + SIDECAR
 
     rule anat_skullstrip_freesurfer_fslmaths:
         # fslmaths T1w -mas brainmask: the brain; brainmask -bin: the binary brain mask.
@@ -88,8 +94,10 @@ if METHOD["anat.skullstrip"] == "freesurfer":
         output:
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
+            **sidecars(BRAIN_MASK, T1_BRAIN),
         params:
             method="freesurfer",
+            prov=prov("anat.skullstrip"),
         threads: 1
         resources:
             mem_mb=1000,
@@ -107,6 +115,7 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             '( fslmaths "{input.t1w}" -mas "{input.brainmask}" "$tmp/brain.nii.gz"'
             ' && fslmaths "{input.brainmask}" -bin "$tmp/mask.nii.gz" -odt char ) > "{log}" 2>&1'
             ' && mv "$tmp/mask.nii.gz" "{output.mask}" && mv "$tmp/brain.nii.gz" "{output.brain}"'
+            + SIDECAR
 
 
 if METHOD["anat.skullstrip"] == "synthstrip":
@@ -118,10 +127,12 @@ if METHOD["anat.skullstrip"] == "synthstrip":
         output:
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
+            **sidecars(BRAIN_MASK, T1_BRAIN),
         params:
             method="synthstrip",
             border=_SS["synthstrip_border"],
             flags=" ".join(f for f, on in (("--no-csf", _SS["synthstrip_no_csf"]), ("-g", _SS["use_gpu"])) if on),
+            prov=prov("anat.skullstrip"),
         threads: _SS["threads"]
         resources:
             mem_mb=8000,
@@ -139,6 +150,7 @@ if METHOD["anat.skullstrip"] == "synthstrip":
             'mri_synthstrip -i "{input.t1w}" -o "{output.brain}.tmp.nii.gz" -m "{output.mask}.tmp.nii.gz"'
             ' -b {params.border} {params.flags} -t {threads} > "{log}" 2>&1'
             ' && mv "{output.mask}.tmp.nii.gz" "{output.mask}" && mv "{output.brain}.tmp.nii.gz" "{output.brain}"'
+            + SIDECAR
 
 
 if _FS_CFG["enabled"]:
@@ -215,8 +227,10 @@ if METHOD["anat.synthseg"] == "freesurfer":
         output:
             dseg=SYNTHSEG_DSEG,
             **({"vol": SYNTHSEG_VOL} if _SYN["vol"] else {}),
+            **sidecars(SYNTHSEG_DSEG, *([SYNTHSEG_VOL] if _SYN["vol"] else [])),
         params:
             method="freesurfer",
+            prov=prov("anat.synthseg"),
             flags=" ".join(f for f, on in (("--robust", _SYN["robust"]), ("--parc", _SYN["parc"]),
                                            ("--cpu", not _SYN["use_gpu"])) if on),
             vol=_SYN["vol"],
@@ -240,6 +254,7 @@ if METHOD["anat.synthseg"] == "freesurfer":
             + ' {params.flags} --threads {threads} > "{log}" 2>&1'
             ' && mv "$tmp/synthseg.nii.gz" "{output.dseg}"'
             + (' && mv "$tmp/volumes.csv" "{output.vol}"' if _SYN["vol"] else "")
+            + SIDECAR
 
     ANAT_TARGETS += [SYNTHSEG_DSEG] + ([SYNTHSEG_VOL] if _SYN["vol"] else [])
 
@@ -262,8 +277,10 @@ if METHOD["anat.segstats"] == "freesurfer":
             seg=SYNTHSEG_DSEG if _SEGSTATS_SEG == "synthseg" else FS_OUTPUTS["aseg_mgz"],
         output:
             stats=SEGSTATS,
+            **sidecars(SEGSTATS),
         params:
             method="freesurfer",
+            prov=prov("anat.segstats"),
             seg=_SEGSTATS_SEG,
         threads: step_cfg("anat.segstats")["threads"]
         resources:
@@ -279,6 +296,7 @@ if METHOD["anat.segstats"] == "freesurfer":
             CONTAINERS["freesurfer"]
         shell:
             'mri_segstats --seg "{input.seg}" --ctab-default --excludeid 0 --sum "{output.stats}.tmp"'
-            ' > "{log}" 2>&1 && mv "{output.stats}.tmp" "{output.stats}"'
+             ' > "{log}" 2>&1 && mv "{output.stats}.tmp" "{output.stats}"'
+            + SIDECAR
 
     ANAT_TARGETS.append(SEGSTATS)

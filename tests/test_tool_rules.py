@@ -63,7 +63,10 @@ def parse_dry_run(text: str) -> dict[str, dict]:
             continue
         if line.startswith("Shell command: "):
             cmd = line[len("Shell command: "):]
+            # the provenance sidecar call every shell rule ends with is checked in test_provenance.py
+            cmd, _, sidecar = cmd.partition(" && NEUROSMK_PROV=sidecar ")
             cur["shell"] = None if cmd == "None" else cmd
+            cur["sidecar"] = sidecar or None
             cur = None
             continue
         m = re.match(r"^    (\w+): (.*)$", line)
@@ -71,6 +74,10 @@ def parse_dry_run(text: str) -> dict[str, dict]:
             key, val = m.groups()
             if key in ("input", "output"):
                 cur[key] = val.split(", ")
+                if key == "output":  # provenance sidecars (X.json beside X.nii.gz) apart
+                    stems = {re.sub(r"\.(nii\.gz|mat|bval|bvec|tsv)$", "", o) for o in cur[key] if not o.endswith(".json")}
+                    cur["sidecars"] = [o for o in cur[key] if o.endswith(".json") and o[:-5] in stems]
+                    cur[key] = [o for o in cur[key] if o not in cur["sidecars"]]
             elif key == "resources":
                 cur["resources"] = dict(kv.split("=", 1) for kv in val.split(", "))
             elif key == "threads":
