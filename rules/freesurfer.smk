@@ -296,7 +296,7 @@ if METHOD["anat.segstats"] == "freesurfer":
             CONTAINERS["freesurfer"]
         shell:
             'mri_segstats --seg "{input.seg}" --ctab-default --excludeid 0 --sum "{output.stats}.tmp"'
-             ' > "{log}" 2>&1 && mv "{output.stats}.tmp" "{output.stats}"'
+            ' > "{log}" 2>&1 && mv "{output.stats}.tmp" "{output.stats}"'
             + SIDECAR
 
     ANAT_TARGETS.append(SEGSTATS)

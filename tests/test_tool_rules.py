@@ -75,7 +75,7 @@ def parse_dry_run(text: str) -> dict[str, dict]:
             if key in ("input", "output"):
                 cur[key] = val.split(", ")
                 if key == "output":  # provenance sidecars (X.json beside X.nii.gz) apart
-                    stems = {re.sub(r"\.(nii\.gz|mat|bval|bvec|tsv)$", "", o) for o in cur[key] if not o.endswith(".json")}
+                    stems = {re.sub(r"\.(nii\.gz|mat|bval|bvec|tsv|csv|stats)$", "", o) for o in cur[key] if not o.endswith(".json")}
                     cur["sidecars"] = [o for o in cur[key] if o.endswith(".json") and o[:-5] in stems]
                     cur[key] = [o for o in cur[key] if o not in cur["sidecars"]]
             elif key == "resources":
