@@ -394,7 +394,8 @@ def make_touched_context(name: str, root: Path, reduced: dict, overrides: dict) 
             else:  # directory() outputs (FIRST's slicesdir) have no extension
                 p.mkdir(parents=True, exist_ok=True)
     # (a finished recon-all is touched again only when named: rules/freesurfer.smk)
-    force_fs = ["--forcerun", "freesurfer_recon_all"] if validate_config(cfg)["freesurfer"]["recon_all"]["enabled"] else []
+    fs_on = validate_config(cfg)["freesurfer"]["recon_all"]["enabled"]
+    force_fs = ["--forcerun", "freesurfer_recon_all"] if fs_on else []
     touch, check = smk_batch([(["--touch", "--forceall", *force_fs, "--cores", "1", "--configfile", str(base)], root),
                               (dry(base), root)])
     assert touch["rc"] == 0, touch["out"][-3000:]
@@ -548,9 +549,12 @@ def test_rerun_matrix(matrix, case):
     if case.kind in ("cosmetic", "cli"):
         assert not r["actual"] and "Nothing to be done" in r["out"]
     if case.kind == "params" and case.ctx == "real" and r["actual"]:
-        # the root jobs say why: their params changed
+        # the first root job says why: its params changed (a root downstream of another root
+        # gives the first reason Snakemake finds: its input is rewritten)
         roots = [j for j in parse_jobs(r["out"]).values() if j["rule"] in {s.split(":")[0] for s in PARAMS[case.key]}]
-        assert roots and all("Params have changed" in j["reason"] for j in roots), [j["reason"] for j in roots]
+        reasons = [j["reason"] for j in roots]
+        assert any(x.startswith("Params have changed") for x in reasons), reasons
+        assert all(x.startswith(("Params have changed", "Input files updated by another job")) for x in reasons)
     if case.ctx == "alt" and not case.key.startswith("freesurfer."):
         assert not any(j.startswith("freesurfer_recon_all[") for j in r["actual"])
 
@@ -560,26 +564,50 @@ def test_matrix_spot_checks(matrix):
     def rules(cid):
         return _rules(matrix[cid]["actual"])
 
-    assert rules("real:dwi.tensor.fit_method=OLS") == ["dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats"]
-    assert rules("real:dwi.tensor.wm_fa_threshold=0.1") == ["dwi_stats_qc", "group_dti_stats"]
-    assert rules("real:anat.segment.mrf_weight=0.1") == ["anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes"]
-    assert rules("real:anat.skullstrip.median_radius=5") == []  # dipy's key, brainextractor runs
-    assert rules("skull_dipy:anat.skullstrip.median_radius=5")[0] == "anat_skullstrip_python"
-    assert rules("real:dwi.degibbs.method=none") == ["dwi_mask_dipy", "dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats"]
+    assert rules("real:dwi.tensor.fit_method") == ["dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats"]
+    assert rules("real:dwi.tensor.wm_fa_threshold") == ["dwi_stats_qc", "group_dti_stats"]
+    assert rules("real:anat.segment.mrf_weight") == ["anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes"]
+    assert rules("real:anat.skullstrip.median_radius") == []  # dipy's key, brainextractor runs
+    assert rules("skull_dipy:anat.skullstrip.median_radius")[-1] == "group_anat_volumes"
+    assert "anat_skullstrip_python" in rules("skull_dipy:anat.skullstrip.numpass")
+    assert rules("real:dwi.degibbs.method=none") == ["dwi_mask_dipy", "dwi_stats_qc", "dwi_tensor_dipy",
+                                                     "group_dti_stats"]
     assert rules("real:dwi.denoise.method=mrtrix") == ["dwi_degibbs_dipy", "dwi_denoise_mrtrix", "dwi_mask_dipy",
                                                        "dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats"]
     assert rules("real:freesurfer.recon_all.enabled=true") == ["freesurfer_recon_all"]
-    assert rules("alt:dwi.preproc.pe_dir=i") == ["dwi_mask_mrtrix", "dwi_preproc_dwifslpreproc", "dwi_stats_qc",
+    assert rules("alt:dwi.preproc.pe_dir") == ["dwi_mask_mrtrix", "dwi_preproc_dwifslpreproc", "dwi_stats_qc",
                                                  "dwi_tensor_mrtrix", "group_dti_stats"]
 
 
 def test_batch_runner_matches_the_cli(real_context, matrix):
     """The in-process dry runs answer as a fresh snakemake process does."""
-    case = next(c for c in CASES if c.id == "real:dwi.tensor.fit_method=OLS")
+    case = next(c for c in CASES if c.id == "real:dwi.tensor.fit_method")
     path = real_context.cwd / "rerun_cases" / "cli_check.yaml"
     path.write_text(yaml.safe_dump(case_config(real_context, case)))
     p = run_snakemake(dry(path), cwd=real_context.cwd)
     assert set(parse_jobs(p.stdout)) == matrix[case.id]["actual"]
+
+
+def test_why_names_the_changed_param_and_the_followers(real_context):
+    """`make why` (scripts/why.py): the edited step with old and new value, then its followers."""
+    case = next(c for c in CASES if c.id == "real:dwi.tensor.fit_method")
+    (real_context.cwd / "rerun_cases").mkdir(exist_ok=True)
+    path = real_context.cwd / "rerun_cases" / "why_check.yaml"
+    path.write_text(yaml.safe_dump(case_config(real_context, case)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    why = [sys.executable, str(REPO / "scripts" / "why.py"), "-s", SNAKEFILE, "--cores", "2"]
+    p = subprocess.run([*why, "--configfile", str(path)], cwd=real_context.cwd, capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    own, _, follow = p.stdout.partition("downstream of those")
+    assert own.startswith("dwi_tensor_dipy (subject=02):") and "before: 'WLS' now: 'OLS'" in own, p.stdout
+    assert "dwi_stats_qc (subject=02)" in follow and "group_dti_stats" in follow and "all" not in follow.split()
+    base = real_context.cwd / "rerun_cases" / "why_base.yaml"
+    base.write_text(yaml.safe_dump(real_context.cfg))
+    p = subprocess.run([*why, "--configfile", str(base)], cwd=real_context.cwd, capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0 and p.stdout.startswith("Nothing would run"), p.stdout + p.stderr
 
 
 def _add_subject(bids: Path, src: str, new: str) -> Path:
@@ -613,8 +641,8 @@ def test_adding_a_subject_runs_only_its_jobs_and_the_group_tables(real_context, 
 
 # ---- 2. FreeSurfer safety ----------------------------------------------------------------------
 
-def test_finished_recon_all_is_never_redone_without_forcerun(reduced_run, tmp_path):
-    ctx = make_touched_context("fs", tmp_path / "fs", reduced_run["reduced"], {"freesurfer.recon_all.enabled": True})
+def test_finished_recon_all_is_never_redone_without_forcerun(reduced_demo, tmp_path):
+    ctx = make_touched_context("fs", tmp_path / "fs", reduced_demo, {"freesurfer.recon_all.enabled": True})
     root = ctx.cwd
     done = root / "out" / "freesurfer" / "sub-01" / "scripts" / "neurosmk_recon-all_all.done"
     stats = root / "out" / "freesurfer" / "sub-01" / "stats" / "aseg.stats"
@@ -655,8 +683,8 @@ def test_finished_recon_all_is_never_redone_without_forcerun(reduced_run, tmp_pa
     # a newer raw T1w (re-downloaded data) is refused the same way
     t1 = Path(ctx.cfg["bids_dir"]) / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
     os.utime(t1)
-    [newer] = smk_batch([(["--touch", "--cores", "1", "--configfile", str(root / "base.yaml"),
-                           str(done.relative_to(root))], root)])
+    [newer] = smk_batch([([str(done), "--touch", "--cores", "1",
+                           "--configfile", str(root / "base.yaml")], root)])
     assert newer["rc"] != 0 and "refusing to redo" in newer["out"] and "updated input" in newer["out"].lower()
     # the explicit path: --forcerun freesurfer_recon_all (here --touch marks it done again)
     ok, after = smk_batch([(["--touch", "--forcerun", "freesurfer_recon_all", "--cores", "1", "--configfile",
@@ -667,15 +695,17 @@ def test_finished_recon_all_is_never_redone_without_forcerun(reduced_run, tmp_pa
 
 # ---- 3. determinism ----------------------------------------------------------------------------
 
-# Outputs of the ANTs registration (seeded from anat.register.seed) with 2 ITK threads: measured
-# between two runs of the reduced demo (antspyx 0.6.3, 2 threads): warp fields mean |d| 0.07-0.08 mm,
-# 99.9th percentile 0.6-0.84 mm, max 1.2-1.8 mm; warped T1w mean |d| 0.17 % of its maximum;
-# correlation_after within 0.003. With threads 1 they are byte-identical. Tolerances ~3x that.
-TOL_WARP_MEAN_MM, TOL_WARP_P999_MM = 0.25, 2.5
-TOL_WARPED_MEAN_FRAC = 0.006
-TOL_CORR = 0.01
-TOL_AFFINE_MATRIX, TOL_AFFINE_TRANSLATION_MM = 0.02, 1.0
-TOL_FIG_MEAN = 0.02  # mean |d| of the registration QC figure's pixels (0..1)
+# Outputs of the ANTs registration (seeded from anat.register.seed) with 2 ITK threads, measured
+# between two runs of the reduced demo (antspyx 0.6.3): warp fields mean |d| 0.024 mm, 99.9th
+# percentile 0.37-0.39 mm, max 0.78-0.85 mm; affine matrix |d| 0.0014, translation 0.026 mm;
+# warped T1w mean |d| 0.055 % of its maximum; correlation_after 0.0005; QC figure 0.0007. (Without
+# the seed, as antspyx silently ran before: warp mean 0.08 mm, max 1.8 mm.) With threads 1 they
+# are identical. Tolerances: about 5x the measured differences.
+TOL_WARP_MEAN_MM, TOL_WARP_P999_MM = 0.12, 2.0
+TOL_WARPED_MEAN_FRAC = 0.003
+TOL_CORR = 0.005
+TOL_AFFINE_MATRIX, TOL_AFFINE_TRANSLATION_MM = 0.01, 0.25
+TOL_FIG_MEAN = 0.005  # mean |d| of the registration QC figure's pixels (0..1)
 
 NOT_COMPARED = ("logs/", "benchmarks/", ".neurosmk/")
 
