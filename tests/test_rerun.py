@@ -696,16 +696,16 @@ def test_finished_recon_all_is_never_redone_without_forcerun(reduced_demo, tmp_p
 # ---- 3. determinism ----------------------------------------------------------------------------
 
 # Outputs of the ANTs registration (seeded from anat.register.seed) with 2 ITK threads, measured
-# between two runs of the reduced demo (antspyx 0.6.3): warp fields mean |d| 0.024 mm, 99.9th
-# percentile 0.37-0.39 mm, max 0.78-0.85 mm; affine matrix |d| 0.0014, translation 0.026 mm;
-# warped T1w mean |d| 0.055 % of its maximum; correlation_after 0.0005; QC figure 0.0007. (Without
-# the seed, as antspyx silently ran before: warp mean 0.08 mm, max 1.8 mm.) With threads 1 they
-# are identical. Tolerances: about 5x the measured differences.
+# in two pairs of runs of the reduced demo (antspyx 0.6.3): warp fields mean |d| 0.024 mm, 99.9th
+# percentile 0.37-0.64 mm, max 0.78-1.03 mm; affine matrix |d| <= 0.0014, translation <= 0.026 mm;
+# warped T1w mean |d| 0.055-0.081 % of its maximum; correlation_after 0.0005-0.0011; QC figure
+# <= 0.001. (Without the seed, as antspyx silently ran before: warp mean 0.08 mm, max 1.8 mm;
+# test_ants_seeds_come_from_config checks the seed itself.) With threads 1 they are identical.
 TOL_WARP_MEAN_MM, TOL_WARP_P999_MM = 0.12, 2.0
-TOL_WARPED_MEAN_FRAC = 0.003
-TOL_CORR = 0.005
+TOL_WARPED_MEAN_FRAC = 0.005
+TOL_CORR = 0.01
 TOL_AFFINE_MATRIX, TOL_AFFINE_TRANSLATION_MM = 0.01, 0.25
-TOL_FIG_MEAN = 0.005  # mean |d| of the registration QC figure's pixels (0..1)
+TOL_FIG_MEAN = 0.01  # mean |d| of the registration QC figure's pixels (0..1)
 
 NOT_COMPARED = ("logs/", "benchmarks/", ".neurosmk/")
 
