@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
+CONFIG ?= config/config.yaml
 
 .PHONY: venv demo test report why clean-demo
 
@@ -28,11 +29,10 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q -rs
 
-# Why would jobs re-run? (dry run listing each job's reason, plus changed params/code)
+# Why would jobs re-run? Each job's own reason (params with old and new values, code, input
+# files, newer inputs, missing outputs), then the jobs that only follow. make why CONFIG=my.yaml
 why: venv
-	$(BIN)/snakemake -n --cores $(CORES) --configfile config/config.yaml
-	$(BIN)/snakemake --list-changes params --configfile config/config.yaml
-	$(BIN)/snakemake --list-changes code --configfile config/config.yaml
+	$(BIN)/python scripts/why.py --cores $(CORES) --configfile $(CONFIG)
 
 clean-demo:
 	rm -rf results/demo

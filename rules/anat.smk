@@ -51,7 +51,11 @@ if METHOD["anat.biascorrect"] == "ants":
             "../scripts/anat_biascorrect.py"
 
 
-if METHOD["anat.skullstrip"] in ("brainextractor", "dipy"):
+# only the keys the chosen backend reads: editing the other backend's keys re-runs nothing
+_SKULLSTRIP_KEYS = {"brainextractor": ("fractional_threshold", "iterations", "fov_mm"),
+                    "dipy": ("median_radius", "numpass")}
+
+if METHOD["anat.skullstrip"] in _SKULLSTRIP_KEYS:
 
     rule anat_skullstrip_python:
         input:
@@ -62,11 +66,7 @@ if METHOD["anat.skullstrip"] in ("brainextractor", "dipy"):
             **sidecars(BRAIN_MASK, T1_BRAIN),
         params:
             method=METHOD["anat.skullstrip"],
-            fractional_threshold=step_cfg("anat.skullstrip")["fractional_threshold"],
-            iterations=step_cfg("anat.skullstrip")["iterations"],
-            fov_mm=step_cfg("anat.skullstrip")["fov_mm"],
-            median_radius=step_cfg("anat.skullstrip")["median_radius"],
-            numpass=step_cfg("anat.skullstrip")["numpass"],
+            **{k: step_cfg("anat.skullstrip")[k] for k in _SKULLSTRIP_KEYS[METHOD["anat.skullstrip"]]},
             prov=prov("anat.skullstrip"),
         threads: step_cfg("anat.skullstrip")["threads"]
         resources:

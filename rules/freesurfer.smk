@@ -210,6 +210,31 @@ if _FS_CFG["enabled"]:
 
     ANAT_TARGETS += [*FS_OUTPUTS.values(), FS_DONE]
 
+    def _refuse_recon_all_redo():
+        """A finished recon-all (its sentinel exists) is redone only on explicit request.
+
+        Snakemake would redo it whenever one of its triggers fires (a changed recon-all
+        parameter, a touched or moved T1w, an edited rule, --forceall) and first delete its
+        outputs. protected() stops that only for non-root users, so this check runs before any
+        job starts (real runs and --touch; a dry run lists the job with its reason) and
+        refuses unless the rule is named in --forcerun.
+        """
+        from snakemake.exceptions import WorkflowError
+
+        if "freesurfer_recon_all" in workflow.dag_settings.forcerun:
+            return
+        redo = [job for job in workflow.dag.needrun_jobs()
+                if job.rule.name == "freesurfer_recon_all" and os.path.exists(job.output.done)]
+        if redo:
+            lines = "\n".join(f"  - {job.output.done} (reason: {workflow.dag.reason(job)})" for job in redo)
+            raise WorkflowError(
+                "refusing to redo a finished FreeSurfer recon-all (hours of work):\n" + lines +
+                "\nTo keep it, undo the change (`make why` lists what changed). To redo it on purpose, run "
+                "again with `--forcerun freesurfer_recon_all` (as a non-root user first `chmod u+w` "
+                "its outputs: they are write-protected).")
+
+    onstart:
+        _refuse_recon_all_redo()
 
 # ---- SynthSeg ---------------------------------------------------------------------------------
 SYNTHSEG_DSEG = anat("dseg", desc="synthseg")

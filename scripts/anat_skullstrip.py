@@ -3,7 +3,7 @@ from neurosmk.runtime import setup
 setup(snakemake)  # noqa: F821
 from neurosmk.anat import skullstrip  # noqa: E402
 
-p = snakemake.params  # noqa: F821
-skullstrip(snakemake.input.t1w, snakemake.output.mask, snakemake.output.brain, method=p.method,  # noqa: F821
-           fractional_threshold=p.fractional_threshold, iterations=p.iterations,
-           median_radius=p.median_radius, numpass=p.numpass, fov_mm=p.fov_mm)
+# params hold only the chosen method's keys (rules/anat.smk); the others keep their defaults
+_KEYS = ("method", "fractional_threshold", "iterations", "fov_mm", "median_radius", "numpass")
+p = {k: v for k, v in snakemake.params.items() if k in _KEYS}  # noqa: F821
+skullstrip(snakemake.input.t1w, snakemake.output.mask, snakemake.output.brain, **p)  # noqa: F821

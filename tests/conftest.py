@@ -98,3 +98,14 @@ def reduced_config(reduced_demo, out: Path, path: Path, **overrides) -> Path:
     }
     base.update(overrides)
     return write_config(path, **base)
+
+
+@pytest.fixture(scope="session")
+def reduced_run(reduced_demo, tmp_path_factory) -> dict:
+    """One completed run of the whole pipeline on the reduced demo, shared by every test that only
+    reads its outputs or dry-runs against it (tests/test_pipeline_e2e.py, tests/test_rerun.py)."""
+    work = tmp_path_factory.mktemp("reduced_run")
+    out = work / "out"
+    cfg = reduced_config(reduced_demo, out, work / "config.yaml")
+    run_snakemake(["--cores", "2", "--configfile", str(cfg)], cwd=work, timeout=1500)
+    return {"out": out, "cfg": cfg, "work": work, "reduced": reduced_demo}

@@ -10,18 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import reduced_config, run_snakemake
+from .conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pipeline(reduced_demo, tmp_path_factory):
-    work = tmp_path_factory.mktemp("e2e")
-    out = work / "out"
-    cfg = reduced_config(reduced_demo, out, work / "config.yaml")
-    run_snakemake(["--cores", "2", "--configfile", str(cfg)], cwd=work, timeout=1500)
-    return {"out": out, "cfg": cfg, "work": work, "reduced": reduced_demo}
+def pipeline(reduced_run):
+    return reduced_run  # the session's one run of the reduced demo (tests/conftest.py)
 
 
 def _vol_ml(path):

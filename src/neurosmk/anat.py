@@ -117,8 +117,10 @@ def atropos(t1_file: str, mask_file: str, dseg_file: str, prob_files: dict[str, 
     mk = mask.numpy() > 0
     lo, hi = np.percentile(arr[mk], [1, 99])  # bright vessels/fat would otherwise take a class
     clipped = t1.new_image_like(np.clip(arr, lo, hi).astype("float32"))
+    # r=0: Atropos seeds its random number generator with a constant instead of the clock, so
+    # the segmentation is bitwise reproducible (with any thread count; Atropos takes no seed value)
     seg = ants.atropos(a=clipped, x=mask, i="kmeans[3]", m=f"[{mrf_weight},1x1x1]",
-                       c=f"[{iterations},0]")
+                       c=f"[{iterations},0]", r=0)
     lab = seg["segmentation"].numpy().astype(np.int16)
     probs = seg["probabilityimages"]
     means = [arr[lab == k].mean() if (lab == k).any() else np.inf for k in (1, 2, 3)]
@@ -154,10 +156,18 @@ def register(moving_file: str, template_file: str, out_affine: str, out_warp: st
 
     import ants
 
+    # antspyx 0.6.3 silently ignores registration(random_seed=...); antsRegistration gets
+    # --random-seed only from ants.config, which config.set_ants_deterministic sets (it also forces ITK to
+    # one thread: the rule's thread count is restored). Bitwise reproducible with threads 1; with
+    # more threads ITK's parallel sums vary slightly (tolerance: tests/test_rerun.py).
+    threads = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+    ants.config.set_ants_deterministic(True, seed_value=seed)
+    if threads:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
     fixed = ants.image_read(template_file)
     moving = ants.image_read(moving_file)
     reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=transform,
-                            reg_iterations=tuple(syn_iterations), random_seed=seed)
+                            reg_iterations=tuple(syn_iterations))
     fwd, inv = reg["fwdtransforms"], reg["invtransforms"]
     affine = [f for f in fwd if f.endswith(".mat")][0]
     with atomic_path(out_affine) as tmp:

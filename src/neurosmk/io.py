@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +32,17 @@ def _suffix_of(path: Path) -> str:
     return path.suffix
 
 
+def _remove_stale_temps(final: Path) -> None:
+    """Remove temporary files that an earlier writer of ``final`` left when it was killed
+    (SIGKILL skips the clean-up in atomic_path). Snakemake never runs two jobs for the same
+    output at once, so such a file can only be stale."""
+    pat = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.tmp{re.escape(_suffix_of(final))}")
+    for p in final.parent.iterdir():
+        if p.name.startswith("." + final.name) and pat.fullmatch(p.name):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -40,6 +52,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{_suffix_of(final)}",
                                dir=final.parent)
     os.close(fd)
