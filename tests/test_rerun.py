@@ -66,6 +66,7 @@ COSMETIC = {
     "anat.subcortical.threads", "anat.register.threads", "dwi.denoise.threads", "dwi.degibbs.threads",
     "dwi.preproc.threads", "dwi.mask.threads", "dwi.tensor.threads", "freesurfer.recon_all.threads",
     "freesurfer.recon_all.license", "report.title", "validate_inputs",
+    "anat.synthseg.threads", "anat.segstats.threads",
 }
 
 # key -> the rules whose params carry it. "rule:method" counts only while the step's method is
@@ -114,6 +115,11 @@ PARAMS = {
     "dwi.tensor.fit_method": {"dwi_tensor_dipy", "dwi_tensor_mrtrix"},
     "dwi.tensor.wm_fa_threshold": {"dwi_stats_qc"},
     "freesurfer.recon_all.extra_args": {"freesurfer_recon_all"},
+    "anat.synthseg.robust": {"anat_synthseg_freesurfer"},
+    "anat.synthseg.parc": {"anat_synthseg_freesurfer"},
+    "anat.synthseg.use_gpu": {"anat_synthseg_freesurfer"},
+    "anat.synthseg.vol": {"anat_synthseg_freesurfer"},
+    "anat.segstats.seg": {"anat_segstats_freesurfer"},
     "bids_dir": {"dataset_description"},
 }
 
@@ -133,6 +139,8 @@ STRUCTURAL = {
     "anat.subcortical.input": [],
     "anat.atlas.image": [],
     "anat.atlas.name": [],
+    "anat.synthseg.vol": [],  # drops the volumes CSV (an output)
+    "anat.segstats.seg": [],  # synthseg -> aseg: another input
 }
 
 # Not in the matrix, and why.
@@ -167,6 +175,7 @@ VALUES = {
 METHOD_NEEDS = {
     ("anat.atlas", "fsl_applywarp"): {"anat.register.method": "fsl", "anat.atlas.image": "@atlas"},
     ("dwi.preproc", "fsl_dwifslpreproc"): {"dwi.preproc.pe_dir": "j-"},
+    ("anat.segstats", "freesurfer"): {"anat.synthseg.method": "freesurfer"},
 }
 
 CONTEXTS = {
@@ -178,6 +187,7 @@ CONTEXTS = {
         "dwi.denoise.method": "mrtrix", "dwi.degibbs.method": "mrtrix",
         "dwi.preproc.method": "fsl_dwifslpreproc", "dwi.mask.method": "mrtrix", "dwi.tensor.method": "mrtrix",
         "freesurfer.recon_all.enabled": True,
+        "anat.synthseg.method": "freesurfer", "anat.segstats.method": "freesurfer",
     },
     "skull_dipy": {"anat.skullstrip.method": "dipy"},
     "skull_synthstrip": {"anat.skullstrip.method": "synthstrip"},
