@@ -7,6 +7,7 @@ independently of the parser under test.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from neurosmk.fsstats import qc
 from neurosmk.fsstats.cli import aggregate, find_subject_dirs, parse_subject_dir
-from neurosmk.fsstats.parser import (NotATableError, StatsParseError, atlas_and_hemi_from_name,
+from neurosmk.fsstats.parser import (StatsParseError, atlas_and_hemi_from_name,
                                      parse_stats_file, split_subject_session)
 from neurosmk.fsstats.tables import global_table, long_table, wide_tables
 from neurosmk.io import InputError
@@ -202,12 +203,99 @@ def test_units_fallback_without_tablecol(tmp_path):
     assert u["MeanCurv"] == "mm^-1" and u["GausCurv"] == "mm^-2"
 
 
-def test_curv_stats_reported_not_silently_dropped(parsed):
-    with pytest.raises(NotATableError):
-        parse_stats_file(FS7 / "lh.curv.stats")
-    skipped = parsed[1]
-    assert sorted(Path(s[0]).name for s in skipped) == ["lh.curv.stats", "rh.curv.stats"]
-    assert all(s[2].startswith("not-a-table") for s in skipped)
+CURV_FILES = [f for f in ALL_FILES if ".curv." in f.name]
+
+
+def _curv_numbers(path: Path):
+    """Every number after the last ':' of every line (units such as mm^2 are not numbers)."""
+    out = []
+    for line in path.read_text().splitlines():
+        if ":" not in line:
+            continue
+        for tok in re.split(r"[\s()%]+", line.rsplit(":", 1)[1]):
+            try:
+                out.append(float(tok))
+            except ValueError:
+                pass
+    return out
+
+
+def test_no_stats_file_skipped(parsed):
+    assert parsed[1] == []
+    assert len(CURV_FILES) == 2
+    assert {Path(p.path).name for p in parsed[0]} == {f.name for f in ALL_FILES}
+
+
+@pytest.mark.parametrize("path", CURV_FILES, ids=_ids(CURV_FILES))
+def test_every_curv_number_in_long_table(path, long):
+    mine = long[long["source_file"] == str(path)]
+    want = _curv_numbers(path)
+    assert len(want) > 300
+    assert sorted(mine.value.tolist()) == sorted(want)
+    hemi = path.name[:2]
+    assert set(mine.atlas) == {"curv"} and set(mine.hemisphere) == {hemi}
+    assert set(mine.subject) == {"ds000005_sub-01"}
+    assert not mine.duplicated(["structure", "measure"]).any()
+
+
+def test_curv_known_values():
+    p = parse_stats_file(FS7 / "lh.curv.stats")
+    assert (p.kind, p.atlas, p.hemisphere, p.subject) == ("curvature", "curv", "lh",
+                                                         "ds000005_sub-01")
+    got = {(s, m): (v, u) for s, m, v, u in zip(p.structures, p.numeric_columns, p.values,
+                                                 p.units)}
+    assert got[("Raw (lh.curv)", "mean")] == (-0.02041, "unknown")
+    assert got[("Raw (lh.curv)", "std")] == (0.1602, "unknown")
+    assert got[("Raw (lh.curv)", "Min")] == (-1.44224, "unknown")
+    assert got[("Raw (lh.curv)", "Min vertex")] == (23703, "index")
+    assert got[("Raw (lh.sulc)", "Max")] == (16.32161, "unknown")
+    assert got[("Raw (lh.sulc)", "Mean Positive Surface Integral across")] == (57608,
+                                                                               "vertices")
+    assert got[("Raw (lh.sulc)", "Mean Positive Surface Integral across %")] == (46.83, "%")
+    assert got[("K (lh.smoothwm)", "mean")] == (0.39323, "mm^-2")
+    assert got[("K (lh.smoothwm)", "std")] == (120.2050, "mm^-2")
+    assert got[("H (lh.smoothwm)", "Mean Vertex Separation (Whole Surface)")] == (0.85109, "mm")
+    assert got[("H (lh.smoothwm)", "Mean Vertex Separation (Whole Surface) std")] == (0.14240,
+                                                                                      "mm")
+    assert got[("H (lh.smoothwm)", "Total Surface Area")] == (76322.60156, "mm^2")
+    assert got[("H (lh.smoothwm)", "Total Number of Vertices")] == (123004, "count")
+    assert got[("H (lh.smoothwm)", "AreaNorm Negative Surface Integral across")] == (
+        36050.832031, "mm^2")
+    assert got[("curv", "Folding Index (FI)")] == (1382.26331, "unknown")
+    assert got[("curv", "Intrinsic Curvature Index - natural  (ICIt)")] == (0.80567, "unknown")
+    assert got[("curv", "Mean across 10 curvatures")] == (3.8775, "unknown")
+    assert got[("curv", "Mean across 10 curvatures std")] == (5.7937, "unknown")
+    assert p.header["K (lh.smoothwm) calculation type"] == "discrete"
+    assert p.header["curv calculation type"] == "discrete"
+    f = p.to_frame()
+    assert len(f) == len(p.values) and set(f.atlas) == {"curv"}
+
+
+def test_curv_bad_value_names_line(tmp_path):
+    lines = _lines(FS7 / "lh.curv.stats")
+    i = next(k for k, l in enumerate(lines) if "Raw Max:" in l)
+    lines[i] = lines[i].replace("1.05909", "1.05x09")
+    f = tmp_path / "lh.curv.stats"
+    f.write_text("".join(lines))
+    with pytest.raises(StatsParseError) as ei:
+        parse_stats_file(f, subject="x")
+    assert ei.value.line == i + 1 and "Max" in str(ei.value) and str(f) in str(ei.value)
+
+
+def test_to_frame_matches_long_table(parsed):
+    for p in parsed[0]:
+        if p.values.size == 0:
+            continue
+        a = p.to_frame()
+        b = long_table([p])
+        assert list(a.columns) == list(b.columns)
+        for c in a.columns:
+            if c == "value":
+                np.testing.assert_array_equal(a[c].to_numpy(), b[c].to_numpy())
+            else:
+                assert a[c].tolist() == b[c].astype(object).tolist(), (p.path, c)
+    t = parse_stats_file(FS7 / "lh.aparc.stats").table_frame()
+    assert t.loc["bankssts", "ThickAvg"] == 2.268 and t.shape == (34, 9)
 
 
 # --------------------------------------------------------------------------- wide tables
@@ -391,7 +479,7 @@ def test_cli_skip_bad_writes_manifest(subjects_dir, tmp_path):
     assert set(man.columns) == {"file", "reason", "kind"}
     bad_rows = man[man.kind == "parse-error"]
     assert bad_rows.file.tolist() == [str(bad)] and "line" in bad_rows.reason.iloc[0]
-    assert (man.kind.str.startswith("not-a-table")).sum() == 2  # the two curv.stats
+    assert len(man) == 1  # curv.stats are parsed, not skipped
     lg = pd.read_parquet(out / "freesurfer_stats_long.parquet")
     assert str(bad) not in set(lg.source_file)
     assert str(subjects_dir / "Subj001" / "stats" / "lh.aparc.stats") in set(lg.source_file)
@@ -411,7 +499,7 @@ def test_cli_end_to_end(subjects_dir, tmp_path):
     assert (tsv.structure == lg.structure.astype(str)).all()
     assert set(zip(lg.subject, lg.session)) == {("Subj001", ""), ("sub-01", "ses-A")}
     expected = sum(len(_read_table(f)[2]) * (len(_read_table(f)[0]) - 1)
-                   for f in TABLE_FILES)
+                   for f in TABLE_FILES) + sum(len(_curv_numbers(f)) for f in CURV_FILES)
     assert len(lg) == expected
     gl = pd.read_csv(out / "freesurfer_global_measures.tsv", sep="\t")
     assert len(gl) == sum(len(_read_measures(f)) for f in MEASURE_FILES)
@@ -524,4 +612,5 @@ def test_snakemake_scripts(subjects_dir, tmp_path):
     assert (Path(out["qc_dir"]) / "aparc_lh_thickness.png").exists()
     assert len(pd.read_csv(out["outliers"], sep="\t")) > 0
     man = pd.read_csv(tmp_path / "per" / "sub-01_ses-A" / "skipped.tsv", sep="\t")
-    assert sorted(Path(f).name for f in man.file) == ["lh.curv.stats", "rh.curv.stats"]
+    assert len(man) == 0 and list(man.columns) == ["file", "reason", "kind"]
+    assert "curv" in set(lg.atlas)

@@ -6,7 +6,7 @@
 Writes OUT/freesurfer_stats_long.{tsv,parquet}, OUT/freesurfer_global_measures.{tsv,parquet},
 OUT/wide/<atlas>_<hemi>_<measure>.tsv and, when any file was skipped, OUT/skipped_files.tsv.
 A malformed file stops the run (exit 1, nothing written) unless ``--skip-bad`` is given.
-Files of a known non-table format (``lh.curv.stats``) are always skipped and listed.
+``?h.curv.stats`` (mris_curvature_stats text) is parsed into the long table too.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ MEASURE_NAMES = {"ThickAvg": "thickness", "SurfArea": "area", "GrayVol": "volume
                  "Volume_mm3": "volume", "Area_mm2": "area"}
 # measures never worth a wide table (identifiers, not measurements)
 _NOT_WIDE = {"Index", "SegId"}
+# atlases with no aparcstats2table equivalent: mris_curvature_stats summaries (?h.curv.stats,
+# ?h.curv.pial.stats) stay in the long table only
+_NOT_WIDE_ATLAS_PREFIXES = ("curv",)
 # global values appended to each wide table when the same files carry them
 WIDE_EXTRA_MEASURES = ("BrainSegVolNotVent", "eTIV")
 
@@ -63,17 +66,18 @@ def _frame(columns: dict, interners: dict, order: list) -> pd.DataFrame:
 
 
 def long_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
-    """One row per number in the table rows of every parsed file (every numeric column)."""
+    """One row per number in the table rows of every parsed file (every numeric column), and
+    one per value of the curvature (``?h.curv.stats``) files."""
     it = {c: _Interner() for c in _STR_LONG}
     per_file = {c: [] for c in ("subject", "session", "atlas", "freesurfer_version",
                                 "source_file")}
     counts, values, structs, hemis, meas, units = [], [], [], [], [], []
     cache: dict = {}
     for p in parsed_list:
-        n, k = p.values.shape if p.values.ndim == 2 else (0, 0)
-        if n == 0 or k == 0:
+        v = p.values
+        if v.size == 0:
             continue
-        key = (tuple(p.structures), tuple(p.row_hemispheres), tuple(p.numeric_columns),
+        key = (v.ndim, tuple(p.structures), tuple(p.row_hemispheres), tuple(p.numeric_columns),
                tuple(p.units))
         arrs = cache.get(key)
         if arrs is None:
@@ -81,13 +85,18 @@ def long_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
             h = np.array([it["hemisphere"](x) for x in p.row_hemispheres], dtype=np.int32)
             m = np.array([it["measure"](x) for x in p.numeric_columns], dtype=np.int32)
             u = np.array([it["unit"](x) for x in p.units], dtype=np.int32)
-            arrs = cache[key] = (np.repeat(s, k), np.repeat(h, k), np.tile(m, n), np.tile(u, n))
+            if v.ndim == 1:  # curvature files: one structure/measure/unit per value
+                arrs = (s, h, m, u)
+            else:
+                n, k = v.shape
+                arrs = (np.repeat(s, k), np.repeat(h, k), np.tile(m, n), np.tile(u, n))
+            cache[key] = arrs
         structs.append(arrs[0])
         hemis.append(arrs[1])
         meas.append(arrs[2])
         units.append(arrs[3])
-        values.append(p.values.ravel())
-        counts.append(n * k)
+        values.append(v.ravel())
+        counts.append(v.size)
         per_file["subject"].append(it["subject"](p.subject))
         per_file["session"].append(it["session"](p.session))
         per_file["atlas"].append(it["atlas"](p.atlas))
@@ -195,6 +204,8 @@ def wide_tables(long: pd.DataFrame, global_: pd.DataFrame | None = None) -> dict
     skip_meas = np.array([m in _NOT_WIDE for m in meas_cats], dtype=bool)
 
     for a_code, atlas in enumerate(long["atlas"].cat.categories):
+        if atlas.startswith(_NOT_WIDE_ATLAS_PREFIXES):
+            continue
         rows = np.flatnonzero((atlas_codes == a_code) & ~skip_meas[meas_codes])
         if rows.size == 0:
             continue
