@@ -305,7 +305,7 @@ def parse_stats_file(path, subject: str | None = None, session: str | None = Non
         if columns is None:
             if not n_comment:
                 if "(using '" in text and "<mean> +- <std>" in text:
-                    return _parse_curvature(p, lines, atlas, hemi, subject, session)
+                    return _parse_curvature(p, text, lines, atlas, hemi, subject, session)
                 raise StatsParseError(p, i + 1, "not a FreeSurfer stats file (data before any "
                                                 "'#' header line)")
             raise StatsParseError(p, i + 1, "table row before any '# ColHeaders' line "
@@ -419,94 +419,103 @@ def _subject_session(p: Path, header: dict, subject, session):
 
 
 # --------------------------------------------------------------------------- curv.stats
-_CURV_HEAD_RE = re.compile(r"^\s*(?P<label>\S+) <mean> \+- <std> \(using '(?P<src>[^']*)'\):"
-                           r"\s*(?P<rest>.*)$")
-_CURV_LINE_RE = re.compile(r"^\s*(?P<label>\S+) (?P<key>[^:]+?):\s*(?P<rest>.*)$")
-_CURV_SUMMARY_RE = re.compile(r"^\s*(?P<label>\S+) -- (?P<key>[^:]+?):\s*(?P<rest>.*)$")
-_CURV_MEANALL_RE = re.compile(r"^\s*(?P<key>Mean across \d+ curvatures):\s*(?P<rest>.*)$")
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf"
-_CURV_VALUE_RE = re.compile(
-    rf"^(?P<v>{_NUM})"
-    rf"(?:\s+\+-\s+(?P<sd>{_NUM}))?"
-    rf"(?:\s+at vertex\s+(?P<vtx>\d+))?"
-    rf"(?:\s+across\s+(?P<n>{_NUM})\s+\((?P<pct>{_NUM})%\))?"
-    r"(?:\s+(?P<unit>\S+))?\s*$", re.IGNORECASE)
+def _num(p: Path, i: int, what: str, tok: str) -> float:
+    try:
+        return float(tok.strip("()%"))
+    except ValueError:
+        raise StatsParseError(p, i, f"{what}: value {tok!r} is not a number") from None
 
 
-def _curv_values(p: Path, i: int, structure: str, key: str, rest: str, out: list) -> None:
-    """Append (structure, measure, value, unit) tuples for one value text such as
-    ``0.85109 +- 0.14240 mm``, ``-1.44 at vertex 23703`` or ``0.07 across 123004 (100.00%)
-    vertices``; units are the file's (``unknown`` where it gives none)."""
-    m = _CURV_VALUE_RE.match(rest.strip())
-    if not m:
-        raise StatsParseError(p, i, f"{key!r}: cannot read the value(s) {rest.strip()!r}")
-    unit = m.group("unit") or ""
-    if m.group("n") is not None:   # "v across N (pct%) <what N counts>"
-        out.append((structure, key, float(m.group("v")), "unknown"))
-        out.append((structure, f"{key} across", float(m.group("n")), unit or "unknown"))
-        out.append((structure, f"{key} across %", float(m.group("pct")), "%"))
-        return
-    unit = unit or ("count" if "Number of" in key else "unknown")
-    out.append((structure, key, float(m.group("v")), unit))
-    if m.group("sd") is not None:
-        out.append((structure, f"{key} std", float(m.group("sd")), unit))
-    if m.group("vtx") is not None:
-        out.append((structure, f"{key} vertex", float(m.group("vtx")), "index"))
+def _curv_values(p: Path, i: int, structure: str, key: str, toks: list, out: list,
+                 names=None) -> None:
+    """Append (structure, measure, value, unit) for the value text of one line, split into
+    ``toks``: ``v [unit]``, ``v +- sd [unit]``, ``v at vertex N``, ``v across N (pct%) [unit]``
+    (``unit`` = what N counts).  Units are the file's; ``unknown`` where it gives none."""
+    first, second = names or (key, f"{key} std")
+    v = _num(p, i, key, toks[0])
+    n = len(toks)
+    if n >= 3 and toks[1] == "+-":
+        unit = toks[3] if n == 4 else "unknown"
+        if n > 4:
+            raise StatsParseError(p, i, f"{key}: unexpected text {' '.join(toks[4:])!r}")
+        out.append((structure, first, v, unit))
+        out.append((structure, second, _num(p, i, key, toks[2]), unit))
+    elif n == 4 and toks[1:3] == ["at", "vertex"]:
+        out.append((structure, key, v, "unknown"))
+        out.append((structure, f"{key} vertex", _num(p, i, key, toks[3]), "index"))
+    elif n in (4, 5) and toks[1] == "across" and toks[3].startswith("(") and \
+            toks[3].endswith("%)"):
+        out.append((structure, key, v, "unknown"))
+        out.append((structure, f"{key} across", _num(p, i, key, toks[2]),
+                    toks[4] if n == 5 else "unknown"))
+        out.append((structure, f"{key} across %", _num(p, i, key, toks[3]), "%"))
+    elif n <= 2:
+        unit = toks[1] if n == 2 else ("count" if "Number of" in key else "unknown")
+        out.append((structure, key, v, unit))
+    else:
+        raise StatsParseError(p, i, f"{key}: cannot read the value(s) {' '.join(toks)!r}")
 
 
-def _parse_curvature(p: Path, lines: list, atlas: str, hemi: str, subject, session):
-    """``mris_curvature_stats`` output (``?h.curv.stats``, ``?h.curv.pial.stats``): blocks of
-    ``<label> <mean> +- <std> (using '<file>'): m +- s [unit]`` followed by ``<label> <Key>:
-    value...`` lines, then ``curv -- <Key>: value`` summary lines.  One long-table value per
-    number: structure ``<label> (<file>)`` (e.g. ``K (lh.smoothwm)``, ``Raw (lh.sulc)``) or
-    ``curv`` for the summary lines, measure = the file's key (``Min``, ``Total Surface Area``,
-    ...; ``... std``/``... vertex``/``... across``/``... across %`` for the second numbers)."""
+def _parse_curvature_lines(p: Path, lines: list):
+    """Line-by-line reading of mris_curvature_stats output -> (items, header)."""
     items: list = []
     header: dict = {}
     structure = None
     for i, line in enumerate(lines, 1):
-        if not line.strip():
+        s = line.strip()
+        if not s:
             structure = None
             continue
-        m = _CURV_HEAD_RE.match(line)
-        if m:
-            structure = f"{m.group('label')} ({m.group('src')})"
-            mm = re.match(rf"^\s*(?P<v>{_NUM})\s+\+-\s+(?P<sd>{_NUM})(?:\s+(?P<unit>\S+))?\s*$",
-                          m.group("rest"))
-            if not mm:
-                raise StatsParseError(p, i, f"cannot read '<mean> +- <std>' values "
-                                            f"{m.group('rest').strip()!r}")
-            unit = mm.group("unit") or "unknown"
-            items.append((structure, "mean", float(mm.group("v")), unit))
-            items.append((structure, "std", float(mm.group("sd")), unit))
+        left, sep, rest = s.rpartition(":")
+        toks = rest.split()
+        if not sep or not toks:
+            raise StatsParseError(p, i, "unrecognised line in mris_curvature_stats output: "
+                                        f"{s[:80]!r}")
+        if "<mean> +- <std>" in left:
+            label = left.split(None, 1)[0]
+            src = left.split("'")[1] if left.count("'") >= 2 else ""
+            structure = f"{label} ({src})"
+            if len(toks) < 3 or toks[1] != "+-":
+                raise StatsParseError(p, i, f"cannot read '<mean> +- <std>' values {rest!r}")
+            _curv_values(p, i, structure, "<mean> +- <std>", toks, items, ("mean", "std"))
             continue
-        m = _CURV_SUMMARY_RE.match(line) or _CURV_MEANALL_RE.match(line)
-        if m:
-            label = m.groupdict().get("label") or "curv"
-            key = m.group("key").strip()
-            if key == "calculation type":
-                header[f"{label} calculation type"] = m.group("rest").strip()
-                continue
-            _curv_values(p, i, label, key, m.group("rest"), items)
+        if " -- " in left:
+            label, key = (x.strip() for x in left.split(" -- ", 1))
+        elif left.startswith("Mean across "):
+            label, key = "curv", left
+        else:
+            label, _, key = left.partition(" ")
+            key = key.strip()
+            if structure is None or not structure.startswith(label + " "):
+                raise StatsParseError(p, i, "unrecognised line in mris_curvature_stats "
+                                            f"output: {s[:80]!r}")
+            label = structure
+        if key.lower().endswith("calculation type"):
+            header[f"{label} calculation type"] = rest.strip()
             continue
-        m = _CURV_LINE_RE.match(line)
-        if m and structure is not None and structure.startswith(m.group("label") + " "):
-            key = m.group("key").strip()
-            if key == "Curvature Calculation Type":
-                header[f"{structure} calculation type"] = m.group("rest").strip()
-                continue
-            _curv_values(p, i, structure, key, m.group("rest"), items)
-            continue
-        raise StatsParseError(p, i, "unrecognised line in mris_curvature_stats output: "
-                                    f"{line.strip()[:80]!r}")
+        _curv_values(p, i, label, key, toks, items)
     if not items:
         raise StatsParseError(p, max(len(lines), 1), "no values in mris_curvature_stats output")
+    return items, header
+
+
+def _parse_curvature(p: Path, text: str, lines: list, atlas: str, hemi: str, subject, session):
+    """``mris_curvature_stats`` output (``?h.curv.stats``, ``?h.curv.pial.stats``): blocks of
+    ``<label> <mean> +- <std> (using '<file>'): m +- s [unit]`` followed by ``<label> <Key>:
+    value...`` lines, then ``curv -- <Key>: value`` summary lines.  One long-table value per
+    number after a ':': structure ``<label> (<file>)`` (e.g. ``K (lh.smoothwm)``, ``Raw
+    (lh.sulc)``) or ``curv`` for the summary lines; measure = the file's key (``Min``, ``Total
+    Surface Area``, ...; ``mean``/``std`` for the first line of a block and ``<key> std``,
+    ``<key> vertex``, ``<key> across``, ``<key> across %`` for a line's further numbers)."""
+    items, header = _parse_curvature_lines(p, lines)
+    structures = [x[0] for x in items]
+    measures = [x[1] for x in items]
+    units = [x[3] for x in items]
+    values = np.array([x[2] for x in items], dtype=np.float64)
     header["generating_program"] = "mris_curvature_stats"
     subject, session = _subject_session(p, header, subject, session)
-    rh = hemi or "bilateral"
     return ParsedStats(path=str(p), subject=subject, session=session, atlas=atlas,
                        hemisphere=hemi, kind="curvature", freesurfer_version="", header=header,
-                       measures=[], columns=[], numeric_columns=[x[1] for x in items],
-                       units=[x[3] for x in items], structures=[x[0] for x in items],
-                       row_hemispheres=[rh] * len(items),
-                       values=np.array([x[2] for x in items], dtype=np.float64))
+                       measures=[], columns=[], numeric_columns=measures, units=units,
+                       structures=structures,
+                       row_hemispheres=[hemi or "bilateral"] * len(values), values=values)
