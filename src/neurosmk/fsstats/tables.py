@@ -118,27 +118,37 @@ def global_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
     """The ``# Measure`` values of every parsed file, long form: structure = the measure key
     (e.g. ``eTIV``), measure = the Measure name (e.g. ``EstimatedTotalIntraCranialVol``)."""
     it = {c: _Interner() for c in _STR_GLOBAL}
-    cols = {c: [] for c in GLOBAL_COLUMNS}
+    per_file = {c: [] for c in ("subject", "session", "atlas", "hemisphere",
+                                "freesurfer_version", "source_file")}
+    counts, values, parts = [], [], []
+    cache: dict = {}
     for p in parsed_list:
-        if not p.measures:
+        ms = p.measures
+        if not ms:
             continue
-        n = len(p.measures)
-        for name, code in (("subject", it["subject"](p.subject)),
-                           ("session", it["session"](p.session)),
-                           ("atlas", it["atlas"](p.atlas)),
-                           ("hemisphere", it["hemisphere"](p.hemisphere)),
-                           ("freesurfer_version", it["freesurfer_version"](p.freesurfer_version)),
-                           ("source_file", it["source_file"](p.path))):
-            cols[name].extend([code] * n)
-        for mname, key, desc, value, unit in p.measures:
-            cols["structure"].append(it["structure"](key))
-            cols["measure"].append(it["measure"](mname))
-            cols["description"].append(it["description"](desc))
-            cols["unit"].append(it["unit"](unit))
-            cols["value"].append(value)
-    arrays = {c: np.asarray(v, dtype=np.float64 if c == "value" else np.int32)
-              for c, v in cols.items()}
-    return _frame(arrays, it, GLOBAL_COLUMNS)
+        key = tuple((m[0], m[1], m[2], m[4]) for m in ms)
+        arrs = cache.get(key)
+        if arrs is None:
+            arrs = cache[key] = tuple(
+                np.array([it[c](m[j]) for m in ms], dtype=np.int32)
+                for c, j in (("structure", 1), ("measure", 0), ("description", 2), ("unit", 4)))
+        parts.append(arrs)
+        values.extend([m[3] for m in ms])
+        counts.append(len(ms))
+        per_file["subject"].append(it["subject"](p.subject))
+        per_file["session"].append(it["session"](p.session))
+        per_file["atlas"].append(it["atlas"](p.atlas))
+        per_file["hemisphere"].append(it["hemisphere"](p.hemisphere))
+        per_file["freesurfer_version"].append(it["freesurfer_version"](p.freesurfer_version))
+        per_file["source_file"].append(it["source_file"](p.path))
+    counts_a = np.asarray(counts, dtype=np.int64)
+    cols = {name: np.repeat(np.asarray(v, dtype=np.int32), counts_a)
+            for name, v in per_file.items()}
+    for j, c in enumerate(("structure", "measure", "description", "unit")):
+        cols[c] = (np.concatenate([x[j] for x in parts]) if parts
+                   else np.empty(0, dtype=np.int32))
+    cols["value"] = np.asarray(values, dtype=np.float64)
+    return _frame(cols, it, GLOBAL_COLUMNS)
 
 
 def concat_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -215,28 +225,34 @@ def wide_tables(long: pd.DataFrame, global_: pd.DataFrame | None = None) -> dict
         for hemi, grows in groups:
             rkey, n_sess = _subject_index(long, grows)
             ckey = meas_codes[grows].astype(np.int64) * n_struct + struct_codes[grows]
-            tmp = pd.DataFrame({"r": rkey, "c": ckey, "v": values[grows]})
-            if tmp.duplicated(["r", "c"]).any():
-                dup = tmp[tmp.duplicated(["r", "c"], keep=False)].iloc[0]
+            # pivot with numpy: rows = subject(+session), columns = measure x structure
+            ur, rinv = np.unique(rkey, return_inverse=True)
+            uc, cinv = np.unique(ckey, return_inverse=True)
+            lin = rinv.astype(np.int64) * len(uc) + cinv
+            hits = np.bincount(lin, minlength=len(ur) * len(uc))
+            if (hits > 1).any():
+                d = int(np.flatnonzero(hits > 1)[0])
+                r, c = ur[d // len(uc)], uc[d % len(uc)]
                 raise ValueError(
-                    f"duplicate value for subject {subj_cats[dup.r // n_sess]!r} session "
-                    f"{sess_cats[dup.r % n_sess]!r}, atlas {atlas!r}, structure "
-                    f"{struct_cats[dup.c % n_struct]!r} (same subject given twice?)")
-            piv = tmp.pivot(index="r", columns="c", values="v")
-            r = piv.index.to_numpy()
+                    f"duplicate value for subject {subj_cats[r // n_sess]!r} session "
+                    f"{sess_cats[r % n_sess]!r}, atlas {atlas!r}, structure "
+                    f"{struct_cats[c % n_struct]!r} (same subject given twice?)")
+            mat = np.full(len(ur) * len(uc), np.nan)
+            mat[lin] = values[grows]
+            mat = mat.reshape(len(ur), len(uc))
             index = pd.MultiIndex.from_arrays(
-                [subj_cats[r // n_sess].astype(object), sess_cats[r % n_sess].astype(object)],
+                [subj_cats[ur // n_sess].astype(object), sess_cats[ur % n_sess].astype(object)],
                 names=["subject", "session"])
-            piv.index = index
             extra = _extras(global_, atlas, "" if hemi == "both" else hemi)
-            c = piv.columns.to_numpy()
-            for m_code in np.unique(c // n_struct):
+            mcode = uc // n_struct
+            for m_code in np.unique(mcode):
                 mcol = meas_cats[m_code]
                 mname = MEASURE_NAMES.get(mcol, mcol.lower())
-                sel = c[c // n_struct == m_code]
-                t = piv[sel]
-                names = [struct_cats[x % n_struct] for x in sel]
-                t.columns = ([f"{hemi}_{s}_{mname}" for s in names] if split else names)
+                sel = np.flatnonzero(mcode == m_code)
+                names = [struct_cats[x % n_struct] for x in uc[sel]]
+                t = pd.DataFrame(mat[:, sel], index=index,
+                                 columns=[f"{hemi}_{s}_{mname}" for s in names] if split
+                                 else names)
                 if extra is not None:
                     t = t.join(extra, how="left")
                 t = t.reset_index()
