@@ -20,8 +20,8 @@ import pandas as pd
 from neurosmk.fsstats.parser import (NotATableError, StatsParseError, parse_stats_file,
                                      split_subject_session)
 from neurosmk.fsstats.tables import (concat_tables, global_table, long_table, wide_tables,
-                                     write_long_tsv)
-from neurosmk.io import InputError, write_parquet, write_tsv
+                                     write_long_tsv, write_table_parquet)
+from neurosmk.io import InputError, write_tsv
 
 LONG_NAME = "freesurfer_stats_long"
 GLOBAL_NAME = "freesurfer_global_measures"
@@ -116,19 +116,27 @@ class StatsError(Exception):
 
 
 def write_outputs(out_dir, long: pd.DataFrame, glob: pd.DataFrame, skipped=(), wide=True,
-                  long_tsv=True):
+                  long_tsv=True, threads=2):
+    """Write all tables atomically.  The long Parquet and long TSV are written in background
+    threads (pyarrow releases the GIL) while the global and wide tables are built here."""
+    from concurrent.futures import ThreadPoolExecutor
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_parquet(out / f"{LONG_NAME}.parquet", long)
-    if long_tsv:
-        write_long_tsv(out / f"{LONG_NAME}.tsv", long)
-    write_parquet(out / f"{GLOBAL_NAME}.parquet", glob)
-    write_long_tsv(out / f"{GLOBAL_NAME}.tsv", glob)
-    if wide:
-        for name, t in wide_tables(long, glob).items():
-            write_long_tsv(out / "wide" / f"{name}.tsv", t)
-    if skipped:
-        write_tsv(out / "skipped_files.tsv", pd.DataFrame(list(skipped), columns=SKIPPED_COLUMNS))
+    with ThreadPoolExecutor(max_workers=max(threads, 1)) as ex:
+        futures = [ex.submit(write_table_parquet, out / f"{LONG_NAME}.parquet", long)]
+        if long_tsv:
+            futures.append(ex.submit(write_long_tsv, out / f"{LONG_NAME}.tsv", long))
+        write_table_parquet(out / f"{GLOBAL_NAME}.parquet", glob)
+        write_long_tsv(out / f"{GLOBAL_NAME}.tsv", glob)
+        if wide:
+            for name, t in wide_tables(long, glob).items():
+                write_long_tsv(out / "wide" / f"{name}.tsv", t)
+        if skipped:
+            write_tsv(out / "skipped_files.tsv",
+                      pd.DataFrame(list(skipped), columns=SKIPPED_COLUMNS))
+        for f in futures:
+            f.result()
 
 
 def main(argv=None) -> int:

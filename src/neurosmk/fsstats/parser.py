@@ -99,13 +99,21 @@ class ParsedStats:
     def to_frame(self):
         """This file's numbers as a tidy DataFrame with the long-table columns
         (``neurosmk.fsstats.tables.LONG_COLUMNS``): object string columns, float64 value."""
-        s, h, m, u, v = self.long_arrays()
-        n = len(v)
-        strings = np.empty((9, n), dtype=object)   # one object block, no per-column inference
-        for j, x in enumerate((self.subject, self.session, self.atlas, h, s, m, u,
-                               self.freesurfer_version, self.path)):
-            strings[j] = x
-        return _frame_from_blocks(strings, v)
+        v = self.values
+        strings = np.empty((9, v.size), dtype=object)  # one object block, no type inference
+        strings[[0, 1, 2, 7, 8]] = np.array([self.subject, self.session, self.atlas,
+                                             self.freesurfer_version, self.path],
+                                            dtype=object)[:, None]
+        if v.ndim == 1:
+            strings[3:7] = np.array([self.row_hemispheres, self.structures,
+                                     self.numeric_columns, self.units], dtype=object)
+        else:
+            n, k = v.shape
+            rows = strings[3:5].reshape(2, n, k)
+            rows[:] = np.array([self.row_hemispheres, self.structures], dtype=object)[:, :, None]
+            cols = strings[5:7].reshape(2, n, k)
+            cols[:] = np.array([self.numeric_columns, self.units], dtype=object)[:, None, :]
+        return _frame_from_blocks(strings, v.ravel())
 
     def table_frame(self):
         """The table as freesurfer-stats returns it: one row per structure, one column per

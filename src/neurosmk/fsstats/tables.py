@@ -16,7 +16,7 @@ import pandas as pd
 from neurosmk.fsstats.parser import ParsedStats
 
 __all__ = ["LONG_COLUMNS", "GLOBAL_COLUMNS", "long_table", "global_table", "wide_tables",
-           "concat_tables", "write_long_tsv", "write_fast_tsv", "MEASURE_NAMES", "WIDE_EXTRA_MEASURES"]
+           "concat_tables", "write_long_tsv", "write_fast_tsv", "write_table_parquet", "MEASURE_NAMES", "WIDE_EXTRA_MEASURES"]
 
 LONG_COLUMNS = ["subject", "session", "atlas", "hemisphere", "structure", "measure", "value",
                 "unit", "freesurfer_version", "source_file"]
@@ -306,3 +306,18 @@ def write_long_tsv(path, df: pd.DataFrame) -> None:
             _write(tmp, "needed")
 
 write_fast_tsv = write_long_tsv
+
+
+def write_table_parquet(path, df: pd.DataFrame) -> None:
+    """Write a long/global/wide table as Parquet atomically.  Categorical columns become
+    dictionary-encoded columns (read back as categoricals); min/max statistics only for the
+    non-dictionary columns (string statistics over millions of rows double the write time)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from neurosmk.io import atomic_path
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    stats = [f.name for f in table.schema if not pa.types.is_dictionary(f.type)]
+    with atomic_path(path) as tmp:
+        pq.write_table(table, str(tmp), write_statistics=stats or False)
