@@ -614,3 +614,75 @@ def test_snakemake_scripts(subjects_dir, tmp_path):
     man = pd.read_csv(tmp_path / "per" / "sub-01_ses-A" / "skipped.tsv", sep="\t")
     assert len(man) == 0 and list(man.columns) == ["file", "reason", "kind"]
     assert "curv" in set(lg.atlas)
+
+
+# --------------------------------------------------------------------------- combined table
+def test_group_long_combines_every_table_exactly(subjects_dir, tmp_path):
+    """scripts/group_long.py (rule group_long) joins the tissue-volume, DTI ROI and FreeSurfer
+    tables into one long table; every value and label carries over exactly."""
+    from neurosmk.tables import COMBINED_COLUMNS
+
+    g = tmp_path / "group"
+    g.mkdir()
+    tissue = pd.DataFrame({"subject": ["01"] * 4, "session": [""] * 4, "atlas": ["tissue"] * 4,
+                           "hemisphere": [""] * 4,
+                           "structure": ["CSF", "GM", "WM", "brainmask"],
+                           "measure": ["volume"] * 4,
+                           "value": [212.34567890123456, 612.1, 498.76543210987654, 1e-17],
+                           "unit": ["mL"] * 4})
+    dti = pd.DataFrame({"subject": ["02", "02", "02"], "session": ["", "", ""],
+                        "atlas": ["dti_roi"] * 3, "hemisphere": [""] * 3,
+                        "structure": ["brain", "wm_fa0.2", "wm_fa0.2"],
+                        "measure": ["MD_mean", "FA_mean", "FA_std"],
+                        "value": [0.000712345678901234, np.nan, 0.123456789],
+                        "unit": ["mm^2/s", "unitless", "unitless"]})
+    tissue.to_csv(g / "anat_tissue_volumes.tsv", sep="\t", index=False, na_rep="n/a")
+    dti.to_csv(g / "dwi_dti_roistats.tsv", sep="\t", index=False, na_rep="n/a")
+    lg, gl, _ = aggregate(find_subject_dirs([subjects_dir]))
+    from neurosmk.fsstats.tables import write_table_parquet
+
+    write_table_parquet(g / "fs_long.parquet", lg)
+    write_table_parquet(g / "fs_global.parquet", gl)
+    out = {"tsv": str(g / "neurosmk_long.tsv"), "parquet": str(g / "neurosmk_long.parquet")}
+    inp = {"tissue": str(g / "anat_tissue_volumes.tsv"), "dti": str(g / "dwi_dti_roistats.tsv"),
+           "fs_long": str(g / "fs_long.parquet"), "fs_global": str(g / "fs_global.parquet")}
+    log = _run_script("group_long.py", inp, out, {}, g / "group_long.log")
+    assert "values from 4 tables" in log
+
+    pq_ = pd.read_parquet(out["parquet"])
+    tsv = pd.read_csv(out["tsv"], sep="\t", keep_default_na=False, na_values={"value": ["n/a"]},
+                      float_precision="round_trip",
+                      dtype={c: str for c in COMBINED_COLUMNS if c != "value"})
+    assert list(pq_.columns) == COMBINED_COLUMNS and list(tsv.columns) == COMBINED_COLUMNS
+    assert len(pq_) == len(tsv) == 4 + 3 + len(lg) + len(gl)
+    np.testing.assert_array_equal(tsv.value.to_numpy(), pq_.value.to_numpy())  # NaN == NaN
+    for c in COMBINED_COLUMNS:
+        if c != "value":
+            assert tsv[c].tolist() == pq_[c].astype(str).tolist(), c
+    for source, want, path in (("tissue_volumes", tissue, inp["tissue"]),
+                               ("dti_roistats", dti, inp["dti"]),
+                               ("freesurfer", lg, None), ("freesurfer_global", gl, None)):
+        got = tsv[tsv.source == source].reset_index(drop=True)
+        assert len(got) == len(want), source
+        np.testing.assert_array_equal(got.value.to_numpy(), want.value.to_numpy())
+        for c in ("subject", "session", "atlas", "hemisphere", "structure", "measure", "unit"):
+            assert got[c].tolist() == want[c].astype(str).tolist(), (source, c)
+        if path:
+            assert set(got.source_file) == {path} and set(got.freesurfer_version) == {""}
+        else:
+            assert got.source_file.tolist() == want.source_file.astype(str).tolist()
+            assert got.freesurfer_version.tolist() == want.freesurfer_version.astype(str).tolist()
+    assert tsv.loc[tsv.structure == "wm_fa0.2", "value"].isna().sum() == 1
+    assert set(tsv[tsv.source == "tissue_volumes"].subject) == {"01"}  # not 1
+
+
+def test_group_long_bad_table(tmp_path):
+    from neurosmk.tables import combine_long
+
+    bad = tmp_path / "t.tsv"
+    bad.write_text("subject\tstructure\tmeasure\tvalue\n01\tGM\tvolume\t3\n")
+    with pytest.raises(InputError, match=r"t\.tsv.*missing columns \['unit'\]"):
+        combine_long([("tissue_volumes", bad)])
+    bad.write_text("subject\tstructure\tmeasure\tvalue\tunit\n01\tGM\tvolume\tlots\tmL\n")
+    with pytest.raises(InputError, match=r"t\.tsv.*'value' is not numeric"):
+        combine_long([("tissue_volumes", bad)])
