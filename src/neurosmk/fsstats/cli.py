@@ -111,6 +111,29 @@ def aggregate(subject_dirs, skip_bad=False, jobs=1, chunk=250):
     return long, glob, skipped
 
 
+class _Clock:
+    """``--timing``: wall and CPU seconds (this process and its finished children) per phase."""
+
+    def __init__(self, on: bool):
+        import time
+
+        self.on, self.time = on, time
+        self.last = self._now()
+
+    def _now(self):
+        import os
+
+        t = os.times()
+        return self.time.perf_counter(), t.user + t.system + t.children_user + t.children_system
+
+    def __call__(self, label: str) -> None:
+        if self.on:
+            now = self._now()
+            print(f"neurosmk-stats: timing: {label}: wall {now[0] - self.last[0]:.2f} s, CPU "
+                  f"{now[1] - self.last[1]:.2f} s", file=sys.stderr)
+            self.last = now
+
+
 class StatsError(Exception):
     """A bad input reported by a worker process (message names file and line)."""
 
@@ -147,17 +170,22 @@ def main(argv=None) -> int:
                     help="skip malformed files (listed in OUT/skipped_files.tsv)")
     ap.add_argument("--subjects", nargs="+", help="only these subject (directory) names")
     ap.add_argument("--jobs", "-j", type=int, default=1)
+    ap.add_argument("--timing", action="store_true",
+                    help="print the wall and CPU seconds of each phase to stderr")
     ap.add_argument("--no-long-tsv", action="store_true",
                     help="write the long table as parquet only (for very large cohorts the "
                          "TSV is many GB and dominates the run time)")
     a = ap.parse_args(argv)
+    clock = _Clock(a.timing)
     try:
         dirs = find_subject_dirs(a.paths, a.subjects)
         if not dirs:
             print("neurosmk-stats: error: no subject directories with a stats/ folder found "
                   f"under {' '.join(a.paths)}", file=sys.stderr)
             return 1
+        clock("find subject dirs")
         long, glob, skipped = aggregate(dirs, skip_bad=a.skip_bad, jobs=max(a.jobs, 1))
+        clock(f"parse + tables ({a.jobs} jobs)")
     except (InputError, StatsError) as exc:
         print(f"neurosmk-stats: error: {exc}", file=sys.stderr)
         print("neurosmk-stats: no tables written (use --skip-bad to skip bad files)",
@@ -173,6 +201,7 @@ def main(argv=None) -> int:
               f"(e.g. {skipped[[s[2] != 'parse-error' for s in skipped].index(True)][0]}); "
               "listed in skipped_files.tsv", file=sys.stderr)
     write_outputs(a.output_dir, long, glob, skipped, long_tsv=not a.no_long_tsv)
+    clock("write tables")
     print(f"neurosmk-stats: {len(dirs)} subject(s), {len(long)} table values, {len(glob)} "
           f"global values -> {a.output_dir}")
     return 0
