@@ -150,11 +150,11 @@ def write_outputs(out_dir, long: pd.DataFrame, glob: pd.DataFrame, skipped=(), w
         futures = [ex.submit(write_table_parquet, out / f"{LONG_NAME}.parquet", long)]
         if long_tsv:
             futures.append(ex.submit(write_long_tsv, out / f"{LONG_NAME}.tsv", long))
-        write_table_parquet(out / f"{GLOBAL_NAME}.parquet", glob)
-        write_long_tsv(out / f"{GLOBAL_NAME}.tsv", glob)
+        futures.append(ex.submit(write_table_parquet, out / f"{GLOBAL_NAME}.parquet", glob))
+        futures.append(ex.submit(write_long_tsv, out / f"{GLOBAL_NAME}.tsv", glob))
         if wide:
             for name, t in wide_tables(long, glob).items():
-                write_long_tsv(out / "wide" / f"{name}.tsv", t)
+                futures.append(ex.submit(write_long_tsv, out / "wide" / f"{name}.tsv", t))
         if skipped:
             write_tsv(out / "skipped_files.tsv",
                       pd.DataFrame(list(skipped), columns=SKIPPED_COLUMNS))
