@@ -271,6 +271,34 @@ def test_curv_known_values():
     assert len(f) == len(p.values) and set(f.atlas) == {"curv"}
 
 
+def test_curv_layout_cache_reads_each_file(tmp_path):
+    """Second and later files of one layout are read via the cached layout: their own numbers
+    and units, never the cached ones."""
+    from neurosmk.fsstats import parser as P
+
+    P._CURV_LAYOUTS.clear()
+    first = parse_stats_file(FS7 / "lh.curv.stats")
+    assert len(P._CURV_LAYOUTS) == 1
+    again = parse_stats_file(FS7 / "lh.curv.stats")
+    assert again.structures == first.structures and again.units == first.units
+    np.testing.assert_array_equal(again.values, first.values)
+    text = (FS7 / "lh.curv.stats").read_text()
+    f = tmp_path / "lh.curv.stats"
+    f.write_text(text.replace("76322.60156 mm^2", "76322.70156 cm^2", 1)
+                 .replace("-1.44224 at vertex 23703", "-1.55555 at vertex 42"))
+    changed = parse_stats_file(f, subject="x")
+    got = {(s, m): (v, u) for s, m, v, u in zip(changed.structures, changed.numeric_columns,
+                                                 changed.values, changed.units)}
+    assert got[("Raw (lh.curv)", "Total Surface Area")] == (76322.70156, "cm^2")
+    assert got[("Raw (lh.sulc)", "Total Surface Area")] == (76322.60156, "mm^2")
+    assert got[("Raw (lh.curv)", "Min")] == (-1.55555, "unknown")
+    assert got[("Raw (lh.curv)", "Min vertex")] == (42, "index")
+    P._CURV_LAYOUTS.clear()
+    fresh = parse_stats_file(f, subject="x")
+    assert fresh.units == changed.units and fresh.numeric_columns == changed.numeric_columns
+    np.testing.assert_array_equal(fresh.values, changed.values)
+
+
 def test_curv_bad_value_names_line(tmp_path):
     lines = _lines(FS7 / "lh.curv.stats")
     i = next(k for k, l in enumerate(lines) if "Raw Max:" in l)

@@ -515,11 +515,93 @@ def _parse_curvature(p: Path, text: str, lines: list, atlas: str, hemi: str, sub
     (lh.sulc)``) or ``curv`` for the summary lines; measure = the file's key (``Min``, ``Total
     Surface Area``, ...; ``mean``/``std`` for the first line of a block and ``<key> std``,
     ``<key> vertex``, ``<key> across``, ``<key> across %`` for a line's further numbers)."""
+    parts = [line.rpartition(":") for line in lines]
+    key = tuple(x[0] for x in parts)
+    hit = _CURV_LAYOUTS.get(key)
+    if hit is not None:
+        values = _curv_numbers(parts, hit[0])
+        if values is not None:
+            structures, measures, units, header = hit[1:]
+            return _curv_result(p, atlas, hemi, subject, session, list(structures),
+                                list(measures), list(units), dict(header), values)
     items, header = _parse_curvature_lines(p, lines)
     structures = [x[0] for x in items]
     measures = [x[1] for x in items]
     units = [x[3] for x in items]
     values = np.array([x[2] for x in items], dtype=np.float64)
+    spec = _curv_spec(parts)
+    again = _curv_numbers(parts, spec)
+    if again is not None and np.array_equal(again, values, equal_nan=True):
+        if len(_CURV_LAYOUTS) >= 64:
+            _CURV_LAYOUTS.clear()
+        _CURV_LAYOUTS[key] = (spec, structures, measures, units, dict(header))
+    return _curv_result(p, atlas, hemi, subject, session, structures, measures, units, header,
+                        values)
+
+
+# Layouts of mris_curvature_stats files seen so far: (text before the last ':' of every line)
+# -> (spec, structures, measures, units, header).  Files of one FreeSurfer version share a
+# layout; for them only the numbers are read, after checking that every other token (units,
+# 'at vertex', 'across', the calculation type) is the same as in the file the layout came from.
+_CURV_LAYOUTS: dict = {}
+
+
+def _is_number(tok: str) -> bool:
+    try:
+        float(tok.strip("()%"))
+        return True
+    except ValueError:
+        return False
+
+
+def _getter(idx: list):
+    """itemgetter that always returns a tuple (or None for no positions)."""
+    from operator import itemgetter
+
+    if not idx:
+        return None
+    if len(idx) == 1:
+        j = idx[0]
+        return lambda toks: (toks[j],)
+    return itemgetter(*idx)
+
+
+def _curv_spec(parts) -> list:
+    """Per line: (line index, token count, getter of the plain numbers, getter of the
+    '(pct%)' numbers, getter of the other tokens, the other tokens)."""
+    spec = []
+    for i, (_, _, rest) in enumerate(parts):
+        toks = rest.split()
+        num = [j for j, t in enumerate(toks) if _is_number(t)]
+        pct = [j for j in num if toks[j] != toks[j].strip("()%")]
+        plain = [j for j in num if j not in pct]
+        fixed = [j for j in range(len(toks)) if j not in num]
+        get_fixed = _getter(fixed)
+        spec.append((i, len(toks), _getter(plain), _getter(pct), get_fixed,
+                     get_fixed(toks) if get_fixed else None))
+    return spec
+
+
+def _curv_numbers(parts, spec):
+    """The numbers of a file laid out as ``spec`` (numbers in line order, the '(pct%)' one
+    last on its line); None if any other token differs."""
+    nums = []
+    for i, n, plain, pct, fixed, other in spec:
+        toks = parts[i][2].split()
+        if len(toks) != n or (fixed is not None and fixed(toks) != other):
+            return None
+        if plain is not None:
+            nums += plain(toks)
+        if pct is not None:
+            nums += [t.strip("()%") for t in pct(toks)]
+    try:
+        return np.fromiter(map(float, nums), np.float64, len(nums))
+    except ValueError:
+        return None
+
+
+def _curv_result(p, atlas, hemi, subject, session, structures, measures, units, header,
+                 values) -> ParsedStats:
     header["generating_program"] = "mris_curvature_stats"
     subject, session = _subject_session(p, header, subject, session)
     return ParsedStats(path=str(p), subject=subject, session=session, atlas=atlas,
