@@ -32,8 +32,9 @@ class StatsParseError(InputError):
 
 
 class NotATableError(InputError):
-    """A FreeSurfer stats file of a known kind that is not a table (e.g. ``lh.curv.stats``,
-    written by ``mris_curvature_stats``).  Callers skip it with a manifest entry."""
+    """A FreeSurfer stats file of a known kind that has no numbers to tabulate.  No kind in
+    the fixtures raises it any more (``?h.curv.stats`` is parsed); callers still skip it with a
+    manifest entry."""
 
     def __init__(self, path, kind: str, problem: str):
         self.kind = kind

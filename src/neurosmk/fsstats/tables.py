@@ -152,28 +152,49 @@ def global_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
 
 
 def concat_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate long/global frames, uniting their categories (codes remapped, no strings
-    materialised)."""
+    """Concatenate long/global frames, uniting their categories (codes remapped into one
+    preallocated array of the smallest integer type, no strings materialised)."""
     frames = [f for f in frames if f is not None]
     if not frames:
         raise ValueError("no tables to concatenate")
     if len(frames) == 1:
         return frames[0]
     first = frames[0]
+    sizes = [len(f) for f in frames]
+    total = sum(sizes)
     out = {}
     for col in first.columns:
         if isinstance(first[col].dtype, pd.CategoricalDtype):
             cats = pd.Index(pd.unique(np.concatenate(
                 [f[col].cat.categories.to_numpy(dtype=object) for f in frames])), dtype=object)
-            codes = []
-            for f in frames:
-                mapping = cats.get_indexer(f[col].cat.categories).astype(np.int32)
+            n = len(cats)
+            dtype = np.int8 if n < 127 else np.int16 if n < 32767 else np.int32
+            codes = np.empty(total, dtype=dtype)
+            pos = 0
+            for f, size in zip(frames, sizes):
+                mapping = cats.get_indexer(f[col].cat.categories).astype(dtype)
                 c = f[col].cat.codes.to_numpy()
-                codes.append(np.where(c < 0, -1, mapping[c]).astype(np.int32))
-            out[col] = pd.Categorical.from_codes(np.concatenate(codes), categories=cats)
+                dst = codes[pos:pos + size]
+                if size and c.min() < 0:  # NaN stays NaN (-1)
+                    dst[:] = np.where(c < 0, -1, mapping[np.maximum(c, 0)])
+                else:
+                    np.take(mapping, c, out=dst)
+                pos += size
+            out[col] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(cats),
+                                                 validate=False)
         else:
             out[col] = np.concatenate([f[col].to_numpy() for f in frames])
     return pd.DataFrame(out, copy=False)
+
+
+def _dense_unique(keys: np.ndarray):
+    """``np.unique(keys, return_inverse=True)`` for small non-negative integer keys, without
+    sorting (O(n))."""
+    present = np.zeros(int(keys.max()) + 1 if keys.size else 0, dtype=bool)
+    present[keys] = True
+    uniq = np.flatnonzero(present)
+    rank = np.cumsum(present, dtype=np.int64) - 1
+    return uniq, rank[keys]
 
 
 def _is_hemi_file(path: str) -> bool:
@@ -226,8 +247,8 @@ def wide_tables(long: pd.DataFrame, global_: pd.DataFrame | None = None) -> dict
             rkey, n_sess = _subject_index(long, grows)
             ckey = meas_codes[grows].astype(np.int64) * n_struct + struct_codes[grows]
             # pivot with numpy: rows = subject(+session), columns = measure x structure
-            ur, rinv = np.unique(rkey, return_inverse=True)
-            uc, cinv = np.unique(ckey, return_inverse=True)
+            ur, rinv = _dense_unique(rkey)
+            uc, cinv = _dense_unique(ckey)
             lin = rinv.astype(np.int64) * len(uc) + cinv
             hits = np.bincount(lin, minlength=len(ur) * len(uc))
             if (hits > 1).any():
