@@ -138,16 +138,18 @@ def bench_files(repeat: int) -> None:
 
 
 def _run_cli(args):
-    """Run neurosmk-stats in a subprocess -> (wall s, CPU s of it and its children, rc, err)."""
+    """Run neurosmk-stats in a subprocess -> (wall s, CPU s of it and its workers, rc, output)."""
+    import resource
+
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "neurosmk.fsstats.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    _, status, ru = os.wait4(proc.pid, 0)
+    r = subprocess.run([sys.executable, "-m", "neurosmk.fsstats.cli", *map(str, args)],
+                       capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    out, err = proc.stdout.read(), proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, ru.ru_utime + ru.ru_stime, proc.returncode, (out + err).strip()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, r.returncode, (r.stdout + r.stderr).strip()
 
 
 def bench_group(n_subjects: int, jobs: int, long_tsv: str, keep: bool) -> None:
@@ -169,12 +171,17 @@ def bench_group(n_subjects: int, jobs: int, long_tsv: str, keep: bool) -> None:
         for label, extra in runs:
             out = tmp / "out"
             shutil.rmtree(out, ignore_errors=True)
-            wall, cpu, rc, msg = _run_cli([subj, "--output-dir", out, "--jobs", jobs, *extra])
+            wall, cpu, rc, msg = _run_cli([subj, "--output-dir", out, "--jobs", jobs, "--timing",
+                                           *extra])
             if rc != 0:
                 print(f"{label}: FAILED rc={rc}: {msg[-500:]}")
                 continue
             print(f"{label:32s} wall {wall:7.1f} s | CPU {cpu:7.1f} s | goal < 60 s wall: "
-                  f"{'met' if wall < 60 else 'NOT met'}   [{msg.splitlines()[-1]}]")
+                  f"{'met' if wall < 60 else 'NOT met'}")
+            print("   " + next((x for x in msg.splitlines() if "subject(s)" in x), ""))
+            for line in msg.splitlines():
+                if "timing:" in line:
+                    print("   " + line.split("timing: ", 1)[1])
             sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
             wide = list((out / "wide").glob("*.tsv"))
             sizes[f"wide/*.tsv ({len(wide)} files)"] = sum(p.stat().st_size for p in wide)

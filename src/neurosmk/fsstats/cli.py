@@ -95,10 +95,13 @@ def _work(args):
     return long_table(parsed), global_table(parsed), skipped, None
 
 
-def aggregate(subject_dirs, skip_bad=False, jobs=1, chunk=250):
+def aggregate(subject_dirs, skip_bad=False, jobs=1, chunk=None):
     """Parse all subject dirs (in ``jobs`` processes) -> (long, global, skipped).
-    Raises InputError on the first bad file unless ``skip_bad``."""
+    Raises InputError on the first bad file unless ``skip_bad``.  Subjects go to the workers
+    in chunks of ``chunk`` (default: about 4 chunks per worker, at most 250 subjects)."""
     dirs = [str(d) for d in subject_dirs]
+    if chunk is None:
+        chunk = max(1, min(250, -(-len(dirs) // (4 * max(jobs, 1)))))
     chunks = [(dirs[i:i + chunk], skip_bad) for i in range(0, len(dirs), chunk)]
     if jobs > 1 and len(chunks) > 1:
         import multiprocessing as mp
