@@ -233,11 +233,15 @@ def wide_tables(long: pd.DataFrame, global_: pd.DataFrame | None = None) -> dict
     hemi_cats = long["hemisphere"].cat.categories
     n_struct = len(struct_cats)
     skip_meas = np.array([m in _NOT_WIDE for m in meas_cats], dtype=bool)
+    # rows of each atlas, in table order: one stable (radix) sort instead of a scan per atlas
+    keep = np.flatnonzero(~skip_meas[meas_codes])
+    order = keep[np.argsort(atlas_codes[keep], kind="stable")]
+    bounds = np.searchsorted(atlas_codes[order], np.arange(len(long["atlas"].cat.categories) + 1))
 
     for a_code, atlas in enumerate(long["atlas"].cat.categories):
         if atlas.startswith(_NOT_WIDE_ATLAS_PREFIXES):
             continue
-        rows = np.flatnonzero((atlas_codes == a_code) & ~skip_meas[meas_codes])
+        rows = order[bounds[a_code]:bounds[a_code + 1]]
         if rows.size == 0:
             continue
         split = _is_hemi_file(long["source_file"].cat.categories[src_codes[rows[0]]])
