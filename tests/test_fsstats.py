@@ -714,3 +714,20 @@ def test_group_long_bad_table(tmp_path):
     bad.write_text("subject\tstructure\tmeasure\tvalue\tunit\n01\tGM\tvolume\tlots\tmL\n")
     with pytest.raises(InputError, match=r"t\.tsv.*'value' is not numeric"):
         combine_long([("tissue_volumes", bad)])
+
+
+def test_blank_and_comment_lines_among_rows(tmp_path):
+    """Rows split by blank lines or a trailing '#' line parse like the original file."""
+    lines = _lines(FS7 / "aseg.stats")
+    i = _first_data_line(lines) + 4
+    f = tmp_path / "aseg.stats"
+    f.write_text("".join(lines[:i] + ["\n", "   \n"] + lines[i:] + ["# a trailing comment\n"]))
+    a, b = parse_stats_file(FS7 / "aseg.stats"), parse_stats_file(f)
+    assert a.structures == b.structures and a.measures == b.measures
+    np.testing.assert_array_equal(a.values, b.values)
+    lines2 = list(lines)
+    lines2[i + 2] = lines2[i + 2].rstrip("\n") + " 7\n"   # one row too long, after a blank line
+    f.write_text("".join(lines2[:i] + ["\n"] + lines2[i:]))
+    with pytest.raises(StatsParseError) as ei:
+        parse_stats_file(f)
+    assert ei.value.line == i + 4 and "columns" in str(ei.value)
