@@ -1,13 +1,19 @@
-"""Benchmark neurosmk.fsstats.
+"""Benchmark neurosmk.fsstats, side by side with baselines, in one run.
 
-1. Per-file parse time on the aparc-style fixture files: neurosmk (parse only, and parse +
-   long DataFrame) vs naive ``pandas.read_csv(comment='#', sep=r'\\s+', header=None)`` vs the
-   ``freesurfer-stats==1.2.1`` library (run in a throw-away venv under /tmp because it needs
-   pandas<2; skipped with the reason if it cannot be installed).
-2. N subjects (default 10,000; symlinked copies of the FreeSurfer 7.4.1 fixture subject in a
-   temporary folder) aggregated end to end through the CLI code path with 2 worker processes.
+1. Per-file time (CPU seconds, median of --repeat) on every fixture stats file:
+   neurosmk parse only | parse + tidy long DataFrame (``ParsedStats.to_frame``, 10 columns) |
+   parse + the per-structure table DataFrame freesurfer-stats returns (``table_frame``) |
+   naive ``pandas.read_csv(comment='#', sep=r'\s+', header=None)`` | ``freesurfer-stats==1.2.1``
+   (cortical parcellation files only; run in a throw-away venv under /tmp because it needs
+   pandas<2; skipped with the reason if it cannot be installed).  CPU time, not wall time, so
+   other processes on a shared machine disturb the figures less.
+2. N subjects (default 10,000; each a folder whose ``stats`` is a symlink to the FreeSurfer
+   7.4.1 fixture subject's, in a temporary folder removed afterwards) aggregated end to end by
+   the ``neurosmk-stats`` command (a subprocess, ``--jobs 2``): wall and CPU seconds, with and
+   without the long TSV, and the output sizes.
 
     PYTHONPATH=src python benchmarks/bench_fsstats.py [--subjects N] [--jobs 2] [--repeat 50]
+                                                      [--long-tsv both|yes|no] [--skip-files]
 """
 
 from __future__ import annotations
@@ -28,9 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import pandas as pd  # noqa: E402
 
-from neurosmk.fsstats import cli  # noqa: E402
 from neurosmk.fsstats.parser import parse_stats_file  # noqa: E402
-from neurosmk.fsstats.tables import long_table, write_long_tsv  # noqa: E402
 
 FIX = ROOT / "tests" / "data" / "freesurfer"
 FS7_SUBJECT = FIX / "ds000005_sub-01"
@@ -45,26 +49,30 @@ for f in files:
     CorticalParcellationStats.read(f)  # warm-up
     ts = []
     for _ in range(repeat):
-        t = time.perf_counter(); s = CorticalParcellationStats.read(f)
+        t = time.process_time(); s = CorticalParcellationStats.read(f)
         s.structural_measurements; s.whole_brain_measurements
-        ts.append(time.perf_counter() - t)
+        ts.append(time.process_time() - t)
     out[f] = statistics.median(ts)
 print(json.dumps(out))
 """
 
 
 def _time(fn, repeat):
+    """Median CPU seconds of ``fn()`` (each sample times a batch of calls, so the clock's
+    resolution does not matter)."""
     fn()
+    batch = 10
     ts = []
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
+        t = time.process_time()
+        for _ in range(batch):
+            fn()
+        ts.append((time.process_time() - t) / batch)
     return statistics.median(ts)
 
 
 def _fsstats_times(files, repeat):
-    """Median seconds per file for freesurfer-stats 1.2.1, or (None, reason)."""
+    """Median CPU seconds per file for freesurfer-stats 1.2.1, or (None, reason)."""
     py = VENV / "bin" / "python"
     if not py.exists():
         r = subprocess.run(["python3", "-m", "venv", str(VENV)],
@@ -77,46 +85,74 @@ def _fsstats_times(files, repeat):
             shutil.rmtree(VENV, ignore_errors=True)
             return None, f"pip install freesurfer-stats==1.2.1 failed: {r.stderr.strip()[-300:]}"
     r = subprocess.run([str(py), "-c", _FSSTATS_TIMER, json.dumps([str(f) for f in files]),
-                        str(repeat)], capture_output=True, text=True)
+                        str(repeat * 10)], capture_output=True, text=True)
     if r.returncode != 0:
         return None, f"freesurfer-stats run failed: {r.stderr.strip()[-300:]}"
     return json.loads(r.stdout), ""
 
 
+def _is_cortical(f: Path) -> bool:
+    return ".aparc" in f.name or "BA_exvivo" in f.name
+
+
 def bench_files(repeat: int) -> None:
-    files = sorted(f for f in FIX.glob("*/stats/*.stats")
-                   if "aparc" in f.name or "BA_exvivo" in f.name)
-    fs, why = _fsstats_times(files, repeat)
-    print(f"\n== per-file parse time, median of {repeat} (ms) ==")
-    hdr = (f"{'file':42s} {'neurosmk':>9s} {'+long df':>9s} {'read_csv':>9s} "
-           f"{'fs-stats':>9s} {'speedup':>8s}")
+    files = sorted(FIX.glob("*/stats/*.stats"))
+    fs, why = _fsstats_times([f for f in files if _is_cortical(f)], repeat)
+    print(f"\n== per-file CPU time, median of {repeat} x 10 calls (ms); speed-up = freesurfer-"
+          "stats / ours ==")
+    hdr = (f"{'file':40s} {'parse':>7s} {'+tidy df':>8s} {'+tbl df':>8s} {'read_csv':>8s} "
+           f"{'fs-stats':>8s} {'x parse':>7s} {'x tidy':>7s} {'x tbl':>7s}")
     print(hdr)
     print("-" * len(hdr))
-    speedups, parse_speedups = [], []
+    sp = {"parse": [], "tidy": [], "tbl": []}
     for f in files:
+        p = parse_stats_file(f)
         t_ns = _time(lambda: parse_stats_file(f, subject="s"), repeat)
-        t_df = _time(lambda: long_table([parse_stats_file(f, subject="s")]), repeat)
-        t_pd = _time(lambda: pd.read_csv(f, comment="#", sep=r"\s+", header=None), repeat)
+        t_df = _time(lambda: parse_stats_file(f, subject="s").to_frame(), repeat)
+        t_tb = (_time(lambda: parse_stats_file(f, subject="s").table_frame(), repeat)
+                if p.values.ndim == 2 else None)
+        try:
+            t_pd = _time(lambda: pd.read_csv(f, comment="#", sep=r"\s+", header=None), repeat)
+        except Exception:  # e.g. curv.stats, brainvol.stats: not a whitespace table
+            t_pd = None
         t_fs = fs.get(str(f)) if fs else None
-        sp = t_fs / t_df if t_fs else None
-        if sp:
-            speedups.append(sp)
-            parse_speedups.append(t_fs / t_ns)
-        print(f"{f.parent.parent.name + '/' + f.name:42s} {t_ns * 1e3:9.3f} {t_df * 1e3:9.3f} "
-              f"{t_pd * 1e3:9.3f} {(t_fs or float('nan')) * 1e3:9.3f} "
-              f"{(f'{sp:7.1f}x' if sp else '    n/a'):>8s}")
+        ratios = []
+        for key, t in (("parse", t_ns), ("tidy", t_df), ("tbl", t_tb)):
+            if t_fs and t:
+                sp[key].append(t_fs / t)
+                ratios.append(f"{t_fs / t:6.1f}x")
+            else:
+                ratios.append(f"{'-':>7s}")
+        ms = (lambda t: f"{t * 1e3:8.3f}" if t else f"{'-':>8s}")
+        print(f"{f.parent.parent.name[:15] + '/' + f.name:40s} {t_ns * 1e3:7.3f} {ms(t_df)} "
+              f"{ms(t_tb)} {ms(t_pd)} {ms(t_fs)} {' '.join(ratios)}")
     if fs:
-        print(f"speed-up vs freesurfer-stats 1.2.1 (neurosmk parse + long DataFrame): "
-              f"min {min(speedups):.1f}x, median {statistics.median(speedups):.1f}x "
-              f"(goal >= 10x: {'met' if min(speedups) >= 10 else 'NOT met'})")
-        print(f"speed-up vs freesurfer-stats 1.2.1 (neurosmk parse only, numpy result): "
-              f"min {min(parse_speedups):.1f}x, median {statistics.median(parse_speedups):.1f}x "
-              f"(goal >= 10x: {'met' if min(parse_speedups) >= 10 else 'NOT met'})")
+        for key, label in (("parse", "parse only"), ("tidy", "parse + tidy long DataFrame"),
+                           ("tbl", "parse + per-structure DataFrame (what fs-stats returns)")):
+            v = sp[key]
+            print(f"speed-up vs freesurfer-stats 1.2.1, {label}: min {min(v):.1f}x, median "
+                  f"{statistics.median(v):.1f}x (goal >= 10x: "
+                  f"{'met' if min(v) >= 10 else 'NOT met'})")
     else:
         print(f"freesurfer-stats 1.2.1 skipped: {why}")
 
 
-def bench_group(n_subjects: int, jobs: int, keep: bool) -> None:
+def _run_cli(args):
+    """Run neurosmk-stats in a subprocess -> (wall s, CPU s of it and its workers, rc, output)."""
+    import resource
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "neurosmk.fsstats.cli", *map(str, args)],
+                       capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, r.returncode, (r.stdout + r.stderr).strip()
+
+
+def bench_group(n_subjects: int, jobs: int, long_tsv: str, keep: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fsstats_bench_"))
     try:
         subj = tmp / "subjects"
@@ -126,32 +162,31 @@ def bench_group(n_subjects: int, jobs: int, keep: bool) -> None:
             d = subj / f"sub-{i:05d}"
             d.mkdir()
             os.symlink(target, d / "stats")
-        out = tmp / "out"
-        print(f"\n== {n_subjects} subjects x {len(list(target.glob('*.stats')))} stats files, "
-              f"--jobs {jobs} (cpu count {os.cpu_count()}) ==")
-        t0 = time.perf_counter()
-        dirs = cli.find_subject_dirs([subj])
-        t1 = time.perf_counter()
-        long, glob, skipped = cli.aggregate(dirs, jobs=jobs)
-        t2 = time.perf_counter()
-        print(f"parse+tables {t2 - t1:6.2f} s", flush=True)
-        cli.write_outputs(out, long, glob, skipped, long_tsv=False)
-        t3 = time.perf_counter()
-        write_long_tsv(out / f"{cli.LONG_NAME}.tsv", long)
-        t4 = time.perf_counter()
-        sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
-        n_wide = len(list((out / "wide").glob("*.tsv")))
-        print(f"discover {t1 - t0:6.2f} s | parse+tables {t2 - t1:6.2f} s | write parquet + "
-              f"global TSV + wide TSVs {t3 - t2:6.2f} s | total {t3 - t0:6.2f} s "
-              f"(= neurosmk-stats --no-long-tsv)")
-        print(f"long TSV {t4 - t3:6.2f} s | total with long TSV {t4 - t0:6.2f} s "
-              f"(= neurosmk-stats default)")
-        print(f"long rows {len(long):,}, global rows {len(glob):,}, skipped (curv) "
-              f"{len(skipped):,}, wide tables {n_wide}")
-        for k, v in sorted(sizes.items()):
-            print(f"  {k:40s} {v / 1e6:10.1f} MB")
-        print(f"goal < 60 s: without long TSV {'met' if t3 - t0 < 60 else 'NOT met'}, "
-              f"with long TSV {'met' if t4 - t0 < 60 else 'NOT met'}")
+        n_files = len(list(target.glob("*.stats")))
+        print(f"\n== {n_subjects} subjects x {n_files} stats files = {n_subjects * n_files:,} "
+              f"files, neurosmk-stats --jobs {jobs} (cpu count {os.cpu_count()}) ==")
+        variants = {"yes": [("default (long TSV + Parquet)", [])],
+                    "no": [("--no-long-tsv (Parquet only)", ["--no-long-tsv"])]}
+        runs = (variants["no"] + variants["yes"]) if long_tsv == "both" else variants[long_tsv]
+        for label, extra in runs:
+            out = tmp / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            wall, cpu, rc, msg = _run_cli([subj, "--output-dir", out, "--jobs", jobs, "--timing",
+                                           *extra])
+            if rc != 0:
+                print(f"{label}: FAILED rc={rc}: {msg[-500:]}")
+                continue
+            print(f"{label:32s} wall {wall:7.1f} s | CPU {cpu:7.1f} s | goal < 60 s wall: "
+                  f"{'met' if wall < 60 else 'NOT met'}")
+            print("   " + next((x for x in msg.splitlines() if "subject(s)" in x), ""))
+            for line in msg.splitlines():
+                if "timing:" in line:
+                    print("   " + line.split("timing: ", 1)[1])
+            sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+            wide = list((out / "wide").glob("*.tsv"))
+            sizes[f"wide/*.tsv ({len(wide)} files)"] = sum(p.stat().st_size for p in wide)
+            print("   " + " | ".join(f"{k} {v / 1e6:,.1f} MB" for k, v in sorted(sizes.items())))
+            shutil.rmtree(out, ignore_errors=True)
     finally:
         if keep:
             print(f"kept {tmp}")
@@ -164,13 +199,15 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", type=int, default=10000)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--long-tsv", choices=["both", "yes", "no"], default="both",
+                    help="group run with the long TSV, without it (--no-long-tsv), or both")
     ap.add_argument("--skip-files", action="store_true", help="skip the per-file benchmark")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     a = ap.parse_args(argv)
     if not a.skip_files:
         bench_files(a.repeat)
     if a.subjects > 0:
-        bench_group(a.subjects, a.jobs, a.keep)
+        bench_group(a.subjects, a.jobs, a.long_tsv, a.keep)
     return 0
 
 

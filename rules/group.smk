@@ -72,3 +72,52 @@ rule dataset_description:
         CONTAINERS["neurosmk"]
     script:
         "../scripts/dataset_description.py"
+
+
+# One combined long table of every group table (tissue volumes, DTI ROI stats, FreeSurfer
+# stats and global measures), so one report table covers them all.
+GROUP_LONG = f"{OUT}/group/neurosmk_long.tsv"
+
+
+def _group_long_inputs(wc):
+    inputs = {}
+    if config["steps"]["anat"] and T1W:
+        inputs["tissue"] = f"{OUT}/group/anat_tissue_volumes.tsv"
+    if config["steps"]["dwi"] and DWI:
+        inputs["dti"] = f"{OUT}/group/dwi_dti_roistats.tsv"
+    if FS_SUBJECTS:  # rules/aggregate.smk
+        inputs["fs_long"] = f"{FSG}/freesurfer_stats_long.parquet"
+        inputs["fs_global"] = f"{FSG}/freesurfer_global_measures.parquet"
+    return inputs
+
+
+if (config["steps"]["anat"] and T1W) or (config["steps"]["dwi"] and DWI) or (
+    config["freesurfer_dir"] and config["steps"]["freesurfer_stats"]
+):
+    EXTRA_TARGETS.append(GROUP_LONG)
+
+
+localrules:
+    group_long,
+
+
+rule group_long:
+    input:
+        unpack(_group_long_inputs),
+    output:
+        tsv=report(GROUP_LONG, caption="../report/neurosmk_long.rst", category="Group tables"),
+        parquet=f"{OUT}/group/neurosmk_long.parquet",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        f"{OUT}/logs/group_long.log",
+    benchmark:
+        f"{OUT}/benchmarks/group_long.tsv"
+    conda:
+        ENVS["neurosmk"]
+    container:
+        CONTAINERS["neurosmk"]
+    script:
+        "../scripts/group_long.py"

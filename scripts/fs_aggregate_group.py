@@ -13,15 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from neurosmk.fsstats.qc import group_plots, outlier_flags
-from neurosmk.fsstats.tables import concat_tables, wide_tables, write_long_tsv
-from neurosmk.io import write_parquet, write_tsv
+from neurosmk.fsstats.tables import (concat_tables, wide_tables, write_long_tsv,
+                                     write_table_parquet)
+from neurosmk.io import write_tsv
 
 sm = snakemake  # noqa: F821
 long = concat_tables([pd.read_parquet(p) for p in sm.input.long])
 glob = concat_tables([pd.read_parquet(p) for p in sm.input.global_])
-write_parquet(sm.output.long_parquet, long)
+write_table_parquet(sm.output.long_parquet, long)
 write_long_tsv(sm.output.long_tsv, long)
-write_parquet(sm.output.global_parquet, glob)
+write_table_parquet(sm.output.global_parquet, glob)
 write_tsv(sm.output.global_tsv, glob)
 Path(sm.output.wide_dir).mkdir(parents=True, exist_ok=True)
 for name, table in wide_tables(long, glob).items():

@@ -12,8 +12,8 @@ setup(snakemake)  # noqa: F821  (log redirection, thread limits)
 import pandas as pd
 
 from neurosmk.fsstats.cli import SKIPPED_COLUMNS, parse_subject_dir
-from neurosmk.fsstats.tables import global_table, long_table
-from neurosmk.io import write_parquet, write_tsv
+from neurosmk.fsstats.tables import global_table, long_table, write_table_parquet
+from neurosmk.io import write_tsv
 
 sm = snakemake  # noqa: F821
 params = dict(sm.params.items())
@@ -22,7 +22,7 @@ parsed, skipped = parse_subject_dir(params.get("stats_dir") or sm.input.stats_di
                                     skip_bad=bool(params.get("skip_bad", False)))
 for f, reason, kind in skipped:
     print(f"skipped ({kind}): {reason}")
-write_parquet(sm.output.long, long_table(parsed))
-write_parquet(sm.output.global_, global_table(parsed))
+write_table_parquet(sm.output.long, long_table(parsed))
+write_table_parquet(sm.output.global_, global_table(parsed))
 write_tsv(sm.output.skipped, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
 print(f"{len(parsed)} stats files parsed, {len(skipped)} skipped")

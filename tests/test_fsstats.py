@@ -7,6 +7,7 @@ independently of the parser under test.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from neurosmk.fsstats import qc
 from neurosmk.fsstats.cli import aggregate, find_subject_dirs, parse_subject_dir
-from neurosmk.fsstats.parser import (NotATableError, StatsParseError, atlas_and_hemi_from_name,
+from neurosmk.fsstats.parser import (StatsParseError, atlas_and_hemi_from_name,
                                      parse_stats_file, split_subject_session)
 from neurosmk.fsstats.tables import global_table, long_table, wide_tables
 from neurosmk.io import InputError
@@ -202,12 +203,127 @@ def test_units_fallback_without_tablecol(tmp_path):
     assert u["MeanCurv"] == "mm^-1" and u["GausCurv"] == "mm^-2"
 
 
-def test_curv_stats_reported_not_silently_dropped(parsed):
-    with pytest.raises(NotATableError):
-        parse_stats_file(FS7 / "lh.curv.stats")
-    skipped = parsed[1]
-    assert sorted(Path(s[0]).name for s in skipped) == ["lh.curv.stats", "rh.curv.stats"]
-    assert all(s[2].startswith("not-a-table") for s in skipped)
+CURV_FILES = [f for f in ALL_FILES if ".curv." in f.name]
+
+
+def _curv_numbers(path: Path):
+    """Every number after the last ':' of every line (units such as mm^2 are not numbers)."""
+    out = []
+    for line in path.read_text().splitlines():
+        if ":" not in line:
+            continue
+        for tok in re.split(r"[\s()%]+", line.rsplit(":", 1)[1]):
+            try:
+                out.append(float(tok))
+            except ValueError:
+                pass
+    return out
+
+
+def test_no_stats_file_skipped(parsed):
+    assert parsed[1] == []
+    assert len(CURV_FILES) == 2
+    assert {Path(p.path).name for p in parsed[0]} == {f.name for f in ALL_FILES}
+
+
+@pytest.mark.parametrize("path", CURV_FILES, ids=_ids(CURV_FILES))
+def test_every_curv_number_in_long_table(path, long):
+    mine = long[long["source_file"] == str(path)]
+    want = _curv_numbers(path)
+    assert len(want) > 300
+    assert sorted(mine.value.tolist()) == sorted(want)
+    hemi = path.name[:2]
+    assert set(mine.atlas) == {"curv"} and set(mine.hemisphere) == {hemi}
+    assert set(mine.subject) == {"ds000005_sub-01"}
+    assert not mine.duplicated(["structure", "measure"]).any()
+
+
+def test_curv_known_values():
+    p = parse_stats_file(FS7 / "lh.curv.stats")
+    assert (p.kind, p.atlas, p.hemisphere, p.subject) == ("curvature", "curv", "lh",
+                                                         "ds000005_sub-01")
+    got = {(s, m): (v, u) for s, m, v, u in zip(p.structures, p.numeric_columns, p.values,
+                                                 p.units)}
+    assert got[("Raw (lh.curv)", "mean")] == (-0.02041, "unknown")
+    assert got[("Raw (lh.curv)", "std")] == (0.1602, "unknown")
+    assert got[("Raw (lh.curv)", "Min")] == (-1.44224, "unknown")
+    assert got[("Raw (lh.curv)", "Min vertex")] == (23703, "index")
+    assert got[("Raw (lh.sulc)", "Max")] == (16.32161, "unknown")
+    assert got[("Raw (lh.sulc)", "Mean Positive Surface Integral across")] == (57608,
+                                                                               "vertices")
+    assert got[("Raw (lh.sulc)", "Mean Positive Surface Integral across %")] == (46.83, "%")
+    assert got[("K (lh.smoothwm)", "mean")] == (0.39323, "mm^-2")
+    assert got[("K (lh.smoothwm)", "std")] == (120.2050, "mm^-2")
+    assert got[("H (lh.smoothwm)", "Mean Vertex Separation (Whole Surface)")] == (0.85109, "mm")
+    assert got[("H (lh.smoothwm)", "Mean Vertex Separation (Whole Surface) std")] == (0.14240,
+                                                                                      "mm")
+    assert got[("H (lh.smoothwm)", "Total Surface Area")] == (76322.60156, "mm^2")
+    assert got[("H (lh.smoothwm)", "Total Number of Vertices")] == (123004, "count")
+    assert got[("H (lh.smoothwm)", "AreaNorm Negative Surface Integral across")] == (
+        36050.832031, "mm^2")
+    assert got[("curv", "Folding Index (FI)")] == (1382.26331, "unknown")
+    assert got[("curv", "Intrinsic Curvature Index - natural  (ICIt)")] == (0.80567, "unknown")
+    assert got[("curv", "Mean across 10 curvatures")] == (3.8775, "unknown")
+    assert got[("curv", "Mean across 10 curvatures std")] == (5.7937, "unknown")
+    assert p.header["K (lh.smoothwm) calculation type"] == "discrete"
+    assert p.header["curv calculation type"] == "discrete"
+    f = p.to_frame()
+    assert len(f) == len(p.values) and set(f.atlas) == {"curv"}
+
+
+def test_curv_layout_cache_reads_each_file(tmp_path):
+    """Second and later files of one layout are read via the cached layout: their own numbers
+    and units, never the cached ones."""
+    from neurosmk.fsstats import parser as P
+
+    P._CURV_LAYOUTS.clear()
+    first = parse_stats_file(FS7 / "lh.curv.stats")
+    assert len(P._CURV_LAYOUTS) == 1
+    again = parse_stats_file(FS7 / "lh.curv.stats")
+    assert again.structures == first.structures and again.units == first.units
+    np.testing.assert_array_equal(again.values, first.values)
+    text = (FS7 / "lh.curv.stats").read_text()
+    f = tmp_path / "lh.curv.stats"
+    f.write_text(text.replace("76322.60156 mm^2", "76322.70156 cm^2", 1)
+                 .replace("-1.44224 at vertex 23703", "-1.55555 at vertex 42"))
+    changed = parse_stats_file(f, subject="x")
+    got = {(s, m): (v, u) for s, m, v, u in zip(changed.structures, changed.numeric_columns,
+                                                 changed.values, changed.units)}
+    assert got[("Raw (lh.curv)", "Total Surface Area")] == (76322.70156, "cm^2")
+    assert got[("Raw (lh.sulc)", "Total Surface Area")] == (76322.60156, "mm^2")
+    assert got[("Raw (lh.curv)", "Min")] == (-1.55555, "unknown")
+    assert got[("Raw (lh.curv)", "Min vertex")] == (42, "index")
+    P._CURV_LAYOUTS.clear()
+    fresh = parse_stats_file(f, subject="x")
+    assert fresh.units == changed.units and fresh.numeric_columns == changed.numeric_columns
+    np.testing.assert_array_equal(fresh.values, changed.values)
+
+
+def test_curv_bad_value_names_line(tmp_path):
+    lines = _lines(FS7 / "lh.curv.stats")
+    i = next(k for k, l in enumerate(lines) if "Raw Max:" in l)
+    lines[i] = lines[i].replace("1.05909", "1.05x09")
+    f = tmp_path / "lh.curv.stats"
+    f.write_text("".join(lines))
+    with pytest.raises(StatsParseError) as ei:
+        parse_stats_file(f, subject="x")
+    assert ei.value.line == i + 1 and "Max" in str(ei.value) and str(f) in str(ei.value)
+
+
+def test_to_frame_matches_long_table(parsed):
+    for p in parsed[0]:
+        if p.values.size == 0:
+            continue
+        a = p.to_frame()
+        b = long_table([p])
+        assert list(a.columns) == list(b.columns)
+        for c in a.columns:
+            if c == "value":
+                np.testing.assert_array_equal(a[c].to_numpy(), b[c].to_numpy())
+            else:
+                assert a[c].tolist() == b[c].astype(object).tolist(), (p.path, c)
+    t = parse_stats_file(FS7 / "lh.aparc.stats").table_frame()
+    assert t.loc["bankssts", "ThickAvg"] == 2.268 and t.shape == (34, 9)
 
 
 # --------------------------------------------------------------------------- wide tables
@@ -391,7 +507,7 @@ def test_cli_skip_bad_writes_manifest(subjects_dir, tmp_path):
     assert set(man.columns) == {"file", "reason", "kind"}
     bad_rows = man[man.kind == "parse-error"]
     assert bad_rows.file.tolist() == [str(bad)] and "line" in bad_rows.reason.iloc[0]
-    assert (man.kind.str.startswith("not-a-table")).sum() == 2  # the two curv.stats
+    assert len(man) == 1  # curv.stats are parsed, not skipped
     lg = pd.read_parquet(out / "freesurfer_stats_long.parquet")
     assert str(bad) not in set(lg.source_file)
     assert str(subjects_dir / "Subj001" / "stats" / "lh.aparc.stats") in set(lg.source_file)
@@ -411,7 +527,7 @@ def test_cli_end_to_end(subjects_dir, tmp_path):
     assert (tsv.structure == lg.structure.astype(str)).all()
     assert set(zip(lg.subject, lg.session)) == {("Subj001", ""), ("sub-01", "ses-A")}
     expected = sum(len(_read_table(f)[2]) * (len(_read_table(f)[0]) - 1)
-                   for f in TABLE_FILES)
+                   for f in TABLE_FILES) + sum(len(_curv_numbers(f)) for f in CURV_FILES)
     assert len(lg) == expected
     gl = pd.read_csv(out / "freesurfer_global_measures.tsv", sep="\t")
     assert len(gl) == sum(len(_read_measures(f)) for f in MEASURE_FILES)
@@ -524,4 +640,94 @@ def test_snakemake_scripts(subjects_dir, tmp_path):
     assert (Path(out["qc_dir"]) / "aparc_lh_thickness.png").exists()
     assert len(pd.read_csv(out["outliers"], sep="\t")) > 0
     man = pd.read_csv(tmp_path / "per" / "sub-01_ses-A" / "skipped.tsv", sep="\t")
-    assert sorted(Path(f).name for f in man.file) == ["lh.curv.stats", "rh.curv.stats"]
+    assert len(man) == 0 and list(man.columns) == ["file", "reason", "kind"]
+    assert "curv" in set(lg.atlas)
+
+
+# --------------------------------------------------------------------------- combined table
+def test_group_long_combines_every_table_exactly(subjects_dir, tmp_path):
+    """scripts/group_long.py (rule group_long) joins the tissue-volume, DTI ROI and FreeSurfer
+    tables into one long table; every value and label carries over exactly."""
+    from neurosmk.tables import COMBINED_COLUMNS
+
+    g = tmp_path / "group"
+    g.mkdir()
+    tissue = pd.DataFrame({"subject": ["01"] * 4, "session": [""] * 4, "atlas": ["tissue"] * 4,
+                           "hemisphere": [""] * 4,
+                           "structure": ["CSF", "GM", "WM", "brainmask"],
+                           "measure": ["volume"] * 4,
+                           "value": [212.34567890123456, 612.1, 498.76543210987654, 1e-17],
+                           "unit": ["mL"] * 4})
+    dti = pd.DataFrame({"subject": ["02", "02", "02"], "session": ["", "", ""],
+                        "atlas": ["dti_roi"] * 3, "hemisphere": [""] * 3,
+                        "structure": ["brain", "wm_fa0.2", "wm_fa0.2"],
+                        "measure": ["MD_mean", "FA_mean", "FA_std"],
+                        "value": [0.000712345678901234, np.nan, 0.123456789],
+                        "unit": ["mm^2/s", "unitless", "unitless"]})
+    tissue.to_csv(g / "anat_tissue_volumes.tsv", sep="\t", index=False, na_rep="n/a")
+    dti.to_csv(g / "dwi_dti_roistats.tsv", sep="\t", index=False, na_rep="n/a")
+    lg, gl, _ = aggregate(find_subject_dirs([subjects_dir]))
+    from neurosmk.fsstats.tables import write_table_parquet
+
+    write_table_parquet(g / "fs_long.parquet", lg)
+    write_table_parquet(g / "fs_global.parquet", gl)
+    out = {"tsv": str(g / "neurosmk_long.tsv"), "parquet": str(g / "neurosmk_long.parquet")}
+    inp = {"tissue": str(g / "anat_tissue_volumes.tsv"), "dti": str(g / "dwi_dti_roistats.tsv"),
+           "fs_long": str(g / "fs_long.parquet"), "fs_global": str(g / "fs_global.parquet")}
+    log = _run_script("group_long.py", inp, out, {}, g / "group_long.log")
+    assert "values from 4 tables" in log
+
+    pq_ = pd.read_parquet(out["parquet"])
+    tsv = pd.read_csv(out["tsv"], sep="\t", keep_default_na=False, na_values={"value": ["n/a"]},
+                      float_precision="round_trip",
+                      dtype={c: str for c in COMBINED_COLUMNS if c != "value"})
+    assert list(pq_.columns) == COMBINED_COLUMNS and list(tsv.columns) == COMBINED_COLUMNS
+    assert len(pq_) == len(tsv) == 4 + 3 + len(lg) + len(gl)
+    np.testing.assert_array_equal(tsv.value.to_numpy(), pq_.value.to_numpy())  # NaN == NaN
+    for c in COMBINED_COLUMNS:
+        if c != "value":
+            assert tsv[c].tolist() == pq_[c].astype(str).tolist(), c
+    for source, want, path in (("tissue_volumes", tissue, inp["tissue"]),
+                               ("dti_roistats", dti, inp["dti"]),
+                               ("freesurfer", lg, None), ("freesurfer_global", gl, None)):
+        got = tsv[tsv.source == source].reset_index(drop=True)
+        assert len(got) == len(want), source
+        np.testing.assert_array_equal(got.value.to_numpy(), want.value.to_numpy())
+        for c in ("subject", "session", "atlas", "hemisphere", "structure", "measure", "unit"):
+            assert got[c].tolist() == want[c].astype(str).tolist(), (source, c)
+        if path:
+            assert set(got.source_file) == {path} and set(got.freesurfer_version) == {""}
+        else:
+            assert got.source_file.tolist() == want.source_file.astype(str).tolist()
+            assert got.freesurfer_version.tolist() == want.freesurfer_version.astype(str).tolist()
+    assert tsv.loc[tsv.structure == "wm_fa0.2", "value"].isna().sum() == 1
+    assert set(tsv[tsv.source == "tissue_volumes"].subject) == {"01"}  # not 1
+
+
+def test_group_long_bad_table(tmp_path):
+    from neurosmk.tables import combine_long
+
+    bad = tmp_path / "t.tsv"
+    bad.write_text("subject\tstructure\tmeasure\tvalue\n01\tGM\tvolume\t3\n")
+    with pytest.raises(InputError, match=r"t\.tsv.*missing columns \['unit'\]"):
+        combine_long([("tissue_volumes", bad)])
+    bad.write_text("subject\tstructure\tmeasure\tvalue\tunit\n01\tGM\tvolume\tlots\tmL\n")
+    with pytest.raises(InputError, match=r"t\.tsv.*'value' is not numeric"):
+        combine_long([("tissue_volumes", bad)])
+
+
+def test_blank_and_comment_lines_among_rows(tmp_path):
+    """Rows split by blank lines or a trailing '#' line parse like the original file."""
+    lines = _lines(FS7 / "aseg.stats")
+    i = _first_data_line(lines) + 4
+    f = tmp_path / "aseg.stats"
+    f.write_text("".join(lines[:i] + ["\n", "   \n"] + lines[i:] + ["# a trailing comment\n"]))
+    a, b = parse_stats_file(FS7 / "aseg.stats"), parse_stats_file(f)
+    assert a.structures == b.structures and a.measures == b.measures
+    np.testing.assert_array_equal(a.values, b.values)
+    lines2 = list(lines)
+    lines2[i + 2] = lines2[i + 2].rstrip("\n") + " 7\n"   # one row too long, after a blank line
+    f.write_text("".join(lines2[:i] + ["\n"] + lines2[i:]))
+    with pytest.raises(StatsParseError) as ei:
+        parse_stats_file(f)
+    assert ei.value.line == i + 4 and "columns" in str(ei.value)

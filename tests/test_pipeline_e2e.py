@@ -176,9 +176,9 @@ def _dry_jobs(pipeline, tmp_path, **overrides):
 
 def test_param_edit_reruns_exactly_downstream(pipeline, tmp_path):
     jobs = _dry_jobs(pipeline, tmp_path, **{"dwi.tensor.fit_method": "OLS"})
-    assert jobs == {"dwi_tensor_dipy", "dwi_stats_qc", "group_dti_stats", "methods", "all"}, jobs
+    assert jobs == {"dwi_tensor_dipy", "dwi_stats_qc", "group_dti_stats", "group_long", "methods", "all"}, jobs
     jobs = _dry_jobs(pipeline, tmp_path, **{"anat.segment.mrf_weight": 0.3})
-    assert jobs == {"anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes", "methods", "all"}, jobs
+    assert jobs == {"anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes", "group_long", "methods", "all"}, jobs
 
 
 def test_cosmetic_edit_reruns_nothing(pipeline, tmp_path):

@@ -574,19 +574,23 @@ def test_matrix_spot_checks(matrix):
     def rules(cid):
         return _rules(matrix[cid]["actual"])
 
-    assert rules("real:dwi.tensor.fit_method") == ["dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats"]
-    assert rules("real:dwi.tensor.wm_fa_threshold") == ["dwi_stats_qc", "group_dti_stats"]
-    assert rules("real:anat.segment.mrf_weight") == ["anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes"]
+    # every output change also re-runs group_long (the combined table) and methods (reads the sidecars)
+    assert rules("real:dwi.tensor.fit_method") == ["dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats", "group_long",
+                                                   "methods"]
+    assert rules("real:dwi.tensor.wm_fa_threshold") == ["dwi_stats_qc", "group_dti_stats", "group_long", "methods"]
+    assert rules("real:anat.segment.mrf_weight") == ["anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes",
+                                                     "group_long", "methods"]
     assert rules("real:anat.skullstrip.median_radius") == []  # dipy's key, brainextractor runs
     assert rules("skull_dipy:anat.skullstrip.median_radius")[-1] == "group_anat_volumes"
     assert "anat_skullstrip_python" in rules("skull_dipy:anat.skullstrip.numpass")
     assert rules("real:dwi.degibbs.method=none") == ["dwi_mask_dipy", "dwi_stats_qc", "dwi_tensor_dipy",
-                                                     "group_dti_stats"]
+                                                     "group_dti_stats", "group_long", "methods"]
     assert rules("real:dwi.denoise.method=mrtrix") == ["dwi_degibbs_dipy", "dwi_denoise_mrtrix", "dwi_mask_dipy",
-                                                       "dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats"]
+                                                       "dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats",
+                                                       "group_long", "methods"]
     assert rules("real:freesurfer.recon_all.enabled=true") == ["freesurfer_recon_all"]
     assert rules("alt:dwi.preproc.pe_dir") == ["dwi_mask_mrtrix", "dwi_preproc_dwifslpreproc", "dwi_stats_qc",
-                                                 "dwi_tensor_mrtrix", "group_dti_stats"]
+                                                 "dwi_tensor_mrtrix", "group_dti_stats", "group_long", "methods"]
 
 
 def test_batch_runner_matches_the_cli(real_context, matrix):

@@ -16,7 +16,7 @@ import pandas as pd
 from neurosmk.fsstats.parser import ParsedStats
 
 __all__ = ["LONG_COLUMNS", "GLOBAL_COLUMNS", "long_table", "global_table", "wide_tables",
-           "concat_tables", "write_long_tsv", "write_fast_tsv", "MEASURE_NAMES", "WIDE_EXTRA_MEASURES"]
+           "concat_tables", "write_long_tsv", "write_fast_tsv", "write_table_parquet", "MEASURE_NAMES", "WIDE_EXTRA_MEASURES"]
 
 LONG_COLUMNS = ["subject", "session", "atlas", "hemisphere", "structure", "measure", "value",
                 "unit", "freesurfer_version", "source_file"]
@@ -31,6 +31,9 @@ MEASURE_NAMES = {"ThickAvg": "thickness", "SurfArea": "area", "GrayVol": "volume
                  "Volume_mm3": "volume", "Area_mm2": "area"}
 # measures never worth a wide table (identifiers, not measurements)
 _NOT_WIDE = {"Index", "SegId"}
+# atlases with no aparcstats2table equivalent: mris_curvature_stats summaries (?h.curv.stats,
+# ?h.curv.pial.stats) stay in the long table only
+_NOT_WIDE_ATLAS_PREFIXES = ("curv",)
 # global values appended to each wide table when the same files carry them
 WIDE_EXTRA_MEASURES = ("BrainSegVolNotVent", "eTIV")
 
@@ -63,17 +66,18 @@ def _frame(columns: dict, interners: dict, order: list) -> pd.DataFrame:
 
 
 def long_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
-    """One row per number in the table rows of every parsed file (every numeric column)."""
+    """One row per number in the table rows of every parsed file (every numeric column), and
+    one per value of the curvature (``?h.curv.stats``) files."""
     it = {c: _Interner() for c in _STR_LONG}
     per_file = {c: [] for c in ("subject", "session", "atlas", "freesurfer_version",
                                 "source_file")}
     counts, values, structs, hemis, meas, units = [], [], [], [], [], []
     cache: dict = {}
     for p in parsed_list:
-        n, k = p.values.shape if p.values.ndim == 2 else (0, 0)
-        if n == 0 or k == 0:
+        v = p.values
+        if v.size == 0:
             continue
-        key = (tuple(p.structures), tuple(p.row_hemispheres), tuple(p.numeric_columns),
+        key = (v.ndim, tuple(p.structures), tuple(p.row_hemispheres), tuple(p.numeric_columns),
                tuple(p.units))
         arrs = cache.get(key)
         if arrs is None:
@@ -81,13 +85,18 @@ def long_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
             h = np.array([it["hemisphere"](x) for x in p.row_hemispheres], dtype=np.int32)
             m = np.array([it["measure"](x) for x in p.numeric_columns], dtype=np.int32)
             u = np.array([it["unit"](x) for x in p.units], dtype=np.int32)
-            arrs = cache[key] = (np.repeat(s, k), np.repeat(h, k), np.tile(m, n), np.tile(u, n))
+            if v.ndim == 1:  # curvature files: one structure/measure/unit per value
+                arrs = (s, h, m, u)
+            else:
+                n, k = v.shape
+                arrs = (np.repeat(s, k), np.repeat(h, k), np.tile(m, n), np.tile(u, n))
+            cache[key] = arrs
         structs.append(arrs[0])
         hemis.append(arrs[1])
         meas.append(arrs[2])
         units.append(arrs[3])
-        values.append(p.values.ravel())
-        counts.append(n * k)
+        values.append(v.ravel())
+        counts.append(v.size)
         per_file["subject"].append(it["subject"](p.subject))
         per_file["session"].append(it["session"](p.session))
         per_file["atlas"].append(it["atlas"](p.atlas))
@@ -109,52 +118,83 @@ def global_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
     """The ``# Measure`` values of every parsed file, long form: structure = the measure key
     (e.g. ``eTIV``), measure = the Measure name (e.g. ``EstimatedTotalIntraCranialVol``)."""
     it = {c: _Interner() for c in _STR_GLOBAL}
-    cols = {c: [] for c in GLOBAL_COLUMNS}
+    per_file = {c: [] for c in ("subject", "session", "atlas", "hemisphere",
+                                "freesurfer_version", "source_file")}
+    counts, values, parts = [], [], []
+    cache: dict = {}
     for p in parsed_list:
-        if not p.measures:
+        ms = p.measures
+        if not ms:
             continue
-        n = len(p.measures)
-        for name, code in (("subject", it["subject"](p.subject)),
-                           ("session", it["session"](p.session)),
-                           ("atlas", it["atlas"](p.atlas)),
-                           ("hemisphere", it["hemisphere"](p.hemisphere)),
-                           ("freesurfer_version", it["freesurfer_version"](p.freesurfer_version)),
-                           ("source_file", it["source_file"](p.path))):
-            cols[name].extend([code] * n)
-        for mname, key, desc, value, unit in p.measures:
-            cols["structure"].append(it["structure"](key))
-            cols["measure"].append(it["measure"](mname))
-            cols["description"].append(it["description"](desc))
-            cols["unit"].append(it["unit"](unit))
-            cols["value"].append(value)
-    arrays = {c: np.asarray(v, dtype=np.float64 if c == "value" else np.int32)
-              for c, v in cols.items()}
-    return _frame(arrays, it, GLOBAL_COLUMNS)
+        key = tuple((m[0], m[1], m[2], m[4]) for m in ms)
+        arrs = cache.get(key)
+        if arrs is None:
+            arrs = cache[key] = tuple(
+                np.array([it[c](m[j]) for m in ms], dtype=np.int32)
+                for c, j in (("structure", 1), ("measure", 0), ("description", 2), ("unit", 4)))
+        parts.append(arrs)
+        values.extend([m[3] for m in ms])
+        counts.append(len(ms))
+        per_file["subject"].append(it["subject"](p.subject))
+        per_file["session"].append(it["session"](p.session))
+        per_file["atlas"].append(it["atlas"](p.atlas))
+        per_file["hemisphere"].append(it["hemisphere"](p.hemisphere))
+        per_file["freesurfer_version"].append(it["freesurfer_version"](p.freesurfer_version))
+        per_file["source_file"].append(it["source_file"](p.path))
+    counts_a = np.asarray(counts, dtype=np.int64)
+    cols = {name: np.repeat(np.asarray(v, dtype=np.int32), counts_a)
+            for name, v in per_file.items()}
+    for j, c in enumerate(("structure", "measure", "description", "unit")):
+        cols[c] = (np.concatenate([x[j] for x in parts]) if parts
+                   else np.empty(0, dtype=np.int32))
+    cols["value"] = np.asarray(values, dtype=np.float64)
+    return _frame(cols, it, GLOBAL_COLUMNS)
 
 
 def concat_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate long/global frames, uniting their categories (codes remapped, no strings
-    materialised)."""
+    """Concatenate long/global frames, uniting their categories (codes remapped into one
+    preallocated array of the smallest integer type, no strings materialised)."""
     frames = [f for f in frames if f is not None]
     if not frames:
         raise ValueError("no tables to concatenate")
     if len(frames) == 1:
         return frames[0]
     first = frames[0]
+    sizes = [len(f) for f in frames]
+    total = sum(sizes)
     out = {}
     for col in first.columns:
         if isinstance(first[col].dtype, pd.CategoricalDtype):
             cats = pd.Index(pd.unique(np.concatenate(
                 [f[col].cat.categories.to_numpy(dtype=object) for f in frames])), dtype=object)
-            codes = []
-            for f in frames:
-                mapping = cats.get_indexer(f[col].cat.categories).astype(np.int32)
+            n = len(cats)
+            dtype = np.int8 if n < 127 else np.int16 if n < 32767 else np.int32
+            codes = np.empty(total, dtype=dtype)
+            pos = 0
+            for f, size in zip(frames, sizes):
+                mapping = cats.get_indexer(f[col].cat.categories).astype(dtype)
                 c = f[col].cat.codes.to_numpy()
-                codes.append(np.where(c < 0, -1, mapping[c]).astype(np.int32))
-            out[col] = pd.Categorical.from_codes(np.concatenate(codes), categories=cats)
+                dst = codes[pos:pos + size]
+                if size and c.min() < 0:  # NaN stays NaN (-1)
+                    dst[:] = np.where(c < 0, -1, mapping[np.maximum(c, 0)])
+                else:
+                    np.take(mapping, c, out=dst)
+                pos += size
+            out[col] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(cats),
+                                                 validate=False)
         else:
             out[col] = np.concatenate([f[col].to_numpy() for f in frames])
     return pd.DataFrame(out, copy=False)
+
+
+def _dense_unique(keys: np.ndarray):
+    """``np.unique(keys, return_inverse=True)`` for small non-negative integer keys, without
+    sorting (O(n))."""
+    present = np.zeros(int(keys.max()) + 1 if keys.size else 0, dtype=bool)
+    present[keys] = True
+    uniq = np.flatnonzero(present)
+    rank = np.cumsum(present, dtype=np.int64) - 1
+    return uniq, rank[keys]
 
 
 def _is_hemi_file(path: str) -> bool:
@@ -193,9 +233,15 @@ def wide_tables(long: pd.DataFrame, global_: pd.DataFrame | None = None) -> dict
     hemi_cats = long["hemisphere"].cat.categories
     n_struct = len(struct_cats)
     skip_meas = np.array([m in _NOT_WIDE for m in meas_cats], dtype=bool)
+    # rows of each atlas, in table order: one stable (radix) sort instead of a scan per atlas
+    keep = np.flatnonzero(~skip_meas[meas_codes])
+    order = keep[np.argsort(atlas_codes[keep], kind="stable")]
+    bounds = np.searchsorted(atlas_codes[order], np.arange(len(long["atlas"].cat.categories) + 1))
 
     for a_code, atlas in enumerate(long["atlas"].cat.categories):
-        rows = np.flatnonzero((atlas_codes == a_code) & ~skip_meas[meas_codes])
+        if atlas.startswith(_NOT_WIDE_ATLAS_PREFIXES):
+            continue
+        rows = order[bounds[a_code]:bounds[a_code + 1]]
         if rows.size == 0:
             continue
         split = _is_hemi_file(long["source_file"].cat.categories[src_codes[rows[0]]])
@@ -204,28 +250,34 @@ def wide_tables(long: pd.DataFrame, global_: pd.DataFrame | None = None) -> dict
         for hemi, grows in groups:
             rkey, n_sess = _subject_index(long, grows)
             ckey = meas_codes[grows].astype(np.int64) * n_struct + struct_codes[grows]
-            tmp = pd.DataFrame({"r": rkey, "c": ckey, "v": values[grows]})
-            if tmp.duplicated(["r", "c"]).any():
-                dup = tmp[tmp.duplicated(["r", "c"], keep=False)].iloc[0]
+            # pivot with numpy: rows = subject(+session), columns = measure x structure
+            ur, rinv = _dense_unique(rkey)
+            uc, cinv = _dense_unique(ckey)
+            lin = rinv.astype(np.int64) * len(uc) + cinv
+            hits = np.bincount(lin, minlength=len(ur) * len(uc))
+            if (hits > 1).any():
+                d = int(np.flatnonzero(hits > 1)[0])
+                r, c = ur[d // len(uc)], uc[d % len(uc)]
                 raise ValueError(
-                    f"duplicate value for subject {subj_cats[dup.r // n_sess]!r} session "
-                    f"{sess_cats[dup.r % n_sess]!r}, atlas {atlas!r}, structure "
-                    f"{struct_cats[dup.c % n_struct]!r} (same subject given twice?)")
-            piv = tmp.pivot(index="r", columns="c", values="v")
-            r = piv.index.to_numpy()
+                    f"duplicate value for subject {subj_cats[r // n_sess]!r} session "
+                    f"{sess_cats[r % n_sess]!r}, atlas {atlas!r}, structure "
+                    f"{struct_cats[c % n_struct]!r} (same subject given twice?)")
+            mat = np.full(len(ur) * len(uc), np.nan)
+            mat[lin] = values[grows]
+            mat = mat.reshape(len(ur), len(uc))
             index = pd.MultiIndex.from_arrays(
-                [subj_cats[r // n_sess].astype(object), sess_cats[r % n_sess].astype(object)],
+                [subj_cats[ur // n_sess].astype(object), sess_cats[ur % n_sess].astype(object)],
                 names=["subject", "session"])
-            piv.index = index
             extra = _extras(global_, atlas, "" if hemi == "both" else hemi)
-            c = piv.columns.to_numpy()
-            for m_code in np.unique(c // n_struct):
+            mcode = uc // n_struct
+            for m_code in np.unique(mcode):
                 mcol = meas_cats[m_code]
                 mname = MEASURE_NAMES.get(mcol, mcol.lower())
-                sel = c[c // n_struct == m_code]
-                t = piv[sel]
-                names = [struct_cats[x % n_struct] for x in sel]
-                t.columns = ([f"{hemi}_{s}_{mname}" for s in names] if split else names)
+                sel = np.flatnonzero(mcode == m_code)
+                names = [struct_cats[x % n_struct] for x in uc[sel]]
+                t = pd.DataFrame(mat[:, sel], index=index,
+                                 columns=[f"{hemi}_{s}_{mname}" for s in names] if split
+                                 else names)
                 if extra is not None:
                     t = t.join(extra, how="left")
                 t = t.reset_index()
@@ -279,3 +331,18 @@ def write_long_tsv(path, df: pd.DataFrame) -> None:
             _write(tmp, "needed")
 
 write_fast_tsv = write_long_tsv
+
+
+def write_table_parquet(path, df: pd.DataFrame) -> None:
+    """Write a long/global/wide table as Parquet atomically.  Categorical columns become
+    dictionary-encoded columns (read back as categoricals); min/max statistics only for the
+    non-dictionary columns (string statistics over millions of rows double the write time)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from neurosmk.io import atomic_path
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    stats = [f.name for f in table.schema if not pa.types.is_dictionary(f.type)]
+    with atomic_path(path) as tmp:
+        pq.write_table(table, str(tmp), write_statistics=stats or False)
