@@ -141,6 +141,41 @@ if METHOD["dwi.tensor"] == "dipy":
             "../scripts/dwi_tensor.py"
 
 
+if METHOD["dwi.tensor"] == "torch":
+    # PyTorch backend (src/neurosmk/dwi_torch.py): DIPY's WLS/OLS batched over voxels on CUDA
+    # when the job sees a GPU, else on the CPU; same output files as dwi_tensor_dipy.
+    # device "cuda" requests resources gpu=1 (local: --resources gpu=1 limits GPU jobs to one at a
+    # time; SLURM: --gpus=1). profiles/slurm-gpu sends this rule to the GPU partition in any case.
+    if step_cfg("dwi.tensor")["fit_method"] not in ("WLS", "OLS"):
+        raise ValueError(f"config key 'dwi.tensor.fit_method': {step_cfg('dwi.tensor')['fit_method']!r} is not "
+                         "available with method 'torch' (available: WLS, OLS; NLLS/RT need method 'dipy')")
+
+    rule dwi_tensor_torch:
+        input:
+            unpack(dwi_for_model),
+            mask=DWI_MASK,
+        output:
+            **DTI,
+        params:
+            method="torch",
+            fit_method=step_cfg("dwi.tensor")["fit_method"],
+        threads: step_cfg("dwi.tensor")["threads"]
+        resources:
+            mem_mb=3000,
+            runtime=20,
+            **({"gpu": 1} if step_cfg("dwi.tensor")["device"] == "cuda" else {}),
+        log:
+            logfile("dwi_tensor_torch"),
+        benchmark:
+            benchfile("dwi_tensor_torch")
+        conda:
+            "../envs/neurosmk-gpu.yaml"
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/dwi_tensor_torch.py"
+
+
 rule dwi_stats_qc:
     """DTI ROI table and the FA / colour-FA QC figure."""
     input:

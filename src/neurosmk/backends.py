@@ -1,7 +1,8 @@
 """The one place where each step's ``method`` selects its implementation.
 
 ``STEPS[step][method]`` describes a backend: the external tools it runs (checked on PATH at
-start unless ``--sdm conda``/``apptainer`` is used or the run is a dry run), the conda env and
+start unless ``--sdm conda``/``apptainer`` is used or the run is a dry run), the optional Python
+packages it imports (checked the same way, by import name), the conda env and
 container image its rule declares, and what to install.  The rule files define a step's rule
 only for the method the config chose (``if METHOD['dwi.denoise'] == 'mrtrix':``), and every
 backend of a step writes the same BIDS-Derivatives file names, so downstream rules never care.
@@ -9,6 +10,7 @@ backend of a step writes the same BIDS-Derivatives file names, so downstream rul
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from dataclasses import dataclass, field
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Backend:
     tools: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()  # optional Python packages (import names) beyond the base install
     env: str = "neurosmk"
     install: str = "pip install -e . (the project's own environment)"
     notes: str = ""
@@ -57,7 +60,13 @@ STEPS: dict[str, dict[str, Backend]] = {
                     "fsl_dwifslpreproc": Backend(tools=("dwifslpreproc", "eddy"), env="fsl",
                                                  install="MRtrix3 3.0.4 (dwifslpreproc) and " + _FSL_INSTALL)},
     "dwi.mask": {"dipy": PY, "mrtrix": _mrtrix("dwi2mask")},
-    "dwi.tensor": {"dipy": PY, "mrtrix": _mrtrix("dwi2tensor", "tensor2metric")},
+    "dwi.tensor": {"dipy": PY, "mrtrix": _mrtrix("dwi2tensor", "tensor2metric"),
+                   # batched WLS/OLS in PyTorch: CUDA when a GPU is visible, else the CPU
+                   "torch": Backend(modules=("torch",), env="neurosmk-gpu",
+                                    install="PyTorch: pip install 'neurosmk[gpu]' (torch==2.13.0; "
+                                            "the Linux wheels on PyPI include CUDA)",
+                                    notes="device from dwi.tensor.device (auto|cpu|cuda); "
+                                          "fit_method WLS or OLS")},
 }
 
 
@@ -73,8 +82,13 @@ def selected_methods(cfg: dict) -> dict[str, str]:
     return out
 
 
-def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which) -> dict[str, str]:
-    """Validate every step's method; with ``check_tools`` also that its tools are on PATH."""
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which,
+                  has_module=_has_module) -> dict[str, str]:
+    """Validate every step's method; with ``check_tools`` also that its tools and packages exist."""
     methods = selected_methods(cfg)
     problems = []
     for step, method in methods.items():
@@ -89,6 +103,11 @@ def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which) -> di
                 problems.append(f"step '{step}' with method '{method}' needs {', '.join(missing)} on PATH, "
                                 f"which is missing: install {known[method].install}, or run with "
                                 f"--sdm conda (envs/{known[method].env}.yaml) or --sdm apptainer")
+            missing = [m for m in known[method].modules if not has_module(m)]
+            if missing:
+                problems.append(f"step '{step}' with method '{method}' needs the Python package(s) "
+                                f"{', '.join(missing)}, which this Python lacks: {known[method].install}, "
+                                f"or run with --sdm conda (envs/{known[method].env}.yaml)")
     if problems:
         raise BackendError("cannot run this configuration:\n  - " + "\n  - ".join(problems))
     return methods

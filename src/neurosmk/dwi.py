@@ -70,13 +70,25 @@ def b0_mask(in_file: str, bval: str, bvec: str, mask_file: str, median_radius: i
 def tensor_fit(in_file: str, bval: str, bvec: str, mask_file: str, out: dict[str, str],
                fit_method: str = "WLS", b0_threshold: float = 50) -> None:
     """Fit DTI; write FA, MD, AD, RD, colour FA (RGB) and the principal eigenvector V1."""
-    from dipy.reconst.dti import TensorModel, color_fa
+    from dipy.reconst.dti import TensorModel
 
     img = load_nifti(in_file, ndim=4)
     mask = np.asanyarray(load_nifti(mask_file, ndim=3).dataobj) > 0
     _, _, gtab = load_gradients(bval, bvec, img.shape[3])
     data = img.get_fdata(dtype=np.float32)
     fit = TensorModel(gtab, fit_method=fit_method).fit(data, mask=mask)
+    write_tensor_maps(fit, mask, img, out)
+
+
+def write_tensor_maps(fit, mask, img, out: dict[str, str]) -> None:
+    """Write FA, MD, AD, RD, colour FA and V1 of a DIPY ``TensorFit`` (masked, NaN -> 0).
+
+    Every tensor backend written in Python (DIPY, and the PyTorch one in ``dwi_torch``, which
+    wraps its eigenvalues/eigenvectors in a ``TensorFit``) writes its maps here, so the map
+    conventions live in one place.
+    """
+    from dipy.reconst.dti import color_fa
+
     fa = np.clip(np.nan_to_num(fit.fa), 0, 1)
     maps = {"FA": fa, "MD": fit.md, "AD": fit.ad, "RD": fit.rd}
     for k, v in maps.items():
