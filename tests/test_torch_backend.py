@@ -293,3 +293,7 @@ def test_torch_rule_runs_locally_with_gpu_resource(tmp_path):
                  str(out / "sub-02" / "dwi" / "sub-02_desc-brain_mask.nii.gz"), ref)
     assert np.abs(nib.load(ref["FA"]).get_fdata() - fa).max() < FA_MAX
     assert (out / "group" / "dwi_dti_roistats.tsv").is_file()
+    # the device is cosmetic: switching it re-runs nothing
+    cfg_cpu = _config(tmp_path, bids, device="cpu")
+    res = run_snakemake(["-n", "--configfile", str(cfg_cpu), "--cores", "1"], cwd=tmp_path, timeout=300)
+    assert job_counts(res.stdout) == {}, res.stdout[-2000:]
