@@ -60,6 +60,36 @@ if METHOD["dwi.denoise"] == "dipy_mppca":
             "../scripts/dwi_denoise.py"
 
 
+if METHOD["dwi.denoise"] == "torch":
+    # PyTorch MP-PCA (src/neurosmk/dwi_torch.py:mppca), DIPY's algorithm batched over patches on
+    # CUDA when the job sees a GPU, else on the CPU; same output files as dwi_denoise_dipy.
+
+    rule dwi_denoise_torch:
+        input:
+            unpack(raw_dwi),
+        output:
+            dwi=DWI_DENOISED,
+            noise=DWI_NOISE,
+        params:
+            method="torch",
+            patch_radius=step_cfg("dwi.denoise")["patch_radius"],
+        threads: step_cfg("dwi.denoise")["threads"]
+        resources:
+            mem_mb=6000,
+            runtime=60,
+            **({"gpu": 1} if step_cfg("dwi.denoise")["device"] == "cuda" else {}),
+        log:
+            logfile("dwi_denoise_torch"),
+        benchmark:
+            benchfile("dwi_denoise_torch")
+        conda:
+            "../envs/neurosmk-gpu.yaml"
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/dwi_denoise_torch.py"
+
+
 if METHOD["dwi.degibbs"] == "dipy":
 
     rule dwi_degibbs_dipy:

@@ -31,6 +31,7 @@ MRTRIX = Backend(tools=("dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "te
                  env="mrtrix3", install="MRtrix3 3.0.x (conda install -c mrtrix3 mrtrix3=3.0.4)")
 _FSL_INSTALL = "FSL 6.0.7 (https://fsl.fmrib.ox.ac.uk/fsl/docs/#/install/) with FSLDIR set"
 _FS_INSTALL = "FreeSurfer 7.4.1 (https://surfer.nmr.mgh.harvard.edu/fswiki/DownloadAndInstall) with FREESURFER_HOME and FS_LICENSE set"
+_TORCH_INSTALL = "PyTorch: pip install 'neurosmk[gpu]' (torch==2.13.0; the Linux wheels on PyPI include CUDA)"
 
 
 def _mrtrix(*tools: str) -> Backend:
@@ -54,7 +55,10 @@ STEPS: dict[str, dict[str, Backend]] = {
     "anat.subcortical": {"none": NONE, "fsl_first": _fsl("run_first_all", "first_roi_slicesdir")},
     "anat.register": {"ants": PY, "fsl": _fsl("flirt", "fnirt", "invwarp", "applywarp")},
     "anat.atlas": {"none": NONE, "fsl_applywarp": _fsl("applywarp")},
-    "dwi.denoise": {"dipy_mppca": PY, "none": NONE, "mrtrix": _mrtrix("dwidenoise")},
+    "dwi.denoise": {"dipy_mppca": PY, "none": NONE, "mrtrix": _mrtrix("dwidenoise"),
+                    # DIPY's MP-PCA batched over patches in PyTorch: CUDA when visible, else CPU
+                    "torch": Backend(modules=("torch",), env="neurosmk-gpu", install=_TORCH_INSTALL,
+                                     notes="device from dwi.denoise.device (auto|cpu|cuda)")},
     "dwi.degibbs": {"dipy": PY, "none": NONE, "mrtrix": _mrtrix("mrdegibbs")},
     "dwi.preproc": {"none": NONE,
                     "fsl_dwifslpreproc": Backend(tools=("dwifslpreproc", "eddy"), env="fsl",
@@ -62,9 +66,7 @@ STEPS: dict[str, dict[str, Backend]] = {
     "dwi.mask": {"dipy": PY, "mrtrix": _mrtrix("dwi2mask")},
     "dwi.tensor": {"dipy": PY, "mrtrix": _mrtrix("dwi2tensor", "tensor2metric"),
                    # batched WLS/OLS in PyTorch: CUDA when a GPU is visible, else the CPU
-                   "torch": Backend(modules=("torch",), env="neurosmk-gpu",
-                                    install="PyTorch: pip install 'neurosmk[gpu]' (torch==2.13.0; "
-                                            "the Linux wheels on PyPI include CUDA)",
+                   "torch": Backend(modules=("torch",), env="neurosmk-gpu", install=_TORCH_INSTALL,
                                     notes="device from dwi.tensor.device (auto|cpu|cuda); "
                                           "fit_method WLS or OLS")},
 }

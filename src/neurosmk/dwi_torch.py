@@ -1,6 +1,6 @@
-"""Diffusion tensor fit in PyTorch, batched over voxels: method ``torch`` of step dwi.tensor.
+"""PyTorch backends, batched over voxels: method ``torch`` of dwi.tensor and of dwi.denoise.
 
-Runs on CUDA when a GPU is visible (``device: auto``) and on the CPU otherwise. It computes the
+Both run on CUDA when a GPU is visible (``device: auto``) and on the CPU otherwise. The tensor fit computes the
 same estimator as DIPY 1.12.1's ``TensorModel(fit_method="WLS")`` (``dipy.reconst.dti``):
 
 1. signals in the mask are clipped below at 1e-4 (DIPY's ``MIN_POSITIVE_SIGNAL``), y = log S;
@@ -16,6 +16,8 @@ All arithmetic is float64 on either device. The eigenvalues/eigenvectors are wra
 ``TensorFit`` and written by :func:`neurosmk.dwi.write_tensor_maps`, the code the DIPY backend
 uses, so FA/MD/AD/RD/RGB/V1 follow one set of conventions. Eigenvector signs are arbitrary in
 both backends (compare V1 with |dot|).
+
+The MP-PCA denoising (:func:`mppca`) reimplements DIPY's ``mppca`` the same way; see there.
 
 PyTorch is an optional extra: ``pip install 'neurosmk[gpu]'`` (torch==2.13.0).
 """
@@ -40,14 +42,14 @@ def import_torch():
     return torch
 
 
-def pick_device(requested: str = "auto"):
+def pick_device(requested: str = "auto", key: str = "dwi.tensor.device"):
     """``auto``: the first CUDA device if one is visible, else the CPU; ``cuda`` fails without one."""
     torch = import_torch()
     if requested not in DEVICES:
-        raise ValueError(f"config key 'dwi.tensor.device': {requested!r} is not one of {', '.join(DEVICES)}")
+        raise ValueError(f"config key '{key}': {requested!r} is not one of {', '.join(DEVICES)}")
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
-            f"config key 'dwi.tensor.device' is 'cuda' but PyTorch {torch.__version__} sees no CUDA device "
+            f"config key '{key}' is 'cuda' but PyTorch {torch.__version__} sees no CUDA device "
             f"(CUDA_VISIBLE_DEVICES={__import__('os').environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}, "
             f"torch built with CUDA: {torch.version.cuda or 'no'}); use device 'auto' or 'cpu', or run the "
             "job where a GPU is allocated (--resources gpu=1 / profiles/slurm-gpu)")
@@ -123,7 +125,6 @@ def tensor_fit_torch(in_file: str, bval: str, bvec: str, mask_file: str, out: di
     """
     from dipy.reconst.dti import TensorFit, TensorModel
 
-    from . import runtime
     from .dwi import load_gradients, write_tensor_maps
 
     torch = import_torch()
@@ -142,9 +143,98 @@ def tensor_fit_torch(in_file: str, bval: str, bvec: str, mask_file: str, out: di
     params[mask] = np.concatenate([evals[:, None, :], evecs], axis=1).reshape(-1, 12)
     fit = TensorFit(TensorModel(gtab, fit_method=fit_method), params)
     write_tensor_maps(fit, mask, img, out)
+    return _note_device(torch, dev)
+
+
+# ---- MP-PCA denoising --------------------------------------------------------------------------
+def mppca(arr: np.ndarray, patch_radius: int = 2, device="cpu", batch_voxels: int = 4096):
+    """DIPY 1.12.1 ``mppca(arr, patch_radius, return_sigma=True)`` in PyTorch, batched over patches.
+
+    For every voxel at least ``patch_radius`` from the border (DIPY's ``genpca`` with no mask
+    and ``pca_method="eig"``): PCA of its (2r+1)^3 x volumes patch, the noise variance from the
+    Marchenko-Pastur classifier (``_pca_classifier``, vectorised: the largest c with
+    L[c] - L[0] - 4 sqrt((c+1)/N) mean(L[:c+1]) <= 0), components below
+    tau = (1 + sqrt(volumes/N))^2 var removed, and the patch estimates averaged with weights
+    1 / (1 + volumes - removed). Float64 throughout (DIPY computes float32 input in float32).
+    Returns (denoised, sigma) as float32 numpy arrays.
+    """
+    torch = import_torch()
+    device = torch.device(device)
+    if arr.ndim != 4:
+        raise ValueError(f"MP-PCA needs a 4D array, got shape {arr.shape}")
+    shape, dim = arr.shape[:3], arr.shape[3]
+    pr = np.full(3, int(patch_radius))
+    pr[np.array(shape) == 1] = 0
+    ps = 2 * pr + 1
+    if np.any((np.array(shape) != 1) & (np.array(shape) < ps)):
+        raise ValueError(f"image {shape} is smaller than the MP-PCA patch {tuple(ps)}")
+    n = int(np.prod(ps))
+    if n == 1:
+        raise ValueError("MP-PCA needs more than 1 voxel per patch: increase patch_radius")
+    tau_factor2 = (1 + np.sqrt(dim / n)) ** 2
+    f64 = torch.float64
+    flat = torch.as_tensor(np.asarray(arr).reshape(-1, dim), dtype=f64, device=device)
+    strides = torch.tensor([shape[1] * shape[2], shape[2], 1], device=device)
+    grids = torch.meshgrid(*[torch.arange(-p, p + 1, device=device) for p in pr], indexing="ij")
+    delta = (torch.stack([g.reshape(-1) for g in grids], 1) * strides).sum(1)  # (n,)
+    cgrids = torch.meshgrid(*[torch.arange(p, s - p, device=device) for p, s in zip(pr, shape)], indexing="ij")
+    centers = (torch.stack([g.reshape(-1) for g in cgrids], 1) * strides).sum(1)
+    nvox = flat.shape[0]
+    theta = torch.zeros(nvox, dtype=f64, device=device)
+    thetax = torch.zeros((nvox, dim), dtype=f64, device=device)
+    varsum = torch.zeros(nvox, dtype=f64, device=device)
+    keep_l = min(dim, n - 1)  # the classifier drops the zero eigenvalues mean subtraction leaves
+    cidx = torch.arange(keep_l, device=device, dtype=f64)
+    for start in range(0, centers.numel(), batch_voxels):
+        idx = centers[start:start + batch_voxels, None] + delta[None, :]  # (b, n)
+        P = flat[idx]  # (b, n, dim)
+        M = P.mean(1, keepdim=True)
+        Xc = P - M
+        C = Xc.transpose(1, 2) @ Xc / n
+        d, W = torch.linalg.eigh(C)  # ascending
+        L = d[:, dim - keep_l:]
+        var_c = torch.cumsum(L, 1) / (cidx + 1)
+        r = L - L[:, :1] - 4 * torch.sqrt((cidx + 1) / n) * var_c
+        last_le = keep_l - 1 - torch.argmax(torch.flip(r <= 0, dims=[1]).to(torch.int8), dim=1)
+        this_var = var_c.gather(1, last_le[:, None]).squeeze(1)
+        keep = d >= (tau_factor2 * this_var)[:, None]
+        ncomps = dim - keep.sum(1)
+        Wk = W * keep[:, None, :]
+        Xest = (Xc @ Wk) @ Wk.transpose(1, 2) + M
+        th = 1.0 / (1.0 + dim - ncomps.to(f64))  # (b,)
+        flat_idx = idx.reshape(-1)
+        thb = th[:, None].expand(-1, n).reshape(-1)
+        theta.index_add_(0, flat_idx, thb)
+        thetax.index_add_(0, flat_idx, (Xest * th[:, None, None]).reshape(-1, dim))
+        varsum.index_add_(0, flat_idx, (this_var * th)[:, None].expand(-1, n).reshape(-1))
+    den = (thetax / theta[:, None]).clamp(min=0)
+    sigma = torch.sqrt(varsum / theta)
+    return (den.reshape(*shape, dim).cpu().numpy().astype(np.float32),
+            sigma.reshape(shape).cpu().numpy().astype(np.float32))
+
+
+def _note_device(torch, dev) -> str:
+    from . import runtime
+
     used = "cpu" if dev.type == "cpu" else f"cuda:{dev.index or 0}"
     fields = {"Device": used, "TorchVersion": torch.__version__}
     if dev.type == "cuda":
         fields["DeviceName"] = torch.cuda.get_device_name(dev)
     runtime.note(**fields)
     return used
+
+
+def denoise_mppca_torch(in_file: str, out_file: str, noise_file: str, patch_radius: int = 2,
+                        device: str = "auto", threads: int | None = None) -> str:
+    """Method ``torch`` of dwi.denoise: the same files as :func:`neurosmk.dwi.denoise_mppca`."""
+    from .dwi import _save_like
+
+    torch = import_torch()
+    if threads:
+        torch.set_num_threads(int(threads))
+    dev = pick_device(device, key="dwi.denoise.device")
+    img = load_nifti(in_file, ndim=4)
+    den, sigma = mppca(img.get_fdata(dtype=np.float32), patch_radius=patch_radius, device=dev)
+    _save_like(den, img, out_file)
+    _save_like(sigma, img, noise_file)
+    return _note_device(torch, dev)
