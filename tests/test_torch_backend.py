@@ -319,26 +319,29 @@ def test_dry_run_rejects_nlls_with_torch(tmp_path):
 
 @pytest.mark.slow
 def test_torch_rule_runs_locally_with_gpu_resource(tmp_path):
-    """The rule for real on a cropped DWI, through the laptop profile with --resources gpu=1."""
+    """Both torch rules for real on a cropped DWI, through the laptop profile with --resources gpu=1."""
     bids = _small_bids(tmp_path / "bids")
-    cfg = _config(tmp_path, bids)
+    cfg = _config(tmp_path, bids, denoise="torch")
     run_snakemake(["--configfile", str(cfg), "--profile", str(REPO / "profiles" / "laptop"),
                    "--resources", "gpu=1", "--cores", "2"], cwd=tmp_path, timeout=600)
     out = tmp_path / "out"
     log = (out / "logs" / "dwi_tensor_torch" / "sub-02.log").read_text()
     want = "cuda" if torch.cuda.is_available() else "cpu"
     assert f"fitted on {want}" in log, log
+    assert f"denoised on {want}" in (out / "logs" / "dwi_denoise_torch" / "sub-02.log").read_text()
     fa = nib.load(out / "sub-02" / "dwi" / "sub-02_model-DTI_param-FA_dwimap.nii.gz").get_fdata()
     mask = np.asanyarray(nib.load(out / "sub-02" / "dwi" / "sub-02_desc-brain_mask.nii.gz").dataobj) > 0
     assert mask.sum() > 500 and 0.05 < fa[mask].mean() < 0.8 and not fa[~mask].any()
-    # the same maps as the DIPY backend on the same inputs
+    # the same maps as the DIPY backend on the same inputs (the torch-denoised series)
     ref = {p: str(tmp_path / f"ref_{p}.nii.gz") for p in PARAMS}
     raw = bids / "sub-02" / "dwi" / "sub-02_dwi"
-    D.tensor_fit(f"{raw}.nii.gz", f"{raw}.bval", f"{raw}.bvec",
+    den = out / "sub-02" / "dwi" / "sub-02_desc-denoised_dwi.nii.gz"
+    assert den.is_file()
+    D.tensor_fit(str(den), f"{raw}.bval", f"{raw}.bvec",
                  str(out / "sub-02" / "dwi" / "sub-02_desc-brain_mask.nii.gz"), ref)
     assert np.abs(nib.load(ref["FA"]).get_fdata() - fa).max() < FA_MAX
     assert (out / "group" / "dwi_dti_roistats.tsv").is_file()
     # the device is cosmetic: switching it re-runs nothing
-    cfg_cpu = _config(tmp_path, bids, device="cpu")
+    cfg_cpu = _config(tmp_path, bids, device="cpu", denoise="torch")
     res = run_snakemake(["-n", "--configfile", str(cfg_cpu), "--cores", "1"], cwd=tmp_path, timeout=300)
     assert job_counts(res.stdout) == {}, res.stdout[-2000:]
