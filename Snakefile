@@ -17,6 +17,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/provenance.smk"
 include: "rules/anat.smk"
 include: "rules/dwi.smk"
 include: "rules/mrtrix.smk"

@@ -1,6 +1,10 @@
 # FreeSurfer stats aggregation: per-subject parse (adding a subject parses only that subject),
 # then one group concatenation into tidy long tables, wide tables, QC plots and outlier flags.
-# Source: an existing SUBJECTS_DIR given as `freesurfer_dir`.
+# Sources: an existing SUBJECTS_DIR given as `freesurfer_dir`, and/or the recon-all subject dirs
+# under output_dir/freesurfer when freesurfer.recon_all.enabled (rules/freesurfer.smk): then the
+# DAG runs recon-all -> fs_parse_subject -> fs_aggregate_group, and the parse reads the recon-all
+# outputs. Those are protected (read-only): a later run that would redo a finished recon-all
+# stops at start ("Write-protected output files") instead (root ignores file permissions).
 
 import glob as _glob
 
@@ -16,6 +20,19 @@ if FS_DIR and config["steps"]["freesurfer_stats"]:
     if not FS_SUBJECTS:
         raise ValueError(f"{FS_DIR}: freesurfer_dir has no <subject>/stats/*.stats files")
 
+# recon-all subjects: name (sub-X[_ses-Y]) -> its recon-all outputs (the stats it parses + sentinel)
+FS_RECON_SUBJECTS = {}
+if config["freesurfer"]["recon_all"]["enabled"] and config["steps"]["freesurfer_stats"]:
+    for _visit in T1W:
+        _wc = {"subject": _visit[0], **({"session": _visit[1]} if HAS_SES else {})}
+        FS_RECON_SUBJECTS[FS_SUBJECT.format(**_wc)] = [
+            FS_OUTPUTS[k].format(**_wc) for k in ("aseg", "lh_aparc", "rh_aparc")] + [FS_DONE.format(**_wc)]
+    _clash = sorted(set(FS_RECON_SUBJECTS) & set(FS_SUBJECTS))
+    if _clash:
+        raise ValueError(f"{FS_DIR}: freesurfer_dir has subjects that recon-all also makes under "
+                         f"{FS_RECON_DIR} ({', '.join(_clash)}): remove them from one source")
+    FS_SUBJECTS.update({s: f for s, f in FS_RECON_SUBJECTS.items()})
+
 FSG = f"{OUT}/group/freesurfer"
 
 if FS_SUBJECTS:
@@ -23,18 +40,31 @@ if FS_SUBJECTS:
                       f"{FSG}/wide", f"{FSG}/qc", f"{FSG}/freesurfer_outliers.tsv"]
 
 
+def _split_fs_name(name):
+    if name in FS_RECON_SUBJECTS:
+        from neurosmk.fsstats.parser import split_subject_session
+
+        return split_subject_session(name)
+    return name, ""
+
+
 rule fs_parse_subject:
     input:
-        stats_dir=lambda wc: os.path.join(FS_DIR, wc.fssub, "stats"),
         files=lambda wc: FS_SUBJECTS[wc.fssub],
     output:
         long=f"{FSG}/subjects/{{fssub}}_long.parquet",
         global_=f"{FSG}/subjects/{{fssub}}_global.parquet",
         skipped=f"{FSG}/subjects/{{fssub}}_skipped.tsv",
+        **sidecars(f"{FSG}/subjects/{{fssub}}_long.parquet", f"{FSG}/subjects/{{fssub}}_global.parquet",
+                   f"{FSG}/subjects/{{fssub}}_skipped.tsv"),
     params:
-        subject="{fssub}",
-        session="",
+        # a freesurfer_dir subject keeps its folder name; a recon-all one is sub-X[_ses-Y]
+        stats_dir=lambda wc: os.path.join(FS_RECON_DIR if wc.fssub in FS_RECON_SUBJECTS else FS_DIR,
+                                          wc.fssub, "stats"),
+        subject=lambda wc: _split_fs_name(wc.fssub)[0],
+        session=lambda wc: _split_fs_name(wc.fssub)[1],
         skip_bad=False,
+        prov=prov("freesurfer.stats"),
     wildcard_constraints:
         fssub="[^/]+",
     threads: 1
@@ -61,12 +91,18 @@ rule fs_aggregate_group:
         long_tsv=report(f"{FSG}/freesurfer_stats_long.tsv", caption="../report/fs_long.rst",
                         category="Group tables"),
         long_parquet=f"{FSG}/freesurfer_stats_long.parquet",
-        global_tsv=f"{FSG}/freesurfer_global_measures.tsv",
+        global_tsv=report(f"{FSG}/freesurfer_global_measures.tsv", caption="../report/fs_global.rst",
+                          category="Group tables"),
         global_parquet=f"{FSG}/freesurfer_global_measures.parquet",
         wide_dir=directory(f"{FSG}/wide"),
         qc_dir=report(directory(f"{FSG}/qc"), patterns=["{name}.png"], caption="../report/fs_qc.rst",
                       category="FreeSurfer group QC"),
-        outliers=f"{FSG}/freesurfer_outliers.tsv",
+        outliers=report(f"{FSG}/freesurfer_outliers.tsv", caption="../report/fs_outliers.rst",
+                        category="Group tables"),
+        **sidecars(f"{FSG}/freesurfer_stats_long.tsv", f"{FSG}/freesurfer_global_measures.tsv",
+                   f"{FSG}/freesurfer_outliers.tsv"),
+    params:
+        prov=prov("freesurfer.group"),
     threads: 1
     resources:
         mem_mb=4000,

@@ -27,12 +27,14 @@ if METHOD["anat.biascorrect"] == "ants":
             t1w=raw_t1w,
         output:
             t1w=T1_PREPROC,
+            **sidecars(T1_PREPROC),
         params:
             method="ants",
             shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
             convergence_iters=step_cfg("anat.biascorrect")["convergence_iters"],
             convergence_tol=step_cfg("anat.biascorrect")["convergence_tol"],
             spline_distance=step_cfg("anat.biascorrect")["spline_distance"],
+            prov=prov("anat.biascorrect"),
         threads: step_cfg("anat.biascorrect")["threads"]
         resources:
             mem_mb=3000,
@@ -57,6 +59,7 @@ if METHOD["anat.skullstrip"] in ("brainextractor", "dipy"):
         output:
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
+            **sidecars(BRAIN_MASK, T1_BRAIN),
         params:
             method=METHOD["anat.skullstrip"],
             fractional_threshold=step_cfg("anat.skullstrip")["fractional_threshold"],
@@ -64,6 +67,7 @@ if METHOD["anat.skullstrip"] in ("brainextractor", "dipy"):
             fov_mm=step_cfg("anat.skullstrip")["fov_mm"],
             median_radius=step_cfg("anat.skullstrip")["median_radius"],
             numpass=step_cfg("anat.skullstrip")["numpass"],
+            prov=prov("anat.skullstrip"),
         threads: step_cfg("anat.skullstrip")["threads"]
         resources:
             mem_mb=4000,
@@ -91,10 +95,12 @@ if METHOD["anat.segment"] == "atropos":
             csf=PROBSEG["CSF"],
             gm=PROBSEG["GM"],
             wm=PROBSEG["WM"],
+            **sidecars(DSEG, *PROBSEG.values()),
         params:
             method="atropos",
             mrf_weight=step_cfg("anat.segment")["mrf_weight"],
             iterations=step_cfg("anat.segment")["iterations"],
+            prov=prov("anat.segment"),
         threads: step_cfg("anat.segment")["threads"]
         resources:
             mem_mb=4000,
@@ -123,12 +129,14 @@ if METHOD["anat.register"] == "ants":
             invwarp=XFM_INVWARP,
             warped=T1_TEMPLATE,
             metrics=REG_METRICS,
+            **sidecars(XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE),
         params:
             method="ants",
             template=TEMPLATE_NAME,
             transform=step_cfg("anat.register")["transform"],
             syn_iterations=step_cfg("anat.register")["syn_iterations"],
             seed=step_cfg("anat.register")["seed"],
+            prov=prov("anat.register"),
         threads: step_cfg("anat.register")["threads"]
         resources:
             mem_mb=6000,
@@ -164,6 +172,9 @@ rule anat_volumes_qc:
         fig_reg=report(figure("reg", "T1w"), caption="../report/registration.rst",
                        category="Structural QC", subcategory="registration",
                        labels={"subject": "{subject}", "figure": "registration"}),
+        **sidecars(TISSUE_VOL),
+    params:
+        prov=prov("anat.qc"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -39,9 +39,11 @@ if METHOD["dwi.denoise"] == "dipy_mppca":
         output:
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
+            **sidecars(DWI_DENOISED, DWI_NOISE),
         params:
             method="dipy_mppca",
             patch_radius=step_cfg("dwi.denoise")["patch_radius"],
+            prov=prov("dwi.denoise"),
         # DIPY's mppca computes in one thread (full demo DWI: 29.5 s CPU with 1 or 2 BLAS threads);
         # reserving dwi.denoise.threads (2, for mrtrix dwidenoise) left a core idle beside it.
         threads: 1
@@ -70,9 +72,11 @@ if METHOD["dwi.denoise"] == "torch":
         output:
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
+            **sidecars(DWI_DENOISED, DWI_NOISE),
         params:
             method="torch",
             patch_radius=step_cfg("dwi.denoise")["patch_radius"],
+            prov=prov("dwi.denoise"),
         threads: step_cfg("dwi.denoise")["threads"]
         resources:
             mem_mb=6000,
@@ -97,10 +101,12 @@ if METHOD["dwi.degibbs"] == "dipy":
             dwi=dwi_after_denoise,
         output:
             dwi=DWI_DEGIBBS,
+            **sidecars(DWI_DEGIBBS),
         params:
             method="dipy",
             slice_axis=step_cfg("dwi.degibbs")["slice_axis"],
             n_points=step_cfg("dwi.degibbs")["n_points"],
+            prov=prov("dwi.degibbs"),
         threads: step_cfg("dwi.degibbs")["threads"]
         resources:
             mem_mb=4000,
@@ -124,11 +130,13 @@ if METHOD["dwi.mask"] == "dipy":
             unpack(dwi_for_model),
         output:
             mask=DWI_MASK,
+            **sidecars(DWI_MASK),
         params:
             method="dipy",
             median_radius=step_cfg("dwi.mask")["median_radius"],
             numpass=step_cfg("dwi.mask")["numpass"],
             b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
+            prov=prov("dwi.mask"),
         threads: step_cfg("dwi.mask")["threads"]
         resources:
             mem_mb=2000,
@@ -153,10 +161,12 @@ if METHOD["dwi.tensor"] == "dipy":
             mask=DWI_MASK,
         output:
             **DTI,
+            **sidecars(*DTI.values()),
         params:
             method="dipy",
             fit_method=step_cfg("dwi.tensor")["fit_method"],
             b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
+            prov=prov("dwi.tensor"),
         threads: step_cfg("dwi.tensor")["threads"]
         resources:
             mem_mb=3000,
@@ -188,9 +198,11 @@ if METHOD["dwi.tensor"] == "torch":
             mask=DWI_MASK,
         output:
             **DTI,
+            **sidecars(*DTI.values()),
         params:
             method="torch",
             fit_method=step_cfg("dwi.tensor")["fit_method"],
+            prov=prov("dwi.tensor"),
         threads: step_cfg("dwi.tensor")["threads"]
         resources:
             mem_mb=3000,
@@ -217,8 +229,10 @@ rule dwi_stats_qc:
         stats=DTI_STATS,
         fig_fa=report(figure("dti", "dwi"), caption="../report/fa.rst", category="Diffusion QC",
                       subcategory="DTI", labels={"subject": "{subject}", "figure": "FA / colour FA"}),
+        **sidecars(DTI_STATS),
     params:
         wm_fa_threshold=step_cfg("dwi.tensor")["wm_fa_threshold"],
+        prov=prov("dwi.qc"),
     threads: 1
     resources:
         mem_mb=2000,

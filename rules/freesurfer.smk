@@ -1,6 +1,7 @@
 # Structural stages with FreeSurfer 7.4.1: N4 (AntsN4BiasFieldCorrectionFs), skull stripping
-# (recon-all -autorecon1 brainmask, or SynthStrip), and the full recon-all of each T1w
-# (freesurfer.recon_all.enabled). Same file names as the Python backends (rules/anat.smk).
+# (recon-all -autorecon1 brainmask + fslmaths, or SynthStrip), the full recon-all of each T1w
+# (freesurfer.recon_all.enabled), SynthSeg (anat.synthseg) and mri_segstats (anat.segstats).
+# Same file names as the Python backends (rules/anat.smk).
 # FreeSurfer is not packaged for conda: run these rules with --sdm apptainer (the pinned image).
 
 import shutil as _shutil
@@ -24,10 +25,12 @@ if METHOD["anat.biascorrect"] == "freesurfer":
             t1w=raw_t1w,
         output:
             t1w=T1_PREPROC,
+            **sidecars(T1_PREPROC),
         params:
             method="freesurfer",
             shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
             iters=" ".join(str(i) for i in step_cfg("anat.biascorrect")["convergence_iters"]),
+            prov=prov("anat.biascorrect"),
         threads: step_cfg("anat.biascorrect")["threads"]
         resources:
             mem_mb=3000,
@@ -43,20 +46,27 @@ if METHOD["anat.biascorrect"] == "freesurfer":
         shell:
             'AntsN4BiasFieldCorrectionFs -i "{input.t1w}" -o "{output.t1w}.tmp.nii.gz" -s {params.shrink_factor}'
             ' -t {params.iters} > "{log}" 2>&1 && mv "{output.t1w}.tmp.nii.gz" "{output.t1w}"'
+            + SIDECAR
 
 
 if METHOD["anat.skullstrip"] == "freesurfer":
+    # Two rules, one per tool env: FreeSurfer 7.4.1 does not ship FSL's fslmaths (only a private
+    # copy, $FREESURFER_HOME/bin/fslmaths.fsl, used by its own scripts), and the FSL image does
+    # not carry FreeSurfer.
+    FS_BRAINMASK = anat("T1w", desc="fsbrainmask")  # brainmask.mgz on the input grid
 
     rule anat_skullstrip_freesurfer:
-        # recon-all -autorecon1 in a scratch SUBJECTS_DIR; its brainmask.mgz, resampled back onto
-        # the input grid (nearest neighbour), masks the input and, binarised, is the brain mask.
+        # recon-all -autorecon1 in a scratch SUBJECTS_DIR; its brainmask.mgz (the skull-stripped
+        # T1 in the 256^3 conformed space) is brought back onto the input grid with --like.
+        # -rt nearest (an addition to the issue's command): the mask edge stays a hard edge.
         input:
             t1w=T1_PREPROC,
         output:
-            mask=BRAIN_MASK,
-            brain=T1_BRAIN,
+            brainmask=FS_BRAINMASK,
+            **sidecars(FS_BRAINMASK),
         params:
             method="freesurfer",
+            prov=prov("anat.skullstrip"),
         threads: step_cfg("anat.skullstrip")["threads"]
         resources:
             mem_mb=4000,
@@ -73,9 +83,39 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             _FS_TMP +
             '( recon-all -sd "$tmp" -s fs -i "{input.t1w}" -autorecon1 -openmp {threads}'
             ' && mri_convert "$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like "{input.t1w}" -rt nearest'
-            ' && mri_mask "{input.t1w}" "$tmp/brainmask.nii.gz" "$tmp/brain.nii.gz"'
-            ' && mri_binarize --i "$tmp/brainmask.nii.gz" --min 1 --o "$tmp/mask.nii.gz" ) > "{log}" 2>&1'
+            ' ) > "{log}" 2>&1 && mv "$tmp/brainmask.nii.gz" "{output.brainmask}"'
+            + SIDECAR
+
+    rule anat_skullstrip_freesurfer_fslmaths:
+        # fslmaths T1w -mas brainmask: the brain; brainmask -bin: the binary brain mask.
+        input:
+            t1w=T1_PREPROC,
+            brainmask=FS_BRAINMASK,
+        output:
+            mask=BRAIN_MASK,
+            brain=T1_BRAIN,
+            **sidecars(BRAIN_MASK, T1_BRAIN),
+        params:
+            method="freesurfer",
+            prov=prov("anat.skullstrip"),
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=10,
+        log:
+            logfile("anat_skullstrip_freesurfer_fslmaths"),
+        benchmark:
+            benchfile("anat_skullstrip_freesurfer_fslmaths")
+        conda:
+            ENVS["fsl"]
+        container:
+            CONTAINERS["fsl"]
+        shell:
+            _FSL_TMP +
+            '( fslmaths "{input.t1w}" -mas "{input.brainmask}" "$tmp/brain.nii.gz"'
+            ' && fslmaths "{input.brainmask}" -bin "$tmp/mask.nii.gz" -odt char ) > "{log}" 2>&1'
             ' && mv "$tmp/mask.nii.gz" "{output.mask}" && mv "$tmp/brain.nii.gz" "{output.brain}"'
+            + SIDECAR
 
 
 if METHOD["anat.skullstrip"] == "synthstrip":
@@ -87,10 +127,12 @@ if METHOD["anat.skullstrip"] == "synthstrip":
         output:
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
+            **sidecars(BRAIN_MASK, T1_BRAIN),
         params:
             method="synthstrip",
             border=_SS["synthstrip_border"],
             flags=" ".join(f for f, on in (("--no-csf", _SS["synthstrip_no_csf"]), ("-g", _SS["use_gpu"])) if on),
+            prov=prov("anat.skullstrip"),
         threads: _SS["threads"]
         resources:
             mem_mb=8000,
@@ -108,6 +150,7 @@ if METHOD["anat.skullstrip"] == "synthstrip":
             'mri_synthstrip -i "{input.t1w}" -o "{output.brain}.tmp.nii.gz" -m "{output.mask}.tmp.nii.gz"'
             ' -b {params.border} {params.flags} -t {threads} > "{log}" 2>&1'
             ' && mv "{output.mask}.tmp.nii.gz" "{output.mask}" && mv "{output.brain}.tmp.nii.gz" "{output.brain}"'
+            + SIDECAR
 
 
 if _FS_CFG["enabled"]:
@@ -124,6 +167,7 @@ if _FS_CFG["enabled"]:
         "lh_aparc": f"{FS_RECON_DIR}/{FS_SUBJECT}/stats/lh.aparc.stats",
         "rh_aparc": f"{FS_RECON_DIR}/{FS_SUBJECT}/stats/rh.aparc.stats",
         "aparcaseg": f"{FS_RECON_DIR}/{FS_SUBJECT}/mri/aparc+aseg.mgz",
+        "aseg_mgz": f"{FS_RECON_DIR}/{FS_SUBJECT}/mri/aseg.mgz",
     }
     FS_DONE = f"{FS_RECON_DIR}/{FS_SUBJECT}/scripts/neurosmk_recon-all_all.done"
 
@@ -165,3 +209,94 @@ if _FS_CFG["enabled"]:
             ' && echo "recon-all -all finished $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "{output.done}"'
 
     ANAT_TARGETS += [*FS_OUTPUTS.values(), FS_DONE]
+
+
+# ---- SynthSeg ---------------------------------------------------------------------------------
+SYNTHSEG_DSEG = anat("dseg", desc="synthseg")
+SYNTHSEG_VOL = anat("volumes", ext=".csv", desc="synthseg")
+
+if METHOD["anat.synthseg"] == "freesurfer":
+    _SYN = step_cfg("anat.synthseg")
+
+    rule anat_synthseg_freesurfer:
+        # mri_synthseg on the raw T1w (SynthSeg needs no bias correction or skull stripping). The
+        # segmentation is on SynthSeg's 1 mm grid (FreeSurferColorLUT labels); the volumes are
+        # SynthSeg's own CSV (one row, mm^3), kept as written.
+        input:
+            t1w=raw_t1w,
+        output:
+            dseg=SYNTHSEG_DSEG,
+            **({"vol": SYNTHSEG_VOL} if _SYN["vol"] else {}),
+            **sidecars(SYNTHSEG_DSEG, *([SYNTHSEG_VOL] if _SYN["vol"] else [])),
+        params:
+            method="freesurfer",
+            prov=prov("anat.synthseg"),
+            flags=" ".join(f for f, on in (("--robust", _SYN["robust"]), ("--parc", _SYN["parc"]),
+                                           ("--cpu", not _SYN["use_gpu"])) if on),
+            vol=_SYN["vol"],
+        threads: _SYN["threads"]
+        resources:
+            mem_mb=16000 if _SYN["robust"] else 12000,
+            runtime=30,
+            **({"gpu": 1} if _SYN["use_gpu"] else {}),
+        log:
+            logfile("anat_synthseg_freesurfer"),
+        benchmark:
+            benchfile("anat_synthseg_freesurfer")
+        conda:
+            ENVS["freesurfer"]
+        container:
+            CONTAINERS["freesurfer"]
+        shell:
+            _FS_TMP +
+            'mri_synthseg --i "{input.t1w}" --o "$tmp/synthseg.nii.gz"'
+            + (' --vol "$tmp/volumes.csv"' if _SYN["vol"] else "")
+            + ' {params.flags} --threads {threads} > "{log}" 2>&1'
+            ' && mv "$tmp/synthseg.nii.gz" "{output.dseg}"'
+            + (' && mv "$tmp/volumes.csv" "{output.vol}"' if _SYN["vol"] else "")
+            + SIDECAR
+
+    ANAT_TARGETS += [SYNTHSEG_DSEG] + ([SYNTHSEG_VOL] if _SYN["vol"] else [])
+
+
+# ---- mri_segstats -----------------------------------------------------------------------------
+if METHOD["anat.segstats"] == "freesurfer":
+    _SEGSTATS_SEG = step_cfg("anat.segstats")["seg"]
+    if _SEGSTATS_SEG == "synthseg" and METHOD["anat.synthseg"] != "freesurfer":
+        raise ValueError("config key 'anat.segstats.seg' 'synthseg' needs anat.synthseg.method 'freesurfer', "
+                         f"not {METHOD['anat.synthseg']!r}")
+    if _SEGSTATS_SEG == "aseg" and not _FS_CFG["enabled"]:
+        raise ValueError("config key 'anat.segstats.seg' 'aseg' needs freesurfer.recon_all.enabled: true "
+                         "(the recon-all mri/aseg.mgz)")
+    SEGSTATS = anat("segstats", ext=".stats", desc=_SEGSTATS_SEG)
+
+    rule anat_segstats_freesurfer:
+        # A FreeSurfer segstats table (# ColHeaders Index SegId NVoxels Volume_mm3 StructName),
+        # names from $FREESURFER_HOME/FreeSurferColorLUT.txt, background (0) left out.
+        input:
+            seg=SYNTHSEG_DSEG if _SEGSTATS_SEG == "synthseg" else FS_OUTPUTS["aseg_mgz"],
+        output:
+            stats=SEGSTATS,
+            **sidecars(SEGSTATS),
+        params:
+            method="freesurfer",
+            prov=prov("anat.segstats"),
+            seg=_SEGSTATS_SEG,
+        threads: step_cfg("anat.segstats")["threads"]
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        log:
+            logfile("anat_segstats_freesurfer"),
+        benchmark:
+            benchfile("anat_segstats_freesurfer")
+        conda:
+            ENVS["freesurfer"]
+        container:
+            CONTAINERS["freesurfer"]
+        shell:
+            'mri_segstats --seg "{input.seg}" --ctab-default --excludeid 0 --sum "{output.stats}.tmp"'
+            ' > "{log}" 2>&1 && mv "{output.stats}.tmp" "{output.stats}"'
+            + SIDECAR
+
+    ANAT_TARGETS.append(SEGSTATS)

@@ -20,11 +20,13 @@ if METHOD["anat.skullstrip"] == "fsl_bet":
         output:
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
+            **sidecars(BRAIN_MASK, T1_BRAIN),
         params:
             method="fsl_bet",
             f=step_cfg("anat.skullstrip")["fractional_threshold"],
             g=step_cfg("anat.skullstrip")["vertical_gradient"],
             variant="" if _BET_VARIANT == "none" else f"-{_BET_VARIANT}",
+            prov=prov("anat.skullstrip"),
         threads: 1
         resources:
             mem_mb=2000,
@@ -41,6 +43,7 @@ if METHOD["anat.skullstrip"] == "fsl_bet":
             _FSL_TMP +
             'bet "{input.t1w}" "$tmp/brain" -f {params.f} -g {params.g} {params.variant} -m > "{log}" 2>&1'
             ' && mv "$tmp/brain_mask.nii.gz" "{output.mask}" && mv "$tmp/brain.nii.gz" "{output.brain}"'
+            + SIDECAR
 
 
 if METHOD["anat.segment"] == "fsl_fast":
@@ -55,8 +58,10 @@ if METHOD["anat.segment"] == "fsl_fast":
             csf=PROBSEG["CSF"],
             gm=PROBSEG["GM"],
             wm=PROBSEG["WM"],
+            **sidecars(DSEG, *PROBSEG.values()),
         params:
             method="fsl_fast",
+            prov=prov("anat.segment"),
         threads: 1
         resources:
             mem_mb=4000,
@@ -76,6 +81,7 @@ if METHOD["anat.segment"] == "fsl_fast":
             ' && mv "$tmp/fast_pve_0.nii.gz" "{output.csf}"'
             ' && mv "$tmp/fast_pve_1.nii.gz" "{output.gm}"'
             ' && mv "$tmp/fast_pve_2.nii.gz" "{output.wm}"'
+            + SIDECAR
 
 
 if METHOD["anat.subcortical"] == "fsl_first":
@@ -88,10 +94,12 @@ if METHOD["anat.subcortical"] == "fsl_first":
         output:
             dseg=SUBCORT_DSEG,
             qc=directory(FIRST_QC),
+            **sidecars(SUBCORT_DSEG),
         params:
             method="fsl_first",
             brain="-b" if _FIRST_INPUT == "brain" else "",
             structures=f"-s {_FIRST_STRUCTS}" if _FIRST_STRUCTS else "",
+            prov=prov("anat.subcortical"),
         threads: 1
         resources:
             mem_mb=4000,
@@ -110,6 +118,7 @@ if METHOD["anat.subcortical"] == "fsl_first":
             ' && cd "$tmp" && first_roi_slicesdir "{input.t1w}" "$tmp/first_all_fast_firstseg.nii.gz" )'
             ' > "{log}" 2>&1'
             ' && mv "$tmp/first_all_fast_firstseg.nii.gz" "{output.dseg}" && mv "$tmp/slicesdir" "{output.qc}"'
+            + SIDECAR
 
     ANAT_TARGETS += [SUBCORT_DSEG, FIRST_QC]
 
@@ -127,10 +136,12 @@ if METHOD["anat.register"] == "fsl":
             warp=XFM_WARP,
             invwarp=XFM_INVWARP,
             warped=T1_TEMPLATE,
+            **sidecars(XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE),
         params:
             method="fsl",
             template=TEMPLATE_NAME,
             fnirt_config=step_cfg("anat.register")["fnirt_config"],
+            prov=prov("anat.register"),
         threads: 1
         resources:
             mem_mb=8000,
@@ -153,6 +164,7 @@ if METHOD["anat.register"] == "fsl":
             ' --interp=spline --out="$tmp/warped.nii.gz" ) > "{log}" 2>&1'
             ' && mv "$tmp/affine.mat" "{output.affine}" && mv "$tmp/warp.nii.gz" "{output.warp}"'
             ' && mv "$tmp/invwarp.nii.gz" "{output.invwarp}" && mv "$tmp/warped.nii.gz" "{output.warped}"'
+            + SIDECAR
 
     rule anat_register_metrics_fsl:
         """Registration metrics of the FSL result (same JSON as the ANTs backend writes)."""
@@ -197,9 +209,11 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
             invwarp=XFM_INVWARP,
         output:
             dseg=ATLAS_NATIVE,
+            **sidecars(ATLAS_NATIVE),
         params:
             method="fsl_applywarp",
             atlas=_ATLAS["name"],
+            prov=prov("anat.atlas"),
         threads: 1
         resources:
             mem_mb=2000,
@@ -216,5 +230,6 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
             _FSL_TMP +
             'applywarp --in="{input.atlas}" --ref="{input.brain}" --warp="{input.invwarp}" --interp=nn'
             ' --out="$tmp/atlas.nii.gz" > "{log}" 2>&1 && mv "$tmp/atlas.nii.gz" "{output.dseg}"'
+            + SIDECAR
 
     ANAT_TARGETS.append(ATLAS_NATIVE)

@@ -5,10 +5,12 @@ rule group_anat_volumes:
     input:
         tables=lambda wc: expand_visits(TISSUE_VOL, T1W),
     output:
-        tsv=report(f"{OUT}/group/anat_tissue_volumes.tsv", caption="../report/workflow.rst",
+        tsv=report(f"{OUT}/group/anat_tissue_volumes.tsv", caption="../report/anat_volumes.rst",
                    category="Group tables"),
+        **sidecars(f"{OUT}/group/anat_tissue_volumes.tsv"),
     params:
         atlas="tissue",
+        prov=prov("group.tables"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -29,10 +31,12 @@ rule group_dti_stats:
     input:
         tables=lambda wc: expand_visits(DTI_STATS, DWI),
     output:
-        tsv=report(f"{OUT}/group/dwi_dti_roistats.tsv", caption="../report/workflow.rst",
+        tsv=report(f"{OUT}/group/dwi_dti_roistats.tsv", caption="../report/dti_stats.rst",
                    category="Group tables"),
+        **sidecars(f"{OUT}/group/dwi_dti_roistats.tsv"),
     params:
         atlas="dti_roi",
+        prov=prov("group.tables"),
     threads: 1
     resources:
         mem_mb=1000,

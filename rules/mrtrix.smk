@@ -27,9 +27,11 @@ if METHOD["dwi.denoise"] == "mrtrix":
         output:
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
+            **sidecars(DWI_DENOISED, DWI_NOISE),
         params:
             method="mrtrix",
             extent=",".join(str(e) for e in step_cfg("dwi.denoise")["extent"]),
+            prov=prov("dwi.denoise"),
         threads: step_cfg("dwi.denoise")["threads"]
         resources:
             mem_mb=4000,
@@ -47,6 +49,7 @@ if METHOD["dwi.denoise"] == "mrtrix":
             ' -extent {params.extent} -nthreads {threads} -force > "{log}" 2>&1'
             ' && mv "{output.dwi}.tmp.nii.gz" "{output.dwi}"'
             ' && mv "{output.noise}.tmp.nii.gz" "{output.noise}"'
+            + SIDECAR
 
 
 if METHOD["dwi.degibbs"] == "mrtrix":
@@ -56,12 +59,14 @@ if METHOD["dwi.degibbs"] == "mrtrix":
             dwi=dwi_after_denoise,
         output:
             dwi=DWI_DEGIBBS,
+            **sidecars(DWI_DEGIBBS),
         params:
             method="mrtrix",
             axes=_mrtrix_degibbs_axes(step_cfg("dwi.degibbs")["slice_axis"]),
             nshifts=step_cfg("dwi.degibbs")["nshifts"],
             min_w=step_cfg("dwi.degibbs")["min_w"],
             max_w=step_cfg("dwi.degibbs")["max_w"],
+            prov=prov("dwi.degibbs"),
         threads: step_cfg("dwi.degibbs")["threads"]
         resources:
             mem_mb=4000,
@@ -78,6 +83,7 @@ if METHOD["dwi.degibbs"] == "mrtrix":
             'mrdegibbs "{input.dwi}" "{output.dwi}.tmp.nii.gz" -axes {params.axes} -nshifts {params.nshifts}'
             ' -minW {params.min_w} -maxW {params.max_w} -nthreads {threads} -force > "{log}" 2>&1'
             ' && mv "{output.dwi}.tmp.nii.gz" "{output.dwi}"'
+            + SIDECAR
 
 
 if METHOD["dwi.mask"] == "mrtrix":
@@ -87,8 +93,10 @@ if METHOD["dwi.mask"] == "mrtrix":
             unpack(dwi_for_model),
         output:
             mask=DWI_MASK,
+            **sidecars(DWI_MASK),
         params:
             method="mrtrix",
+            prov=prov("dwi.mask"),
         threads: step_cfg("dwi.mask")["threads"]
         resources:
             mem_mb=2000,
@@ -105,6 +113,7 @@ if METHOD["dwi.mask"] == "mrtrix":
             'dwi2mask "{input.dwi}" "{output.mask}.tmp.nii.gz" -fslgrad "{input.bvec}" "{input.bval}"'
             ' -nthreads {threads} -force > "{log}" 2>&1'
             ' && mv "{output.mask}.tmp.nii.gz" "{output.mask}"'
+            + SIDECAR
 
 
 if METHOD["dwi.tensor"] == "mrtrix":
@@ -119,9 +128,11 @@ if METHOD["dwi.tensor"] == "mrtrix":
             mask=DWI_MASK,
         output:
             **DTI,
+            **sidecars(*DTI.values()),
         params:
             method="mrtrix",
             fit=MRTRIX_TENSOR_FIT[step_cfg("dwi.tensor")["fit_method"]],
+            prov=prov("dwi.tensor"),
         threads: step_cfg("dwi.tensor")["threads"]
         resources:
             mem_mb=3000,
@@ -136,6 +147,8 @@ if METHOD["dwi.tensor"] == "mrtrix":
             CONTAINERS["mrtrix3"]
         # FA/ADC(=MD)/AD/RD and V1 (unmodulated principal eigenvector) in one pass; colour FA is
         # |V1| x FA as in DIPY's color_fa: tensor2metric -vector -modulate FA, then mrcalc -abs.
+        # V1 convention: scanner (world, RAS+) axes, which is what tensor2metric writes; the DIPY
+        # backend rotates its eigenvectors into the same axes (neurosmk.dwi.fsl_bvec_to_world).
         shell:
             'tmp=$(mktemp -d "${{TMPDIR:-/tmp}}/neurosmk_dti.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT && '
             '( dwi2tensor "{input.dwi}" "$tmp/tensor.mif" -fslgrad "{input.bvec}" "{input.bval}"'
@@ -149,6 +162,7 @@ if METHOD["dwi.tensor"] == "mrtrix":
             ' ) > "{log}" 2>&1'
             ' && for f in "{output.FA}" "{output.MD}" "{output.AD}" "{output.RD}" "{output.V1}" "{output.RGB}";'
             ' do mv "$f.tmp.nii.gz" "$f"; done'
+            + SIDECAR
 
 
 # ---- dwi.preproc: eddy-current and motion correction ------------------------------------------
@@ -198,12 +212,14 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
             dwi=DWI_PREPROC,
             bval=DWI_PREPROC_BVAL,
             bvec=DWI_PREPROC_BVEC,
+            **sidecars(DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC),
         params:
             method="fsl_dwifslpreproc",
             pe=_preproc_pe_args,
             eddy_options=_eddy_options(),
             # use_gpu false hides the GPUs: dwifslpreproc then falls back from eddy_cuda to the CPU eddy
             cuda="" if _PREPROC_GPU else "CUDA_VISIBLE_DEVICES= ",
+            prov=prov("dwi.preproc", versions="mrtrix3+fsl"),
         threads: step_cfg("dwi.preproc")["threads"]
         resources:
             mem_mb=16000,
@@ -225,5 +241,6 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
             ' -scratch "$tmp" -nthreads {threads} -force > "{log}" 2>&1'
             ' && mv "{output.bvec}.tmp" "{output.bvec}" && mv "{output.bval}.tmp" "{output.bval}"'
             ' && mv "{output.dwi}.tmp.nii.gz" "{output.dwi}"'
+            + SIDECAR
 
     DWI_TARGETS += [DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC]

@@ -1,8 +1,9 @@
 """Snakemake ``script:``: parse every *.stats of one subject into per-subject parquets.
 
-input:  stats_dir (a subject's stats/ folder)
+input:  files (the subject's stats files; or stats_dir, the folder, when params has none)
 output: long (parquet), global_ (parquet), skipped (TSV manifest, may be empty)
-params: subject, session (optional, default ""), skip_bad (optional, default False)
+params: stats_dir (a subject's stats/ folder), subject, session (optional, default ""),
+        skip_bad (optional, default False)
 """
 from neurosmk.runtime import setup
 
@@ -16,7 +17,7 @@ from neurosmk.io import write_parquet, write_tsv
 
 sm = snakemake  # noqa: F821
 params = dict(sm.params.items())
-parsed, skipped = parse_subject_dir(sm.input.stats_dir, subject=params["subject"],
+parsed, skipped = parse_subject_dir(params.get("stats_dir") or sm.input.stats_dir, subject=params["subject"],
                                     session=params.get("session", ""),
                                     skip_bad=bool(params.get("skip_bad", False)))
 for f, reason, kind in skipped:

@@ -140,6 +140,29 @@ def test_derivatives_metadata_and_logs(pipeline):
     assert not [p for p in out.rglob(".*.tmp*")]
 
 
+def test_sidecars_methods_and_report(pipeline, tmp_path):
+    out = pipeline["out"]
+    anat = out / "sub-01" / "anat"
+    for name, step in (("desc-preproc_T1w", "anat.biascorrect"), ("desc-brain_mask", "anat.skullstrip"),
+                       ("dseg", "anat.segment"), ("space-MNI152NLin2009aSym_desc-brain_T1w", "anat.register")):
+        sc = json.loads((anat / f"sub-01_{name}.json").read_text())
+        assert sc["Step"] == step and sc["Device"] == "cpu" and sc["SourceChecksums"], sc
+    reg = json.loads((anat / "sub-01_space-MNI152NLin2009aSym_desc-brain_T1w.json").read_text())
+    assert reg["Versions"]["antspyx"] and reg["Parameters"]["seed"] == 42
+    methods = (out / "methods.md").read_text()
+    for text in ("N4", "ANTsPy", "brainextractor", "Atropos", "MNI152NLin2009aSym", "DIPY", "MP-PCA",
+                 "Gibbs", "WLS", "Tustison", "Garyfallidis", "Fonov"):
+        assert text in methods, text
+    assert "MRtrix3" not in methods and "FSL" not in methods
+    report = tmp_path / "report.html"
+    run_snakemake(["--report", str(report), "--configfile", str(pipeline["cfg"])], cwd=pipeline["work"])
+    html = report.read_text(errors="replace")
+    for name in ("sub-01_desc-brainmask_T1w.png", "sub-01_desc-dseg_T1w.png", "sub-01_desc-reg_T1w.png",
+                 "sub-02_desc-dti_dwi.png", "anat_tissue_volumes.tsv", "dwi_dti_roistats.tsv",
+                 "freesurfer_stats_long.tsv", "freesurfer_outliers.tsv", "methods.md"):
+        assert name in html, name
+
+
 def test_second_run_does_nothing(pipeline):
     proc = run_snakemake(["-n", "--cores", "2", "--configfile", str(pipeline["cfg"])], cwd=pipeline["work"])
     assert "Nothing to be done" in proc.stdout + proc.stderr
@@ -157,9 +180,9 @@ def _dry_jobs(pipeline, tmp_path, **overrides):
 
 def test_param_edit_reruns_exactly_downstream(pipeline, tmp_path):
     jobs = _dry_jobs(pipeline, tmp_path, **{"dwi.tensor.fit_method": "OLS"})
-    assert jobs == {"dwi_tensor_dipy", "dwi_stats_qc", "group_dti_stats", "all"}, jobs
+    assert jobs == {"dwi_tensor_dipy", "dwi_stats_qc", "group_dti_stats", "methods", "all"}, jobs
     jobs = _dry_jobs(pipeline, tmp_path, **{"anat.segment.mrf_weight": 0.3})
-    assert jobs == {"anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes", "all"}, jobs
+    assert jobs == {"anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes", "methods", "all"}, jobs
 
 
 def test_cosmetic_edit_reruns_nothing(pipeline, tmp_path):

@@ -63,7 +63,10 @@ def parse_dry_run(text: str) -> dict[str, dict]:
             continue
         if line.startswith("Shell command: "):
             cmd = line[len("Shell command: "):]
+            # the provenance sidecar call every shell rule ends with is checked in test_provenance.py
+            cmd, _, sidecar = cmd.partition(" && NEUROSMK_PROV=sidecar ")
             cur["shell"] = None if cmd == "None" else cmd
+            cur["sidecar"] = sidecar or None
             cur = None
             continue
         m = re.match(r"^    (\w+): (.*)$", line)
@@ -71,6 +74,10 @@ def parse_dry_run(text: str) -> dict[str, dict]:
             key, val = m.groups()
             if key in ("input", "output"):
                 cur[key] = val.split(", ")
+                if key == "output":  # provenance sidecars (X.json beside X.nii.gz) apart
+                    stems = {re.sub(r"\.(nii\.gz|mat|bval|bvec|tsv|csv|stats)$", "", o) for o in cur[key] if not o.endswith(".json")}
+                    cur["sidecars"] = [o for o in cur[key] if o.endswith(".json") and o[:-5] in stems]
+                    cur[key] = [o for o in cur[key] if o not in cur["sidecars"]]
             elif key == "resources":
                 cur["resources"] = dict(kv.split("=", 1) for kv in val.split(", "))
             elif key == "threads":
@@ -350,22 +357,296 @@ def test_freesurfer_family(tmp_path):
         f'AntsN4BiasFieldCorrectionFs -i "{RAW_T1}" -o "{a["pre"]}.tmp.nii.gz" -s 2 -t 20 10 '
         f'> "{log(out, "anat_biascorrect_freesurfer", "sub-01")}" 2>&1 && ' + tmp_then_mv(a["pre"]))
 
+    # skull strip as the issue asks: recon-all -autorecon1, mri_convert --like (FreeSurfer env),
+    # then fslmaths -mas (FSL env): two rules, one per tool env
+    fsmask = f"{out}/sub-01/anat/sub-01_desc-fsbrainmask_T1w.nii.gz"
     ss = jobs["anat_skullstrip_freesurfer"]
-    assert ss["input"] == [a["pre"]] and ss["output"] == [a["mask"], a["brain"]]
-    assert (f'( recon-all -sd "$tmp" -s fs -i "{a["pre"]}" -autorecon1 -openmp 2 && mri_convert '
-            f'"$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like "{a["pre"]}" -rt nearest && '
-            f'mri_mask "{a["pre"]}" "$tmp/brainmask.nii.gz" "$tmp/brain.nii.gz"') in ss["shell"]
+    assert ss["input"] == [a["pre"]] and ss["output"] == [fsmask]
+    assert ss["shell"] == (
+        f'tmp=$(mktemp -d "$(dirname "{fsmask}")/.anat_skullstrip_freesurfer.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT'
+        f' && ( recon-all -sd "$tmp" -s fs -i "{a["pre"]}" -autorecon1 -openmp 2 && mri_convert '
+        f'"$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like "{a["pre"]}" -rt nearest ) '
+        f'> "{log(out, "anat_skullstrip_freesurfer", "sub-01")}" 2>&1 && mv "$tmp/brainmask.nii.gz" "{fsmask}"')
+    fm = jobs["anat_skullstrip_freesurfer_fslmaths"]
+    assert fm["input"] == [a["pre"], fsmask] and fm["output"] == [a["mask"], a["brain"]]
+    assert fm["shell"] == (
+        fsl_tmp(a["mask"], "anat_skullstrip_freesurfer_fslmaths")
+        + f'( fslmaths "{a["pre"]}" -mas "{fsmask}" "$tmp/brain.nii.gz" && fslmaths "{fsmask}" -bin '
+        f'"$tmp/mask.nii.gz" -odt char ) > "{log(out, "anat_skullstrip_freesurfer_fslmaths", "sub-01")}" 2>&1'
+        f' && mv "$tmp/mask.nii.gz" "{a["mask"]}" && mv "$tmp/brain.nii.gz" "{a["brain"]}"')
+    # downstream reads the fslmaths outputs
+    assert jobs["anat_segment_atropos"]["input"] == [a["pre"], a["mask"]]
 
     fs = f"{out}/freesurfer/sub-01"
     ra = jobs["freesurfer_recon_all"]
     assert ra["input"] == [RAW_T1]
     assert ra["output"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats", f"{fs}/stats/rh.aparc.stats",
-                            f"{fs}/mri/aparc+aseg.mgz", f"{fs}/scripts/neurosmk_recon-all_all.done"]
+                            f"{fs}/mri/aparc+aseg.mgz", f"{fs}/mri/aseg.mgz", f"{fs}/scripts/neurosmk_recon-all_all.done"]
     assert ra["resources"]["mem_mb"] == "16000" and ra["resources"]["runtime"] == "1440"
     sh = ra["shell"]
     assert sh.startswith(f'export SUBJECTS_DIR="{out}/freesurfer" && s="sub-01" && ')
     assert f'"{REPO}/scripts/fs_clear_stale_lock.py" "$SUBJECTS_DIR" "$s" && recon-all -sd "$SUBJECTS_DIR" -s "$s" -all -openmp 2 -3T' in sh
     assert sh.index("fs_clear_stale_lock.py") < sh.index("recon-all -sd")
+
+
+def test_skullstrip_freesurfer_rules_use_one_tool_env_each():
+    src = (REPO / "rules" / "freesurfer.smk").read_text()
+    fs = src[src.index("rule anat_skullstrip_freesurfer:"):src.index("rule anat_skullstrip_freesurfer_fslmaths:")]
+    fsl = src[src.index("rule anat_skullstrip_freesurfer_fslmaths:"):src.index('if METHOD["anat.skullstrip"] == "synthstrip"')]
+    assert 'ENVS["freesurfer"]' in fs and 'CONTAINERS["freesurfer"]' in fs and "fslmaths" not in fs.split("shell:")[1]
+    assert 'ENVS["fsl"]' in fsl and 'CONTAINERS["fsl"]' in fsl and "recon-all" not in fsl.split("shell:")[1]
+
+
+# ---- SynthSeg and mri_segstats ----------------------------------------------------------------
+SYN_DSEG = "sub-01/anat/sub-01_desc-synthseg_dseg.nii.gz"
+SYN_VOL = "sub-01/anat/sub-01_desc-synthseg_volumes.csv"
+
+
+def _fs_tmp(first_output: str, rule: str) -> str:
+    return (f'tmp=$(mktemp -d "$(dirname "{first_output}")/.{rule}.XXXXXX")'
+            f" && trap 'rm -rf \"$tmp\"' EXIT && ")
+
+
+def test_synthseg_cpu_default(tmp_path):
+    jobs, out = dry_run(tmp_path, {"steps": {"dwi": False}, "anat": {"synthseg": {"method": "freesurfer"}}})
+    dseg, vol = f"{out}/{SYN_DSEG}", f"{out}/{SYN_VOL}"
+    syn = jobs["anat_synthseg_freesurfer"]
+    assert syn["input"] == [RAW_T1] and syn["output"] == [dseg, vol]
+    assert "gpu" not in syn["resources"]
+    assert syn["resources"]["mem_mb"] == "12000" and syn["resources"]["runtime"] == "30"
+    assert syn["shell"] == (
+        _fs_tmp(dseg, "anat_synthseg_freesurfer")
+        + f'mri_synthseg --i "{RAW_T1}" --o "$tmp/synthseg.nii.gz" --vol "$tmp/volumes.csv" --cpu --threads 1 '
+        f'> "{log(out, "anat_synthseg_freesurfer", "sub-01")}" 2>&1'
+        f' && mv "$tmp/synthseg.nii.gz" "{dseg}" && mv "$tmp/volumes.csv" "{vol}"')
+    assert "anat_segstats_freesurfer" not in jobs  # off by default
+
+
+def test_synthseg_gpu_robust_parc_no_vol(tmp_path):
+    over = {"steps": {"dwi": False},
+            "anat": {"synthseg": {"method": "freesurfer", "use_gpu": True, "robust": True, "parc": True,
+                                  "vol": False, "threads": 2}}}
+    jobs, out = dry_run(tmp_path, over)
+    dseg = f"{out}/{SYN_DSEG}"
+    syn = jobs["anat_synthseg_freesurfer"]
+    assert syn["output"] == [dseg]
+    assert syn["resources"]["gpu"] == "1" and syn["resources"]["mem_mb"] == "16000"
+    assert syn["shell"] == (
+        _fs_tmp(dseg, "anat_synthseg_freesurfer")
+        + f'mri_synthseg --i "{RAW_T1}" --o "$tmp/synthseg.nii.gz" --robust --parc --threads 2 '
+        f'> "{log(out, "anat_synthseg_freesurfer", "sub-01")}" 2>&1 && mv "$tmp/synthseg.nii.gz" "{dseg}"')
+    assert "--cpu" not in syn["shell"]
+
+
+def test_segstats_on_synthseg(tmp_path):
+    over = {"steps": {"dwi": False},
+            "anat": {"synthseg": {"method": "freesurfer"}, "segstats": {"method": "freesurfer"}}}
+    jobs, out = dry_run(tmp_path, over)
+    stats = f"{out}/sub-01/anat/sub-01_desc-synthseg_segstats.stats"
+    st = jobs["anat_segstats_freesurfer"]
+    assert st["input"] == [f"{out}/{SYN_DSEG}"] and st["output"] == [stats]  # wired to SynthSeg's output
+    assert st["resources"]["mem_mb"] == "2000"
+    assert st["shell"] == (
+        f'mri_segstats --seg "{out}/{SYN_DSEG}" --ctab-default --excludeid 0 --sum "{stats}.tmp" '
+        f'> "{log(out, "anat_segstats_freesurfer", "sub-01")}" 2>&1 && mv "{stats}.tmp" "{stats}"')
+
+
+def test_segstats_on_recon_all_aseg(tmp_path):
+    over = {"steps": {"dwi": False}, "anat": {"segstats": {"method": "freesurfer", "seg": "aseg"}},
+            "freesurfer": {"recon_all": {"enabled": True}}}
+    jobs, out = dry_run(tmp_path, over)
+    aseg = f"{out}/freesurfer/sub-01/mri/aseg.mgz"
+    assert aseg in jobs["freesurfer_recon_all"]["output"]
+    st = jobs["anat_segstats_freesurfer"]
+    assert st["input"] == [aseg]
+    assert st["output"] == [f"{out}/sub-01/anat/sub-01_desc-aseg_segstats.stats"]
+    assert f'mri_segstats --seg "{aseg}" --ctab-default --excludeid 0 --sum ' in st["shell"]
+
+
+@pytest.mark.parametrize("seg,needs", [("synthseg", "anat.synthseg.method 'freesurfer'"),
+                                       ("aseg", "freesurfer.recon_all.enabled")])
+def test_segstats_needs_its_segmentation(tmp_path, seg, needs):
+    cfg, _ = write_config(tmp_path, {"anat": {"segstats": {"method": "freesurfer", "seg": seg}}})
+    res = snakemake(cfg, "-n", "--cores", "1")
+    assert res.returncode != 0
+    assert "anat.segstats.seg" in res.stdout + res.stderr and needs in res.stdout + res.stderr
+
+
+def _segstats_like(src: Path, dst: Path) -> None:
+    """The layout `mri_segstats --seg X --ctab-default --excludeid 0 --sum` writes (no --i, no
+    --empty: only non-empty labels; columns Index SegId NVoxels Volume_mm3 StructName), cut out
+    of a real FreeSurfer 7.4.1 aseg.stats (itself an mri_segstats --sum table)."""
+    head, rows = [], []
+    for line in src.read_text().splitlines():
+        if line.startswith("# Measure") or re.match(r"# TableCol\s+([6-9]|10)\s", line):
+            continue
+        if line.startswith("#"):
+            head.append(line)
+        elif line.strip():
+            parts = line.split()
+            if int(parts[2]) > 0:
+                rows.append(parts[:5])
+    head = [f"# NRows {len(rows)}" if h.startswith("# NRows") else "# NTableCols 5" if h.startswith("# NTableCols")
+            else "# ColHeaders  Index SegId NVoxels Volume_mm3 StructName" if h.startswith("# ColHeaders") else h
+            for h in head]
+    dst.write_text("\n".join(head + [" ".join(r) for r in rows]) + "\n")
+
+
+def test_segstats_output_is_read_by_fsstats_parser(tmp_path):
+    from neurosmk.fsstats.parser import parse_stats_file
+
+    src = REPO / "demo" / "freesurfer" / "ds000005_sub-01" / "stats" / "aseg.stats"
+    f = tmp_path / "sub-01_desc-synthseg_segstats.stats"
+    _segstats_like(src, f)
+    parsed = parse_stats_file(f, subject="sub-01")
+    assert parsed.kind == "segstats"
+    assert parsed.columns == ["Index", "SegId", "NVoxels", "Volume_mm3", "StructName"]
+    assert parsed.n_values > 0
+    i = parsed.structures.index("Left-Hippocampus")
+    vol = [ln.split() for ln in src.read_text().splitlines() if " Left-Hippocampus " in f" {ln} "][0][3]
+    assert parsed.values[i, parsed.numeric_columns.index("Volume_mm3")] == pytest.approx(float(vol))
+    assert parsed.row_hemispheres[i] == "lh"
+
+
+# ---- recon-all -> FreeSurfer stats aggregation ----------------------------------------------
+FSG_LONG = "group/freesurfer/freesurfer_stats_long.tsv"
+
+
+def _recon_bids(tmp_path: Path) -> Path:
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    shutil.copy(BIDS / "dataset_description.json", bids)
+    shutil.copy(RAW_T1, bids / "sub-01" / "anat")  # a copy: the test changes its mtime
+    return bids
+
+
+def _finish_recon_all(out: Path) -> list[Path]:
+    """The files a finished recon-all leaves (as Snakemake protects them: read-only)."""
+    fs = out / "freesurfer" / "sub-01"
+    real = REPO / "demo" / "freesurfer" / "ds000005_sub-01" / "stats"
+    files = []
+    for rel in ("stats/aseg.stats", "stats/lh.aparc.stats", "stats/rh.aparc.stats", "mri/aparc+aseg.mgz",
+                "mri/aseg.mgz", "scripts/neurosmk_recon-all_all.done"):
+        f = fs / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        if rel.startswith("stats/"):
+            shutil.copy(real / f.name, f)
+        else:
+            f.write_bytes(b"")
+        f.chmod(0o444)
+        files.append(f)
+    return files
+
+
+def test_recon_all_chains_into_fs_aggregation(tmp_path):
+    over = {"steps": {"dwi": False}, "freesurfer": {"recon_all": {"enabled": True}}}
+    jobs, out = dry_run(tmp_path, over)
+    fs = f"{out}/freesurfer/sub-01"
+    parse = f"{out}/group/freesurfer/subjects/sub-01"
+    assert jobs["freesurfer_recon_all"]["output"][-1] == f"{fs}/scripts/neurosmk_recon-all_all.done"
+    # the config's freesurfer_dir subjects are still aggregated too; the recon-all subject is added
+    cfg, _ = write_config(tmp_path, over)
+    res = snakemake(cfg, "-n", "-p", "--cores", "2", f"{out}/group/freesurfer/subjects/sub-01_long.parquet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = parse_dry_run(res.stdout)
+    assert set(one) == {"freesurfer_recon_all", "fs_parse_subject"}
+    assert one["fs_parse_subject"]["input"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats",
+                                                f"{fs}/stats/rh.aparc.stats", f"{fs}/scripts/neurosmk_recon-all_all.done"]
+    group = jobs["fs_aggregate_group"]
+    assert f"{parse}_long.parquet" in group["input"] and f"{parse}_global.parquet" in group["input"]
+    assert any("/Subj001_long.parquet" in f for f in group["input"])
+    assert f"{out}/{FSG_LONG}" in group["output"]
+
+
+def test_recon_all_only_source_of_fs_stats(tmp_path):
+    bids = _recon_bids(tmp_path)
+    over = {"freesurfer_dir": None, "steps": {"dwi": False}, "freesurfer": {"recon_all": {"enabled": True}}}
+    jobs, out = dry_run(tmp_path, over, bids=bids)
+    assert jobs["fs_aggregate_group"]["input"] == [f"{out}/group/freesurfer/subjects/sub-01_long.parquet",
+                                                   f"{out}/group/freesurfer/subjects/sub-01_global.parquet"]
+    assert {"freesurfer_recon_all", "fs_parse_subject", "fs_aggregate_group"} <= set(jobs)
+
+
+def test_recon_all_subject_also_in_freesurfer_dir_fails(tmp_path):
+    fsdir = tmp_path / "subjects"
+    (fsdir / "sub-01" / "stats").mkdir(parents=True)
+    shutil.copy(REPO / "demo" / "freesurfer" / "ds000005_sub-01" / "stats" / "aseg.stats", fsdir / "sub-01" / "stats")
+    cfg, _ = write_config(tmp_path, {"freesurfer_dir": str(fsdir), "steps": {"dwi": False},
+                                     "freesurfer": {"recon_all": {"enabled": True}}})
+    res = snakemake(cfg, "-n", "--cores", "1")
+    assert res.returncode != 0
+    assert f"{fsdir}: freesurfer_dir has subjects that recon-all also makes" in res.stdout + res.stderr
+    assert "(sub-01)" in res.stdout + res.stderr
+
+
+def test_finished_recon_all_is_not_redone(tmp_path):
+    bids = _recon_bids(tmp_path)
+    over = {"freesurfer_dir": None, "steps": {"dwi": False}, "freesurfer": {"recon_all": {"enabled": True}}}
+    cfg, out = write_config(tmp_path, over, bids)
+    _finish_recon_all(out)
+    res = snakemake(cfg, "-n", "-p", "--cores", "2", str(out / FSG_LONG))
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = parse_dry_run(res.stdout)
+    assert set(jobs) == {"fs_parse_subject", "fs_aggregate_group"}  # recon-all's outputs are used as they are
+    assert jobs["fs_parse_subject"]["input"][0] == f"{out}/freesurfer/sub-01/stats/aseg.stats"
+
+
+# as root, os.access() reports every file writable, so Snakemake's write protection (a file
+# without write permission) is void; this makes W_OK follow the permission bits, as for a user
+_AS_USER = """
+import os, stat, sys
+_access = os.access
+def access(path, mode, *a, **k):
+    if mode & os.W_OK and os.path.exists(path) and not os.stat(path).st_mode & 0o222:
+        return False
+    return _access(path, mode, *a, **k)
+os.access = access
+from snakemake.cli import main
+sys.argv = ["snakemake", *sys.argv[1:]]
+main()
+"""
+
+
+_PROTECTED_FLAGS = """
+import os, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.io import is_flagged
+from snakemake.settings.types import ConfigSettings, DeploymentSettings, ResourceSettings
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+with SnakemakeApi() as api:  # --sdm conda: parse only, the FreeSurfer tools need not be on PATH
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path("Snakefile"),
+                      config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
+                      deployment_settings=DeploymentSettings(deployment_method=[DeploymentMethod.CONDA]))
+    rule = wf._workflow.get_rule("freesurfer_recon_all")
+    print(*(f"{os.path.basename(f)}:{is_flagged(f, 'protected')}" for f in rule.output))
+"""
+
+
+def test_finished_recon_all_outputs_stay_protected(tmp_path):
+    """recon-all marks every output protected() (Snakemake makes them read-only when the job
+    ends); a newer T1w then makes Snakemake want to re-run recon-all, and the read-only outputs
+    stop the run at start ("Write-protected output files"): nothing is deleted or redone."""
+    (tmp_path / "flags").mkdir()
+    flags = subprocess.run([sys.executable, "-c", _PROTECTED_FLAGS, str(write_config(
+        tmp_path / "flags", {"freesurfer": {"recon_all": {"enabled": True}}})[0])], cwd=REPO, capture_output=True,
+        text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert flags.returncode == 0, flags.stderr[-3000:]
+    assert flags.stdout.split() == ["aseg.stats:True", "lh.aparc.stats:True", "rh.aparc.stats:True",
+                                    "aparc+aseg.mgz:True", "aseg.mgz:True", "neurosmk_recon-all_all.done:True"]
+    bids = _recon_bids(tmp_path)
+    over = {"freesurfer_dir": None, "steps": {"dwi": False}, "freesurfer": {"recon_all": {"enabled": True}}}
+    cfg, out = write_config(tmp_path, over, bids)
+    files = _finish_recon_all(out)
+    os.utime(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")  # newer than the recon-all outputs
+    res = subprocess.run([sys.executable, "-c", _AS_USER, "-s", "Snakefile", "--configfile", str(cfg), "-n", "-p",
+                          "--cores", "2", str(out / FSG_LONG)], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    msg = res.stdout + res.stderr
+    assert res.returncode != 0, msg[-3000:]
+    assert "Write-protected output files" in msg and "freesurfer_recon_all" in msg, msg[-3000:]
+    assert f"{out}/freesurfer/sub-01/stats/aseg.stats" in msg
+    assert all(f.exists() and f.stat().st_size >= 0 for f in files)
 
 
 def test_recon_all_outputs_are_protected():
@@ -386,6 +667,26 @@ def test_synthstrip_gpu(tmp_path):
         f'mri_synthstrip -i "{a["pre"]}" -o "{a["brain"]}.tmp.nii.gz" -m "{a["mask"]}.tmp.nii.gz" -b 2 --no-csf -g '
         f'-t 1 > "{log(out, "anat_skullstrip_synthstrip", "sub-01")}" 2>&1 && ' + tmp_then_mv(a["mask"], a["brain"]))
     assert jobs["anat_segment_atropos"]["input"] == [a["pre"], a["mask"]]
+
+
+# ---- V1 convention (DIPY backend) ------------------------------------------------------------
+def test_fsl_bvec_to_world():
+    """DIPY eigenvectors are rotated from the FSL bvec frame to scanner axes as MRtrix3 does for
+    -fslgrad: x negated when det(affine) > 0, then the rotation part of the affine."""
+    import numpy as np
+
+    from neurosmk.dwi import fsl_bvec_to_world
+
+    demo = np.diag([-3.0, -3.0, 3.0, 1.0])  # the demo DWI: det > 0 -> x flip, then diag(-1,-1,1)
+    assert np.allclose(fsl_bvec_to_world(demo), np.diag([1.0, -1.0, 1.0]))
+    las = np.diag([-2.0, 2.0, 2.0, 1.0])  # det < 0 (radiological storage): no flip
+    assert np.allclose(fsl_bvec_to_world(las), np.diag([-1.0, 1.0, 1.0]))
+    c, s = np.cos(0.3), np.sin(0.3)
+    obl = np.eye(4)
+    obl[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([2.0, 2.0, 4.0])
+    r = fsl_bvec_to_world(obl)
+    assert np.allclose(r @ r.T, np.eye(3))  # voxel sizes removed
+    assert np.allclose(r, np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([-1.0, 1.0, 1.0]))
 
 
 # ---- start-up checks -------------------------------------------------------------------------

@@ -329,6 +329,13 @@ def test_torch_rule_runs_locally_with_gpu_resource(tmp_path):
     want = "cuda" if torch.cuda.is_available() else "cpu"
     assert f"fitted on {want}" in log, log
     assert f"denoised on {want}" in (out / "logs" / "dwi_denoise_torch" / "sub-02.log").read_text()
+    # the device reaches the provenance sidecars (runtime.note -> neurosmk.provenance)
+    import json
+
+    for side in ("sub-02_model-DTI_param-FA_dwimap.json", "sub-02_desc-denoised_dwi.json"):
+        rec = json.loads((out / "sub-02" / "dwi" / side).read_text())
+        assert rec["Device"] == ("cuda:0" if want == "cuda" else "cpu"), (side, rec)
+        assert rec["TorchVersion"] == torch.__version__, (side, rec)
     fa = nib.load(out / "sub-02" / "dwi" / "sub-02_model-DTI_param-FA_dwimap.nii.gz").get_fdata()
     mask = np.asanyarray(nib.load(out / "sub-02" / "dwi" / "sub-02_desc-brain_mask.nii.gz").dataobj) > 0
     assert mask.sum() > 500 and 0.05 < fa[mask].mean() < 0.8 and not fa[~mask].any()

@@ -49,9 +49,13 @@ def _fs(*tools: str) -> Backend:
 STEPS: dict[str, dict[str, Backend]] = {
     "anat.biascorrect": {"ants": PY, "freesurfer": _fs("AntsN4BiasFieldCorrectionFs")},
     "anat.skullstrip": {"brainextractor": PY, "dipy": PY, "fsl_bet": _fsl("bet"),
-                        "freesurfer": _fs("recon-all", "mri_convert", "mri_mask", "mri_binarize"),
+                        # recon-all -autorecon1 + mri_convert (FreeSurfer env), then fslmaths (FSL env)
+                        "freesurfer": Backend(tools=("recon-all", "mri_convert", "fslmaths"), env="freesurfer",
+                                              install=_FS_INSTALL + ", and " + _FSL_INSTALL),
                         "synthstrip": _fs("mri_synthstrip")},
     "anat.segment": {"atropos": PY, "fsl_fast": _fsl("fast")},
+    "anat.synthseg": {"none": NONE, "freesurfer": _fs("mri_synthseg")},
+    "anat.segstats": {"none": NONE, "freesurfer": _fs("mri_segstats")},
     "anat.subcortical": {"none": NONE, "fsl_first": _fsl("run_first_all", "first_roi_slicesdir")},
     "anat.register": {"ants": PY, "fsl": _fsl("flirt", "fnirt", "invwarp", "applywarp")},
     "anat.atlas": {"none": NONE, "fsl_applywarp": _fsl("applywarp")},

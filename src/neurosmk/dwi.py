@@ -67,9 +67,30 @@ def b0_mask(in_file: str, bval: str, bvec: str, mask_file: str, median_radius: i
     save_nifti(nib.Nifti1Image(mask.astype(np.uint8), img.affine, hdr), mask_file)
 
 
+def fsl_bvec_to_world(affine) -> np.ndarray:
+    """3x3 rotation taking a direction in the FSL bvec frame to scanner (world, RAS+) axes.
+
+    FSL bvecs are given along the image's voxel axes, with x negated when the voxel-to-world
+    matrix has a positive determinant (FSL's radiological convention); MRtrix3 applies exactly
+    this when it reads ``-fslgrad`` (x flip, then the rotation part of the image transform), and
+    DIPY fits the tensor in the bvec frame. The rotation is the orthogonal polar factor of the
+    affine's 3x3 part (voxel sizes and any shear removed)."""
+    lin = np.asarray(affine, dtype=float)[:3, :3]
+    u, _, vt = np.linalg.svd(lin)
+    rot = u @ vt
+    if np.linalg.det(lin) > 0:
+        rot = rot @ np.diag([-1.0, 1.0, 1.0])
+    return rot
+
+
 def tensor_fit(in_file: str, bval: str, bvec: str, mask_file: str, out: dict[str, str],
                fit_method: str = "WLS", b0_threshold: float = 50) -> None:
-    """Fit DTI; write FA, MD, AD, RD, colour FA (RGB) and the principal eigenvector V1."""
+    """Fit DTI; write FA, MD, AD, RD, colour FA (RGB) and the principal eigenvector V1.
+
+    V1 and RGB are in scanner (world, RAS+) axes, the convention of MRtrix3 ``tensor2metric
+    -vector`` (RGB = |V1| x FA: red = left-right, green = anterior-posterior, blue =
+    inferior-superior), so both backends write the same values whatever the image orientation.
+    """
     from dipy.reconst.dti import TensorModel
 
     img = load_nifti(in_file, ndim=4)
@@ -85,17 +106,17 @@ def write_tensor_maps(fit, mask, img, out: dict[str, str]) -> None:
 
     Every tensor backend written in Python (DIPY, and the PyTorch one in ``dwi_torch``, which
     wraps its eigenvalues/eigenvectors in a ``TensorFit``) writes its maps here, so the map
-    conventions live in one place.
+    conventions (V1/RGB in world axes, see :func:`tensor_fit`) live in one place.
     """
-    from dipy.reconst.dti import color_fa
-
     fa = np.clip(np.nan_to_num(fit.fa), 0, 1)
     maps = {"FA": fa, "MD": fit.md, "AD": fit.ad, "RD": fit.rd}
     for k, v in maps.items():
         _save_like(np.nan_to_num(v) * mask, img, out[k])
-    rgb = color_fa(fa, fit.evecs)
-    _save_like(np.nan_to_num(rgb) * mask[..., None], img, out["RGB"])
-    _save_like(np.nan_to_num(fit.evecs[..., 0]) * mask[..., None], img, out["V1"])
+    v1 = np.nan_to_num(fit.evecs[..., 0]) @ fsl_bvec_to_world(img.affine).T  # bvec frame -> world axes
+    v1 *= mask[..., None]
+    rgb = np.abs(v1) * fa[..., None]  # as dipy color_fa, on the world-axis V1
+    _save_like(rgb, img, out["RGB"])
+    _save_like(v1, img, out["V1"])
 
 
 def dti_roi_stats(maps: dict[str, str], mask_file: str, out_tsv: str, subject: str, session: str | None,

@@ -1,14 +1,58 @@
-"""Dataset-level provenance (BIDS-Derivatives dataset_description.json)."""
+"""Provenance: the dataset description, one JSON sidecar per output, and the methods paragraph.
+
+Sidecars (BIDS-Derivatives style): every NIfTI/TSV/transform/parquet output ``X.nii.gz`` gets
+``X.json`` beside it (outputs sharing a stem, e.g. ``X.nii.gz`` + ``X.bval`` + ``X.bvec``, share
+one sidecar).  Outputs that are JSON already (registration metrics, dataset_description.json),
+figures (their data come from a sidecar'd output of the same job) and directories get none, and
+recon-all's own outputs get none (FreeSurfer logs its provenance in ``scripts/recon-all.log``;
+adding outputs to that rule would make a finished recon-all look incomplete).
+
+A sidecar records: ``Step``, ``Method``, ``Rule``, the tool and its version (``ToolVersion`` for
+command-line tools, ``Versions`` of the Python packages the job loaded), ``CommandLine`` (shell
+rules) or ``Script`` + ``Functions`` (Python rules), ``Parameters`` (the rule's params),
+``SoftwareEnvironment`` (conda env file, container image, and which one was active), ``Device``,
+``Sources`` (BIDS URIs: ``bids::`` this dataset, ``bids:raw:`` the input BIDS dataset) and
+``SourceChecksums`` (sha256 of each input file).  No timestamps and no host names: the same
+inputs in the same environment give the same sidecar.
+
+The static part (step, method, parameters, environment) is built at DAG time by
+``rules/provenance.smk`` as the rule's ``prov`` param; Python rules complete it in
+:func:`neurosmk.runtime.setup` (written when the script exits without error), shell rules with
+``scripts/sidecar.sh`` right after their tool succeeded.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import subprocess
+import sys
 
 from . import __version__
-from .io import write_json
+from .io import write_json, write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# extensions stripped to find an output's stem; the sidecar is <stem>.json
+_EXTS = (".nii.gz", ".nii", ".tsv.gz", ".tsv", ".mat", ".bval", ".bvec", ".mgz", ".parquet", ".txt", ".h5")
+_NO_SIDECAR = (".json", ".png", ".svg", ".html", ".md")
+
+# how a shell rule's tool reports its version (first line kept), by the rule's software environment
+VERSION_COMMANDS = {
+    "mrtrix3": '{tool} -version 2>&1 | head -n 1',
+    "fsl": 'printf "FSL %s" "$(cat "$FSLDIR/etc/fslversion" 2>/dev/null || echo unknown)"',
+    "freesurfer": 'cat "$FREESURFER_HOME/build-stamp.txt" 2>/dev/null || recon-all -version 2>&1 | head -n 1',
+}
+# dwifslpreproc is MRtrix3 driving FSL's eddy: both versions
+VERSION_COMMANDS["mrtrix3+fsl"] = (VERSION_COMMANDS["mrtrix3"] + '; printf "; "; '
+                                   + VERSION_COMMANDS["fsl"])
+
+# Python distributions whose versions a Python job records when it has loaded them
+PY_PACKAGES = {"ants": "antspyx", "dipy": "dipy", "nibabel": "nibabel", "numpy": "numpy", "scipy": "scipy",
+               "pandas": "pandas", "pyarrow": "pyarrow", "matplotlib": "matplotlib",
+               "brainextractor": "brainextractor", "nilearn": "nilearn", "sklearn": "scikit-learn"}
 
 
 def git_commit() -> str | None:
@@ -24,12 +68,372 @@ def write_dataset_description(path: str, bids_dir: str) -> dict:
     commit = git_commit()
     if commit:
         gen["Description"] = f"git commit {commit}"
+    raw = "file://" + os.path.abspath(bids_dir)
     desc = {
         "Name": "neurosmk derivatives",
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
         "GeneratedBy": [gen],
-        "SourceDatasets": [{"URL": "file://" + os.path.abspath(bids_dir)}],
+        "SourceDatasets": [{"URL": raw}],
+        # resolves the "bids:raw:" URIs in the sidecars' Sources
+        "DatasetLinks": {"raw": raw},
     }
     write_json(path, desc)
     return desc
+
+
+# ---- sidecars ---------------------------------------------------------------------------------
+def stem(path: str) -> str:
+    for ext in _EXTS:
+        if path.endswith(ext):
+            return path[: -len(ext)]
+    return os.path.splitext(path)[0]
+
+
+def sidecar_path(path: str) -> str | None:
+    """``X.nii.gz`` -> ``X.json``; None for outputs that get no sidecar (JSON, figures, folders)."""
+    path = str(path)
+    if path.endswith(_NO_SIDECAR) or path.endswith("/") or not os.path.splitext(path)[1]:
+        return None
+    return stem(path) + ".json"
+
+
+def sidecars_of(outputs) -> list[str]:
+    """The sidecar paths of a job's outputs, in order, without duplicates."""
+    out = []
+    for o in outputs:
+        s = sidecar_path(str(o))
+        if s and s not in out:
+            out.append(s)
+    return out
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _abs(path: str) -> str:
+    return os.path.normpath(os.path.abspath(str(path)))
+
+
+def source_uri(path: str, out_dir: str, bids_dir: str) -> str:
+    """BIDS URI of an input: ``bids::rel`` inside the derivatives, ``bids:raw:rel`` inside the raw
+    dataset, else ``file://`` + absolute path (e.g. a template)."""
+    a = _abs(path)
+    roots = sorted(((_abs(out_dir), ""), (_abs(bids_dir), "raw")), key=lambda r: -len(r[0]))
+    for root, name in roots:
+        if a.startswith(root + os.sep):
+            return f"bids:{name}:{os.path.relpath(a, root)}"
+    return "file://" + a
+
+
+def sources(inputs, out_dir: str, bids_dir: str) -> tuple[list[str], dict[str, str | None]]:
+    """(Sources, SourceChecksums) of a job's inputs; a folder input is listed with checksum null."""
+    uris, sums = [], {}
+    for p in dict.fromkeys(str(i) for i in inputs):
+        uri = source_uri(p, out_dir, bids_dir)
+        uris.append(uri)
+        sums[uri] = None if os.path.isdir(p) else "sha256:" + sha256_file(p)
+    return uris, sums
+
+
+def python_versions(modules=None) -> dict[str, str]:
+    """Versions of the known distributions whose modules this process has imported."""
+    from importlib import metadata
+
+    modules = sys.modules if modules is None else modules
+    out = {"python": sys.version.split()[0], "neurosmk": __version__}
+    for mod, dist in PY_PACKAGES.items():
+        if mod in modules:
+            try:
+                out[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                pass
+    return out
+
+
+def active_environment(environ=None) -> str:
+    env = os.environ if environ is None else environ
+    if env.get("APPTAINER_CONTAINER") or env.get("SINGULARITY_CONTAINER"):
+        return "apptainer"
+    if ".snakemake" in env.get("CONDA_PREFIX", ""):
+        return "conda"
+    return "host"
+
+
+def script_functions(script: str) -> list[str]:
+    """``neurosmk.<module>.<name>`` for each name a rule script imports from neurosmk modules."""
+    try:
+        text = open(script).read()
+    except OSError:
+        return []
+    out = []
+    for mod, names in re.findall(r"^from (neurosmk\.[\w.]+) import ([\w, ()]+)", text, re.M):
+        if mod == "neurosmk.runtime":
+            continue
+        out += [f"{mod}.{n.strip()}" for n in names.strip("()").split(",") if n.strip()]
+    for mod, names in re.findall(r"^from (neurosmk) import ([\w, ]+)", text, re.M):
+        out += [f"neurosmk.{n.strip()}" for n in names.split(",") if n.strip()]
+    return out
+
+
+def static_record(*, step: str, method: str, rule: str, parameters: dict, conda_env: str | None,
+                  container: str | None, device: str = "cpu", command_template: str | None = None, script: str | None = None) -> dict:
+    """The DAG-time part of a sidecar. It is a param, i.e. a rerun trigger: no paths, no thread
+    counts and no neurosmk version (added when the sidecar is written)."""
+    rec = {"Step": step, "Method": method, "Rule": rule, "Parameters": parameters, "Device": device,
+           "SoftwareEnvironment": {"CondaEnv": conda_env, "Container": container}}
+    if command_template is not None:
+        rec["CommandTemplate"] = command_template
+    if script is not None:
+        rec["Script"] = os.path.relpath(script, REPO) if os.path.isabs(script) else script
+        rec["Functions"] = script_functions(script if os.path.isabs(script) else os.path.join(REPO, script))
+    rec["SoftwareEnvironment"] = rec.pop("SoftwareEnvironment")  # last: scripts/sidecar.sh extends it
+    return rec
+
+
+def version_command(version_env: str, tools) -> str:
+    return VERSION_COMMANDS[version_env].format(tool=(list(tools) or ["true"])[0])
+
+
+def write_python_sidecars(smk, notes: dict) -> list[str]:
+    """Write the sidecars of a finished Python (``script:``) job: see the module docstring."""
+    prov = dict(smk.params.items()).get("prov")
+    outputs = [str(o) for o in smk.output]
+    targets = [o for o in outputs if o.endswith(".json") and any(
+        x != o and sidecar_path(x) == o for x in outputs)]
+    if not targets:
+        return []
+    rec = json.loads(prov) if prov else {"Rule": getattr(smk, "rule", None)}
+    rec["Parameters"] = {k: v for k, v in smk.params.items() if k != "prov"}
+    cfg = getattr(smk, "config", {}) or {}
+    uris, sums = sources(list(smk.input), cfg.get("output_dir", "."), cfg.get("bids_dir", "."))
+    rec["Sources"], rec["SourceChecksums"] = uris, sums
+    versions = python_versions()
+    if any("/nilearn/" in str(i) for i in smk.input):  # the bundled template, read without importing nilearn
+        try:
+            from importlib import metadata
+
+            versions["nilearn"] = metadata.version("nilearn")
+        except Exception:  # noqa: BLE001
+            pass
+    rec["Versions"] = versions
+    rec.setdefault("SoftwareEnvironment", {})["Active"] = active_environment()
+    rec.setdefault("Device", "cpu")
+    rec["GeneratedBy"] = {"Name": "neurosmk", "Version": __version__}
+    rec.update(notes)
+    for target in targets:
+        described = [os.path.basename(o) for o in outputs if o != target and sidecar_path(o) == target]
+        write_json(target, {**rec, "Describes": described})
+    return targets
+
+
+# ---- methods paragraph ------------------------------------------------------------------------
+REFS = {
+    "ants": "Avants BB, Tustison NJ, Song G, et al. A reproducible evaluation of ANTs similarity metric "
+            "performance in brain image registration. NeuroImage 54(3):2033-2044, 2011.",
+    "n4": "Tustison NJ, Avants BB, Cook PA, et al. N4ITK: improved N3 bias correction. IEEE Trans Med Imaging "
+          "29(6):1310-1320, 2010.",
+    "atropos": "Avants BB, Tustison NJ, Wu J, Cook PA, Gee JC. An open source multivariate framework for n-tissue "
+               "segmentation with evaluation on public data. Neuroinformatics 9(4):381-400, 2011.",
+    "syn": "Avants BB, Epstein CL, Grossman M, Gee JC. Symmetric diffeomorphic image registration with "
+           "cross-correlation. Med Image Anal 12(1):26-41, 2008.",
+    "bet": "Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 17(3):143-155, 2002.",
+    "dipy": "Garyfallidis E, Brett M, Amirbekian B, et al. Dipy, a library for the analysis of diffusion MRI "
+            "data. Front Neuroinform 8:8, 2014.",
+    "mppca": "Veraart J, Novikov DS, Christiaens D, et al. Denoising of diffusion MRI using random matrix "
+             "theory. NeuroImage 142:394-406, 2016.",
+    "gibbs": "Kellner E, Dhital B, Kiselev VG, Reisert M. Gibbs-ringing artifact removal based on local "
+             "subvoxel-shifts. Magn Reson Med 76(5):1574-1581, 2016.",
+    "mrtrix": "Tournier J-D, Smith R, Raffelt D, et al. MRtrix3: a fast, flexible and open software framework "
+              "for medical image processing and visualisation. NeuroImage 202:116137, 2019.",
+    "dwi2mask": "Dhollander T, Raffelt D, Connelly A. Unsupervised 3-tissue response function estimation from "
+                "single-shell or multi-shell diffusion MR data without a co-registered T1 image. ISMRM "
+                "Workshop on Breaking the Barriers of Diffusion MRI, 2016.",
+    "dti_wls": "Basser PJ, Mattiello J, LeBihan D. Estimation of the effective self-diffusion tensor from the "
+               "NMR spin echo. J Magn Reson B 103(3):247-254, 1994.",
+    "fsl": "Jenkinson M, Beckmann CF, Behrens TE, Woolrich MW, Smith SM. FSL. NeuroImage 62(2):782-790, 2012.",
+    "fast": "Zhang Y, Brady M, Smith S. Segmentation of brain MR images through a hidden Markov random field "
+            "model and the expectation-maximization algorithm. IEEE Trans Med Imaging 20(1):45-57, 2001.",
+    "first": "Patenaude B, Smith SM, Kennedy DN, Jenkinson M. A Bayesian model of shape and appearance for "
+             "subcortical brain segmentation. NeuroImage 56(3):907-922, 2011.",
+    "flirt": "Jenkinson M, Smith S. A global optimisation method for robust affine registration of brain "
+             "images. Med Image Anal 5(2):143-156, 2001.",
+    "fnirt": "Andersson JLR, Jenkinson M, Smith S. Non-linear registration, aka spatial normalisation. FMRIB "
+             "technical report TR07JA2, 2007.",
+    "eddy": "Andersson JLR, Sotiropoulos SN. An integrated approach to correction for off-resonance effects "
+            "and subject movement in diffusion MR imaging. NeuroImage 125:1063-1078, 2016.",
+    "freesurfer": "Fischl B. FreeSurfer. NeuroImage 62(2):774-781, 2012.",
+    "synthstrip": "Hoopes A, Mora JS, Dalca AV, Fischl B, Hoffmann M. SynthStrip: skull-stripping for any brain "
+                  "image. NeuroImage 260:119474, 2022.",
+    "mni2009": "Fonov V, Evans AC, Botteron K, et al. Unbiased average age-appropriate atlases for pediatric "
+               "studies. NeuroImage 54(1):313-327, 2011.",
+    "nilearn": "Abraham A, Pedregosa F, Eickenberg M, et al. Machine learning for neuroimaging with "
+               "scikit-learn. Front Neuroinform 8:14, 2014.",
+    "brainextractor": "Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 17(3):143-155, 2002 "
+                      "(BET algorithm, reimplemented in the brainextractor Python package).",
+}
+
+# (step, method) -> (sentence template, citation keys, version source)
+# the template is formatted with P (the parameters), V (the tool's version text) and N (participants);
+# version source: a Python distribution name, or "tool" for the shell tool's version line
+METHODS = {
+    ("anat.biascorrect", "ants"): ("The T1-weighted image was corrected for intensity non-uniformity with N4 "
+                                   "(shrink factor {P[shrink_factor]}, spline distance {P[spline_distance]} mm) "
+                                   "as implemented in ANTsPy {V}", ["n4", "ants"], "antspyx"),
+    ("anat.biascorrect", "freesurfer"): ("The T1-weighted image was corrected for intensity non-uniformity with "
+                                         "N4 (AntsN4BiasFieldCorrectionFs, shrink factor {P[shrink_factor]}) from "
+                                         "FreeSurfer ({V})", ["n4", "freesurfer"], "tool"),
+    ("anat.skullstrip", "brainextractor"): ("the brain was extracted with a BET-style deformable surface "
+                                            "(brainextractor {V}; fractional threshold "
+                                            "{P[fractional_threshold]}, {P[iterations]} iterations)",
+                                            ["brainextractor"], "brainextractor"),
+    ("anat.skullstrip", "dipy"): ("the brain was extracted with median Otsu thresholding (DIPY {V}; median "
+                                  "radius {P[median_radius]}, {P[numpass]} passes)", ["dipy"], "dipy"),
+    ("anat.skullstrip", "fsl_bet"): ("the brain was extracted with BET (fractional threshold {P[f]}) from {V}",
+                                     ["bet", "fsl"], "tool"),
+    ("anat.skullstrip", "freesurfer"): ("the brain was extracted with recon-all -autorecon1 (FreeSurfer {V})",
+                                        ["freesurfer"], "tool"),
+    ("anat.skullstrip", "synthstrip"): ("the brain was extracted with SynthStrip (border {P[border]} mm; "
+                                        "FreeSurfer {V})", ["synthstrip", "freesurfer"], "tool"),
+    ("anat.segment", "atropos"): ("Cerebrospinal fluid, grey and white matter were segmented with Atropos "
+                                  "(ANTsPy {V}; MRF weight {P[mrf_weight]}, {P[iterations]} iterations)",
+                                  ["atropos", "ants"], "antspyx"),
+    ("anat.segment", "fsl_fast"): ("Cerebrospinal fluid, grey and white matter were segmented with FAST ({V})",
+                                   ["fast", "fsl"], "tool"),
+    ("anat.subcortical", "fsl_first"): ("Subcortical structures were segmented with FIRST ({V})",
+                                        ["first", "fsl"], "tool"),
+    ("anat.register", "ants"): ("The brain was normalised to the {P[template]} template with a {P[transform]} "
+                                "transform (ANTsPy {V}; SyN iterations {P[syn_iterations]}, seed {P[seed]})",
+                                ["syn", "ants", "mni2009"], "antspyx"),
+    ("anat.register", "fsl"): ("The brain was normalised to the {P[template]} template with FLIRT (12 degrees "
+                               "of freedom) followed by FNIRT ({P[fnirt_config]}; {V})",
+                               ["flirt", "fnirt", "fsl", "mni2009"], "tool"),
+    ("anat.atlas", "fsl_applywarp"): ("The {P[atlas]} atlas was brought to each T1w with the inverse FNIRT "
+                                      "warp (applywarp, nearest neighbour; {V})", ["fsl"], "tool"),
+    ("dwi.denoise", "dipy_mppca"): ("The diffusion-weighted images were denoised with MP-PCA (DIPY {V}; patch "
+                                    "radius {P[patch_radius]})", ["mppca", "dipy"], "dipy"),
+    ("dwi.denoise", "mrtrix"): ("The diffusion-weighted images were denoised with MP-PCA (MRtrix3 dwidenoise, "
+                                "{V}; extent {P[extent]})", ["mppca", "mrtrix"], "tool"),
+    ("dwi.degibbs", "dipy"): ("Gibbs ringing was removed by local sub-voxel shifts (DIPY {V}; slice axis "
+                              "{P[slice_axis]})", ["gibbs", "dipy"], "dipy"),
+    ("dwi.degibbs", "mrtrix"): ("Gibbs ringing was removed by local sub-voxel shifts (MRtrix3 mrdegibbs, {V}; "
+                                "axes {P[axes]})", ["gibbs", "mrtrix"], "tool"),
+    ("dwi.preproc", "fsl_dwifslpreproc"): ("Eddy currents and head motion were corrected with FSL eddy driven "
+                                           "by MRtrix3 dwifslpreproc ({V})", ["eddy", "fsl", "mrtrix"], "tool"),
+    ("dwi.mask", "dipy"): ("A brain mask was computed from the b=0 images by median Otsu thresholding (DIPY {V})",
+                           ["dipy"], "dipy"),
+    ("dwi.mask", "mrtrix"): ("A brain mask was computed with dwi2mask (MRtrix3, {V})", ["dwi2mask", "mrtrix"],
+                             "tool"),
+    ("dwi.tensor", "dipy"): ("The diffusion tensor was fitted by {P[fit_method]} (DIPY {V}), giving FA, MD, AD "
+                             "and RD maps", ["dti_wls", "dipy"], "dipy"),
+    ("dwi.tensor", "mrtrix"): ("The diffusion tensor was fitted with dwi2tensor ({P[fit]}) and its metrics "
+                               "computed with tensor2metric (MRtrix3, {V})", ["dti_wls", "mrtrix"], "tool"),
+}
+STEP_ORDER = ["anat.biascorrect", "anat.skullstrip", "anat.segment", "anat.subcortical", "anat.register",
+              "anat.atlas", "dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask", "dwi.tensor"]
+SKIPPED = {"dwi.denoise": "No denoising was applied", "dwi.degibbs": "Gibbs ringing was not corrected",
+           "dwi.preproc": "No eddy-current or motion correction was applied"}
+
+
+def _version_text(records: list[dict], source: str) -> str:
+    vals = []
+    for r in records:
+        v = r.get("ToolVersion") if source == "tool" else r.get("Versions", {}).get(source)
+        if v:
+            v = re.sub(r"^==\s*\S+\s+(.*?)\s*==$", r"version \1", str(v).strip())
+            if v not in vals:
+                vals.append(v)
+    return " / ".join(vals) if vals else "version unknown"
+
+
+def methods_text(records: list[dict], methods: dict, commit: str | None = None) -> str:
+    """A methods section (Markdown) from the sidecars of the steps that ran and the chosen methods.
+
+    ``records`` are sidecar dicts; ``methods`` maps step -> configured method (for steps that ran
+    nothing, method "none").  Each sentence names the tool, its recorded version and parameters.
+    """
+    by_step: dict[str, list[dict]] = {}
+    for r in records:
+        by_step.setdefault(r.get("Step"), []).append(r)
+    cites: list[str] = []
+
+    def cite(keys):
+        nums = []
+        for k in keys:
+            if k not in cites:
+                cites.append(k)
+            nums.append(cites.index(k) + 1)
+        return "[" + ", ".join(str(n) for n in nums) + "]"
+
+    paras = {"anat": [], "dwi": []}
+    for step in STEP_ORDER:
+        recs = by_step.get(step, [])
+        method = methods.get(step)
+        if not recs:
+            if method == "none" and step in SKIPPED and by_step.keys() & {s for s in STEP_ORDER if s.startswith("dwi")}:
+                paras["dwi"].append(SKIPPED[step] + ".")
+            continue
+        recs = [r for r in recs if r.get("Method") == method] or recs
+        m = recs[0].get("Method")
+        if (step, m) not in METHODS:
+            continue
+        tpl, keys, src = METHODS[(step, m)]
+        subjects = {s.split(":", 2)[-1].split("/")[0] for r in recs for s in r.get("Sources", [])
+                    if s.split(":", 2)[-1].startswith("sub-")}
+        params = recs[0].get("Parameters", {})
+        try:
+            sentence = tpl.format(P=_Fmt(params), V=_version_text(recs, src))
+        except (KeyError, IndexError):
+            sentence = tpl.split(" (")[0]
+        sentence = sentence[0].upper() + sentence[1:]
+        if step == "anat.register" and any("/nilearn/" in u for r in recs for u in r.get("Sources", [])):
+            nl = _version_text(recs, "nilearn")
+            sentence += f"; the template image is the one distributed with nilearn {nl} {cite(['nilearn'])}"
+        paras[step.split(".")[0]].append(f"{sentence} {cite(keys)}" + (f" ({len(subjects)} participant"
+                                                                          f"{'s' if len(subjects) != 1 else ''})"
+                                                                          if subjects else "") + ".")
+    qc = by_step.get("dwi.qc", [])
+    if qc:
+        thr = qc[0].get("Parameters", {}).get("wm_fa_threshold")
+        paras["dwi"].append(f"Mean DTI metrics were computed in the brain mask and in white matter "
+                            f"(FA > {thr}).")
+    fs = sorted({str(r.get("Parameters", {}).get("subject")) for r in by_step.get("freesurfer.stats", [])})
+    lines = ["# Methods", "",
+             f"*Generated by neurosmk {__version__}" + (f" (git commit {commit})" if commit else "")
+             + " from the provenance sidecars of the outputs of this run.*", ""]
+    if paras["anat"]:
+        lines += ["## Anatomical data", "", " ".join(paras["anat"]), ""]
+    if paras["dwi"]:
+        lines += ["## Diffusion data", "", " ".join(paras["dwi"]), ""]
+    if fs:
+        lines += ["## FreeSurfer statistics", "",
+                  f"FreeSurfer stats files of {len(fs)} subject folder{'s' if len(fs) != 1 else ''} were parsed "
+                  f"into tidy tables by neurosmk {cite(['freesurfer'])}.", ""]
+    if cites:
+        lines += ["## References", ""] + [f"{i}. {REFS[k]}" for i, k in enumerate(cites, 1)] + [""]
+    return "\n".join(lines)
+
+
+class _Fmt(dict):
+    """Parameters for str.format: lists as comma-separated values."""
+
+    def __getitem__(self, key):
+        v = dict.__getitem__(self, key)
+        if isinstance(v, (list, tuple)):
+            return ",".join(str(x) for x in v)
+        return v
+
+
+def write_methods(path: str, sidecar_files, methods: dict) -> str:
+    records = []
+    for f in sidecar_files:
+        with open(f) as fh:
+            records.append(json.load(fh))
+    text = methods_text(records, methods, commit=git_commit())
+    write_text(path, text)
+    return text

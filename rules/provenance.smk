@@ -1,0 +1,127 @@
+# Provenance: the per-output JSON sidecars (neurosmk.provenance) and the methods paragraph.
+#
+# Each rule declares its sidecars as outputs, `**sidecars(OUT_A, OUT_B)` (one <stem>.json per
+# output stem), and gets the DAG-time part of their content as `params: prov=prov("<step>")`:
+# step, method, parameters, conda env, container (no paths, thread counts or versions, so it
+# re-runs nothing that would not re-run anyway). Python rules write the sidecars when their
+# script exits without error (neurosmk.runtime.setup); shell rules end their command with
+# SIDECAR, which runs scripts/sidecar.sh in the tool's own environment after the tool succeeded.
+
+import json as _json
+import shlex as _shlex
+
+from snakemake.io import apply_wildcards as _apply_wildcards
+
+from neurosmk import provenance as _provenance
+
+SIDECAR_SH = os.path.join(NEUROSMK_ROOT, "scripts", "sidecar.sh")
+SIDECAR = (' && NEUROSMK_PROV=sidecar NEUROSMK_VERSION={NEUROSMK_VERSION} sh "{SIDECAR_SH}" {params.prov} "{OUT}" "{config[bids_dir]}"'
+           ' {output:q} -- {input:q}')
+SIDECAR_TEMPLATES = []  # every declared sidecar path pattern, for the methods rule
+
+
+def sidecars(*outputs):
+    """Named outputs ``sidecar``, ``sidecar2``, ... for the given outputs' sidecars."""
+    named = {}
+    for i, path in enumerate(_provenance.sidecars_of(outputs)):
+        named["sidecar" + (str(i + 1) if i else "")] = path
+        if path not in SIDECAR_TEMPLATES:
+            SIDECAR_TEMPLATES.append(path)
+    return named
+
+
+_PROV_RULES = {}
+
+
+def _prov_rule(fn):
+    if fn not in _PROV_RULES:
+        found = [r for r in workflow.rules if any(v is fn for v in r.params)]
+        if len(found) != 1:
+            raise ValueError(f"provenance: prov() must be the param of exactly one rule, found {len(found)}")
+        _PROV_RULES[fn] = found[0]
+    return _PROV_RULES[fn]
+
+
+def _param_value(value, wildcards, input, output):
+    if callable(value):
+        import inspect
+
+        aux = {"input": input, "output": output}
+        names = list(inspect.signature(value).parameters)
+        return value(wildcards, **{k: aux[k] for k in names[1:] if k in aux})
+    if isinstance(value, str):
+        return _apply_wildcards(value, wildcards)
+    return value
+
+
+def prov(step, versions=None):
+    """The ``prov`` param of a rule of ``step``: its sidecars' DAG-time record (a JSON string for
+    script rules; for shell rules the shell-quoted JSON and version command for SIDECAR)."""
+
+    def _prov(wildcards, input, output):
+        r_ = _prov_rule(_prov)
+        params = {k: _param_value(v, wildcards, input, output) for k, v in r_.params.items() if k != "prov"}
+        method = params.get("method", "neurosmk")
+        backend = _backends.STEPS.get(step, {}).get(method)
+        tools = backend.tools if backend else ()
+        env = os.path.basename(r_.conda_env).rsplit(".", 1)[0] if isinstance(r_.conda_env, str) else None
+        resources = dict(r_.resources.items()) if r_.resources is not None else {}
+        shell = r_.shellcmd is not None
+        rec = _provenance.static_record(
+            step=step, method=method, rule=r_.name, parameters=params,
+            conda_env=f"envs/{env}.yaml" if env else None, container=r_.container_img,
+            device="gpu" if resources.get("gpu") else "cpu",
+            command_template=r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
+            script=os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None)
+        text = _json.dumps(rec, default=str)
+        if not shell:
+            return text
+        return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools))
+
+    return _prov
+
+
+# ---- methods paragraph ------------------------------------------------------------------------
+METHODS_MD = f"{OUT}/methods.md"
+EXTRA_TARGETS.append(METHODS_MD)
+
+
+def _methods_inputs(wc):
+    """The sidecars of every output this configuration makes (per visit, per FreeSurfer subject,
+    and the group tables that are targets)."""
+    target_sidecars = {_provenance.sidecar_path(t) for t in all_targets() if t != METHODS_MD}
+    files = []
+    for tpl in SIDECAR_TEMPLATES:
+        if "{fssub}" in tpl:
+            files += [tpl.format(fssub=s) for s in sorted(FS_SUBJECTS)]
+        elif "{subject}" in tpl:
+            kind = "anat" if "/anat/" in tpl else "dwi"
+            if config["steps"][kind]:
+                files += expand_visits(tpl, T1W if kind == "anat" else DWI)
+        elif tpl in target_sidecars:
+            files.append(tpl)
+    return files
+
+
+rule methods:
+    """A methods section naming each step that ran, its tool, version, parameters and citations."""
+    input:
+        sidecars=_methods_inputs,
+    output:
+        md=report(METHODS_MD, caption="../report/methods.rst", category="Methods"),
+    params:
+        methods=METHOD,
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    log:
+        f"{OUT}/logs/methods.log",
+    benchmark:
+        f"{OUT}/benchmarks/methods.tsv"
+    conda:
+        ENVS["neurosmk"]
+    container:
+        CONTAINERS["neurosmk"]
+    script:
+        "../scripts/methods.py"
