@@ -1,14 +1,35 @@
 #!/usr/bin/env python
 """Scaling of the DWI part of the demo with N subjects: wall time against the ideal.
 
-    python benchmarks/bench_scaling.py --subjects 4 --cores 1 2 [--slurm] [--crop 0]
+    python benchmarks/bench_scaling.py --subjects 4 --cores 1 2 [--slurm] [--crop 40]
 
 Builds a temporary BIDS dataset with N copies of demo sub-02 (DWI only; by default cropped to
-its central 40x40x20 voxels so a run takes minutes, --crop 0 keeps the full 72x72x36), then
-runs the DWI stages (anat off) with --profile profiles/laptop at each --cores value, and with
---slurm also through profiles/slurm on the cluster of scripts/slurm_local.sh (must be
-running). For each run it prints the wall time, the summed job time from the rules'
-benchmark files (column `s`), the ideal sum/cores, and the efficiency ideal/wall.
+its central 40x40x20 voxels so a leg takes a minute or two, --crop 0 keeps the full 72x72x36),
+then runs the DWI stages (anat off) through --profile profiles/laptop at each --cores value and,
+with --slurm, through --profile profiles/slurm on the local cluster of scripts/slurm_local.sh
+(start it first; SLURM_CONF defaults to /tmp/neurosmk-slurm/slurm.conf); --slurm-grouped adds
+a SLURM leg with each subject's DWI chain in one SLURM job (the profile's optional grouping).
+The SLURM legs pay the plugin's fixed costs per SLURM job (a 5 s sleep before every sbatch,
+status polling every 5-15 s), so their wall is far above ideal for jobs of a few seconds.
+
+How "ideal" is computed, per leg:
+  job s      each job's own wall time, from the rule's `benchmark:` file (column `s`; it covers
+             the job's process: Python start-up, imports, I/O and compute);
+  sum        the sum of job s over all jobs of the leg;
+  ideal      sum / cores: every core busy all the time, no scheduler cost. For SLURM, cores =
+             the CPUs of the cluster's nodes (sinfo);
+  ideal(1c)  the same with the 1-core leg's sum: a perfect speed-up of the serial run. ideal
+             and ideal(1c) differ when jobs run slower side by side (memory bandwidth, a busy
+             machine), which no scheduler setting can recover;
+  bound      max(ideal, critical path): the longest subject chain plus the jobs after it
+             (group table) cannot be shortened by more cores;
+  start-up   snakemake's own start (parse, config validation, BIDS index, DAG), timed with a
+             dry run of the same leg; it is serial and counted in wall;
+  eff        ideal / wall (the goal: >= 85 %); eff-st = ideal / (wall - start-up), the
+             scheduling efficiency once snakemake has started; ovh/job = (wall - ideal) / jobs.
+A per-rule table shows each rule's declared threads against the cores its jobs used
+(cpu_time / s): a rule that reserves 2 threads but uses 1 wastes a core on a small machine.
+Timings on a shared machine are noisy: compare legs of one invocation only.
 """
 
 from __future__ import annotations
@@ -16,16 +37,20 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# one subject's DWI rules (default DIPY backends), grouped into one SLURM job by --slurm-grouped
+DWI_CHAIN = ("dwi_denoise_dipy", "dwi_degibbs_dipy", "dwi_mask_dipy", "dwi_tensor_dipy", "dwi_stats_qc")
 
 
 def make_bids(dst: Path, n: int, crop: int) -> None:
@@ -54,49 +79,117 @@ def make_bids(dst: Path, n: int, crop: int) -> None:
     (dst / "participants.tsv").write_text("\n".join(rows) + "\n")
 
 
-def job_seconds(out: Path) -> tuple[float, int]:
-    total, n = 0.0, 0
-    for f in out.glob("benchmarks/**/*.tsv"):
+def read_jobs(out: Path) -> list[dict]:
+    """One row per job from the benchmark files: rule, subject (or None), s, cpu_time."""
+    jobs = []
+    for f in sorted(out.glob("benchmarks/**/*.tsv")):
+        rel = f.relative_to(out / "benchmarks")
+        rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        m = re.match(r"sub-([A-Za-z0-9]+)", f.stem)
         with open(f) as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
-                total += float(row["s"])
-                n += 1
-    return total, n
+                cpu = row.get("cpu_time", "")
+                jobs.append({"rule": rule, "subject": m.group(1) if (m and len(rel.parts) > 1) else None,
+                             "s": float(row["s"]), "cpu": float(cpu) if cpu not in ("", "NA") else float("nan")})
+    return jobs
 
 
-def run(label: str, work: Path, bids: Path, profile: str, extra: list[str], cores: int, timeout: int):
+def critical_path(jobs: list[dict]) -> float:
+    """Longest subject chain + the jobs without a subject that come after it (group tables).
+
+    dataset_description also has no subject but runs beside the chains; it is the only
+    subject-less job that is not downstream of them, so it is left out.
+    """
+    chain = defaultdict(float)
+    for j in jobs:
+        if j["subject"]:
+            chain[j["subject"]] += j["s"]
+    after = sum(j["s"] for j in jobs if not j["subject"] and j["rule"] != "dataset_description")
+    return max(chain.values(), default=0.0) + after
+
+
+def rule_threads(wd: Path, extra: list[str], env) -> dict[str, int]:
+    """Threads per rule as snakemake will schedule them (dry-run job listing)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", *extra]
+    out = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=600).stdout
+    threads = {}
+    for block in re.split(r"\n(?=[ \t]*(?:local)?rule \w+:)", out):  # group jobs indent theirs
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        t = re.search(r"threads: (\d+)", block)
+        if m:
+            threads[m.group(1)] = int(t.group(1)) if t else 1
+    return threads
+
+
+def setup_leg(label: str, work: Path, bids: Path) -> tuple[Path, Path]:
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     out = work / f"out-{label}"
     cfg.update(bids_dir=str(bids), output_dir=str(out), freesurfer_dir=None,
                steps={"anat": False, "dwi": True, "freesurfer_stats": False})
-    # dipy's gibbs_removal with num_processes>1 starts a process pool that was measured here
-    # to take minutes instead of seconds (see report); keep it in-process.
-    cfg["dwi"]["degibbs"]["threads"] = 1
     wd = work / f"wd-{label}"
     (wd / "config").mkdir(parents=True)
     (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return wd, out
+
+
+def run(label: str, work: Path, bids: Path, profile: str, extra: list[str], cores: int, timeout: int,
+        serial_sum: float | None):
+    wd, out = setup_leg(label, work, bids)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-           "--profile", str(REPO / "profiles" / profile), *extra]
+    args = ["--profile", str(REPO / "profiles" / profile), *extra]
+    t0 = time.monotonic()
+    threads = rule_threads(wd, args, env)
+    startup = time.monotonic() - t0
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         sys.exit(f"{label} failed:\n{proc.stderr[-4000:]}")
-    busy, njobs = job_seconds(out)
+    jobs = read_jobs(out)
+    busy = sum(j["s"] for j in jobs)
     ideal = busy / cores
-    print(f"{label:<12} cores={cores:<2} jobs={njobs:<3} wall={wall:7.1f} s  sum(job s)={busy:7.1f}  "
-          f"ideal={ideal:7.1f} s  efficiency={ideal / wall:5.0%}  overhead/job={(wall - ideal) / njobs:5.1f} s",
-          flush=True)
+    bound = max(ideal, critical_path(jobs))
+    ideal1 = f"{serial_sum / cores:7.1f}" if serial_sum else "      -"
+    print(f"{label:<10} {cores:>5} {len(jobs):>4} {wall:7.1f} {busy:7.1f} {ideal:7.1f} {ideal1} {bound:7.1f} "
+          f"{startup:7.1f} {ideal / wall:5.0%} {ideal / max(wall - startup, 1e-9):5.0%} "
+          f"{(wall - ideal) / max(len(jobs), 1):7.1f}", flush=True)
+    return jobs, threads, busy
+
+
+def per_rule(label: str, jobs: list[dict], threads: dict[str, int]) -> None:
+    by = defaultdict(list)
+    for j in jobs:
+        by[j["rule"]].append(j)
+    print(f"\n{label}: per rule   threads  jobs  mean s  cores used (cpu_time/s)")
+    for rule, js in sorted(by.items(), key=lambda kv: -sum(j["s"] for j in kv[1])):
+        s = sum(j["s"] for j in js)
+        cpu = sum(j["cpu"] for j in js)
+        used = f"{cpu / s:5.2f}" if s > 0 and cpu == cpu else "    -"
+        print(f"  {rule:<22} {threads.get(rule, '?'):>7} {len(js):>5} {s / len(js):7.2f}  {used}")
+
+
+def slurm_cores() -> int:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %c"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    nodes = {}
+    for line in out.split("\n"):
+        if line.strip():
+            name, cpus = line.split()
+            nodes[name] = int(cpus)
+    return sum(nodes.values())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, default=4)
-    ap.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--cores", type=int, nargs="*", default=[1, 2],
+                    help="laptop legs (cores each); none given: SLURM legs only")
     ap.add_argument("--crop", type=int, default=40, help="in-plane crop size (0: full image)")
     ap.add_argument("--slurm", action="store_true", help="also run through profiles/slurm")
+    ap.add_argument("--slurm-grouped", action="store_true",
+                    help="also through profiles/slurm with each subject's DWI chain in one SLURM job")
     ap.add_argument("--timeout", type=int, default=1800)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="neurosmk-bench-") as tmp:
@@ -105,13 +198,31 @@ def main() -> None:
         bids.mkdir()
         make_bids(bids, a.subjects, a.crop)
         print(f"{a.subjects} subjects (DWI of demo sub-02, crop {a.crop or 'none'}), machine: {os.cpu_count()} CPUs")
-        for c in a.cores:
-            run(f"laptop-c{c}", work, bids, "laptop", ["--cores", str(c)], c, a.timeout)
+        print(f"{'leg':<10} {'cores':>5} {'jobs':>4} {'wall':>7} {'sum':>7} {'ideal':>7} {'ideal1c':>7} "
+              f"{'bound':>7} {'startup':>7} {'eff':>5} {'eff-st':>5} {'ovh/job':>7}   (seconds)")
+        serial_sum, tables = None, []
+        for c in sorted(a.cores):
+            jobs, threads, busy = run(f"laptop-c{c}", work, bids, "laptop", ["--cores", str(c)], c, a.timeout,
+                                      serial_sum)
+            if c == 1:
+                serial_sum = busy
+            tables.append((f"laptop-c{c}", jobs, threads))
         if a.slurm:
-            conf = os.environ.get("SLURM_CONF", "/tmp/neurosmk-slurm/slurm.conf")
-            os.environ["SLURM_CONF"] = conf
-            ncpu = max(a.cores)
-            run("slurm", work, bids, "slurm", ["--slurm-logdir", str(work / "slurm_logs")], ncpu, a.timeout)
+            os.environ.setdefault("SLURM_CONF", "/tmp/neurosmk-slurm/slurm.conf")
+            ncpu = slurm_cores()
+            jobs, threads, _ = run("slurm", work, bids, "slurm", ["--slurm-logdir", str(work / "slurm_logs")],
+                                   ncpu, a.timeout, serial_sum)
+            tables.append(("slurm", jobs, threads))
+        if a.slurm_grouped:
+            os.environ.setdefault("SLURM_CONF", "/tmp/neurosmk-slurm/slurm.conf")
+            ncpu = slurm_cores()
+            groups = [f"{r}=dwi" for r in DWI_CHAIN]
+            jobs, threads, _ = run("slurm-grp", work, bids, "slurm",
+                                   ["--slurm-logdir", str(work / "slurm_logs_grp"), "--groups", *groups,
+                                    "--group-components", "dwi=1"], ncpu, a.timeout, serial_sum)
+            tables.append(("slurm-grp", jobs, threads))
+        for label, jobs, threads in tables:
+            per_rule(label, jobs, threads)
 
 
 if __name__ == "__main__":

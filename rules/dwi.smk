@@ -44,7 +44,9 @@ if METHOD["dwi.denoise"] == "dipy_mppca":
             method="dipy_mppca",
             patch_radius=step_cfg("dwi.denoise")["patch_radius"],
             prov=prov("dwi.denoise"),
-        threads: step_cfg("dwi.denoise")["threads"]
+        # DIPY's mppca computes in one thread (full demo DWI: 29.5 s CPU with 1 or 2 BLAS threads);
+        # reserving dwi.denoise.threads (2, for mrtrix dwidenoise) left a core idle beside it.
+        threads: 1
         resources:
             mem_mb=4000,
             runtime=60,
@@ -58,6 +60,38 @@ if METHOD["dwi.denoise"] == "dipy_mppca":
             CONTAINERS["neurosmk"]
         script:
             "../scripts/dwi_denoise.py"
+
+
+if METHOD["dwi.denoise"] == "torch":
+    # PyTorch MP-PCA (src/neurosmk/dwi_torch.py:mppca), DIPY's algorithm batched over patches on
+    # CUDA when the job sees a GPU, else on the CPU; same output files as dwi_denoise_dipy.
+
+    rule dwi_denoise_torch:
+        input:
+            unpack(raw_dwi),
+        output:
+            dwi=DWI_DENOISED,
+            noise=DWI_NOISE,
+            **sidecars(DWI_DENOISED, DWI_NOISE),
+        params:
+            method="torch",
+            patch_radius=step_cfg("dwi.denoise")["patch_radius"],
+            prov=prov("dwi.denoise"),
+        threads: step_cfg("dwi.denoise")["threads"]
+        resources:
+            mem_mb=6000,
+            runtime=60,
+            **({"gpu": 1} if step_cfg("dwi.denoise")["device"] == "cuda" else {}),
+        log:
+            logfile("dwi_denoise_torch"),
+        benchmark:
+            benchfile("dwi_denoise_torch")
+        conda:
+            "../envs/neurosmk-gpu.yaml"
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/dwi_denoise_torch.py"
 
 
 if METHOD["dwi.degibbs"] == "dipy":
@@ -147,6 +181,43 @@ if METHOD["dwi.tensor"] == "dipy":
             CONTAINERS["neurosmk"]
         script:
             "../scripts/dwi_tensor.py"
+
+
+if METHOD["dwi.tensor"] == "torch":
+    # PyTorch backend (src/neurosmk/dwi_torch.py): DIPY's WLS/OLS batched over voxels on CUDA
+    # when the job sees a GPU, else on the CPU; same output files as dwi_tensor_dipy.
+    # device "cuda" requests resources gpu=1 (local: --resources gpu=1 limits GPU jobs to one at a
+    # time; SLURM: --gpus=1). profiles/slurm-gpu sends this rule to the GPU partition in any case.
+    if step_cfg("dwi.tensor")["fit_method"] not in ("WLS", "OLS"):
+        raise ValueError(f"config key 'dwi.tensor.fit_method': {step_cfg('dwi.tensor')['fit_method']!r} is not "
+                         "available with method 'torch' (available: WLS, OLS; NLLS/RT need method 'dipy')")
+
+    rule dwi_tensor_torch:
+        input:
+            unpack(dwi_for_model),
+            mask=DWI_MASK,
+        output:
+            **DTI,
+            **sidecars(*DTI.values()),
+        params:
+            method="torch",
+            fit_method=step_cfg("dwi.tensor")["fit_method"],
+            prov=prov("dwi.tensor"),
+        threads: step_cfg("dwi.tensor")["threads"]
+        resources:
+            mem_mb=3000,
+            runtime=20,
+            **({"gpu": 1} if step_cfg("dwi.tensor")["device"] == "cuda" else {}),
+        log:
+            logfile("dwi_tensor_torch"),
+        benchmark:
+            benchfile("dwi_tensor_torch")
+        conda:
+            "../envs/neurosmk-gpu.yaml"
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/dwi_tensor_torch.py"
 
 
 rule dwi_stats_qc:

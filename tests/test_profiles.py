@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "profiles"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
-# rules whose tools have GPU builds (eddy_cuda, SynthStrip, SynthSeg); only these may ask for one
-GPU_RULES = {"dwi_preproc_dwifslpreproc", "anat_skullstrip_synthstrip"}
+# rules whose tools have GPU builds (eddy_cuda, SynthStrip, the PyTorch tensor fit); only these
+# may ask for one
+GPU_RULES = {"dwi_preproc_dwifslpreproc", "anat_skullstrip_synthstrip", "dwi_tensor_torch", "dwi_denoise_torch"}
 
 
 def load(name: str) -> dict:

@@ -151,6 +151,7 @@ EXPECTED_DWI = {
     "dwi_tensor_dipy": (3000, 20, 1),
     "dwi_stats_qc": (2000, 10, 1),
     "group_dti_stats": (1000, 10, 1),
+    "methods": (500, 5, 1),  # rules/provenance.smk: the methods paragraph from the sidecars
 }
 
 
@@ -171,7 +172,7 @@ def test_dwi_demo_runs_as_slurm_jobs(slurm_env, tmp_path):
     log, wall = run_snakemake(
         ["-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "slurm"),
          "--slurm-logdir", str(tmp_path / "slurm_logs")],
-        cwd=work, env=slurm_env, timeout=150)
+        cwd=work, env=slurm_env, timeout=300)
 
     jobs = submitted_jobs(log, slurm_env)
     report_timing("DWI demo through SLURM", jobs, wall)
@@ -192,7 +193,7 @@ def test_gpu_rule_and_memory_retry(slurm_env, tmp_path):
         ["-s", str(REPO / "tests" / "data" / "slurm" / "Snakefile"), "-d", str(tmp_path),
          "--profile", str(REPO / "profiles" / "slurm-gpu"),
          "--slurm-logdir", str(tmp_path / "slurm_logs")],
-        cwd=tmp_path, env=slurm_env, timeout=150)
+        cwd=tmp_path, env=slurm_env, timeout=240)
 
     gpu = dict(line.split("=", 1) for line in (tmp_path / "gpu.txt").read_text().split())
     assert gpu["SLURM_JOB_PARTITION"] == "gpu"

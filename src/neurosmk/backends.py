@@ -1,7 +1,8 @@
 """The one place where each step's ``method`` selects its implementation.
 
 ``STEPS[step][method]`` describes a backend: the external tools it runs (checked on PATH at
-start unless ``--sdm conda``/``apptainer`` is used or the run is a dry run), the conda env and
+start unless ``--sdm conda``/``apptainer`` is used or the run is a dry run), the optional Python
+packages it imports (checked the same way, by import name), the conda env and
 container image its rule declares, and what to install.  The rule files define a step's rule
 only for the method the config chose (``if METHOD['dwi.denoise'] == 'mrtrix':``), and every
 backend of a step writes the same BIDS-Derivatives file names, so downstream rules never care.
@@ -9,6 +10,7 @@ backend of a step writes the same BIDS-Derivatives file names, so downstream rul
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from dataclasses import dataclass, field
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Backend:
     tools: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()  # optional Python packages (import names) beyond the base install
     env: str = "neurosmk"
     install: str = "pip install -e . (the project's own environment)"
     notes: str = ""
@@ -28,6 +31,7 @@ MRTRIX = Backend(tools=("dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "te
                  env="mrtrix3", install="MRtrix3 3.0.x (conda install -c mrtrix3 mrtrix3=3.0.4)")
 _FSL_INSTALL = "FSL 6.0.7 (https://fsl.fmrib.ox.ac.uk/fsl/docs/#/install/) with FSLDIR set"
 _FS_INSTALL = "FreeSurfer 7.4.1 (https://surfer.nmr.mgh.harvard.edu/fswiki/DownloadAndInstall) with FREESURFER_HOME and FS_LICENSE set"
+_TORCH_INSTALL = "PyTorch: pip install 'neurosmk[gpu]' (torch==2.13.0; the Linux wheels on PyPI include CUDA)"
 
 
 def _mrtrix(*tools: str) -> Backend:
@@ -55,13 +59,20 @@ STEPS: dict[str, dict[str, Backend]] = {
     "anat.subcortical": {"none": NONE, "fsl_first": _fsl("run_first_all", "first_roi_slicesdir")},
     "anat.register": {"ants": PY, "fsl": _fsl("flirt", "fnirt", "invwarp", "applywarp")},
     "anat.atlas": {"none": NONE, "fsl_applywarp": _fsl("applywarp")},
-    "dwi.denoise": {"dipy_mppca": PY, "none": NONE, "mrtrix": _mrtrix("dwidenoise")},
+    "dwi.denoise": {"dipy_mppca": PY, "none": NONE, "mrtrix": _mrtrix("dwidenoise"),
+                    # DIPY's MP-PCA batched over patches in PyTorch: CUDA when visible, else CPU
+                    "torch": Backend(modules=("torch",), env="neurosmk-gpu", install=_TORCH_INSTALL,
+                                     notes="device from dwi.denoise.device (auto|cpu|cuda)")},
     "dwi.degibbs": {"dipy": PY, "none": NONE, "mrtrix": _mrtrix("mrdegibbs")},
     "dwi.preproc": {"none": NONE,
                     "fsl_dwifslpreproc": Backend(tools=("dwifslpreproc", "eddy"), env="fsl",
                                                  install="MRtrix3 3.0.4 (dwifslpreproc) and " + _FSL_INSTALL)},
     "dwi.mask": {"dipy": PY, "mrtrix": _mrtrix("dwi2mask")},
-    "dwi.tensor": {"dipy": PY, "mrtrix": _mrtrix("dwi2tensor", "tensor2metric")},
+    "dwi.tensor": {"dipy": PY, "mrtrix": _mrtrix("dwi2tensor", "tensor2metric"),
+                   # batched WLS/OLS in PyTorch: CUDA when a GPU is visible, else the CPU
+                   "torch": Backend(modules=("torch",), env="neurosmk-gpu", install=_TORCH_INSTALL,
+                                    notes="device from dwi.tensor.device (auto|cpu|cuda); "
+                                          "fit_method WLS or OLS")},
 }
 
 
@@ -77,8 +88,13 @@ def selected_methods(cfg: dict) -> dict[str, str]:
     return out
 
 
-def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which) -> dict[str, str]:
-    """Validate every step's method; with ``check_tools`` also that its tools are on PATH."""
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which,
+                  has_module=_has_module) -> dict[str, str]:
+    """Validate every step's method; with ``check_tools`` also that its tools and packages exist."""
     methods = selected_methods(cfg)
     problems = []
     for step, method in methods.items():
@@ -93,6 +109,11 @@ def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which) -> di
                 problems.append(f"step '{step}' with method '{method}' needs {', '.join(missing)} on PATH, "
                                 f"which is missing: install {known[method].install}, or run with "
                                 f"--sdm conda (envs/{known[method].env}.yaml) or --sdm apptainer")
+            missing = [m for m in known[method].modules if not has_module(m)]
+            if missing:
+                problems.append(f"step '{step}' with method '{method}' needs the Python package(s) "
+                                f"{', '.join(missing)}, which this Python lacks: {known[method].install}, "
+                                f"or run with --sdm conda (envs/{known[method].env}.yaml)")
     if problems:
         raise BackendError("cannot run this configuration:\n  - " + "\n  - ".join(problems))
     return methods

@@ -98,6 +98,16 @@ def tensor_fit(in_file: str, bval: str, bvec: str, mask_file: str, out: dict[str
     _, _, gtab = load_gradients(bval, bvec, img.shape[3])
     data = img.get_fdata(dtype=np.float32)
     fit = TensorModel(gtab, fit_method=fit_method).fit(data, mask=mask)
+    write_tensor_maps(fit, mask, img, out)
+
+
+def write_tensor_maps(fit, mask, img, out: dict[str, str]) -> None:
+    """Write FA, MD, AD, RD, colour FA and V1 of a DIPY ``TensorFit`` (masked, NaN -> 0).
+
+    Every tensor backend written in Python (DIPY, and the PyTorch one in ``dwi_torch``, which
+    wraps its eigenvalues/eigenvectors in a ``TensorFit``) writes its maps here, so the map
+    conventions (V1/RGB in world axes, see :func:`tensor_fit`) live in one place.
+    """
     fa = np.clip(np.nan_to_num(fit.fa), 0, 1)
     maps = {"FA": fa, "MD": fit.md, "AD": fit.ad, "RD": fit.rd}
     for k, v in maps.items():
