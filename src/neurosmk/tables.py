@@ -4,6 +4,7 @@ tables."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,12 @@ def concat_long(paths: list[str], out_tsv: str, atlas: str) -> pd.DataFrame:
     return df
 
 
-def combine_long(parts) -> pd.DataFrame:
+def combine_long(parts, root=None) -> pd.DataFrame:
     """Join long tables into one: ``parts`` is a list of (source, path) with source a short
     name of the step (``tissue_volumes``, ``dti_roistats``, ``freesurfer``,
     ``freesurfer_global``).  Columns COMBINED_COLUMNS; a table without ``session``/``atlas``/
-    ``hemisphere``/``freesurfer_version`` gets "", without ``source_file`` its own path.
+    ``hemisphere``/``freesurfer_version`` gets "", without ``source_file`` its own path (relative
+    to ``root``, the output folder, when given: the table then does not depend on where it ran).
     Values are carried over unchanged; string columns become categoricals."""
     frames = []
     for source, path in parts:
@@ -76,7 +78,7 @@ def combine_long(parts) -> pd.DataFrame:
             elif c in df.columns:
                 cols[c] = df[c] if c == "value" else df[c].astype("category")
             else:
-                fill = str(path) if c == "source_file" else ""
+                fill = (os.path.relpath(path, root) if root else str(path)) if c == "source_file" else ""
                 cols[c] = pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [fill])
         frames.append(pd.DataFrame(cols))
     if not frames:
