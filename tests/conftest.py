@@ -55,6 +55,28 @@ def job_counts(stdout: str) -> dict[str, int]:
     return out
 
 
+def dwi_slab_bids(root: Path, z0: int, nz: int) -> Path:
+    """A BIDS dataset with the demo DWI (sub-02) cut to slices z0..z0+nz-1 (affine shifted so the
+    slab stays where it was in scanner space); bval/bvec copied. Returns the BIDS folder."""
+    import nibabel as nib
+
+    bids = root / "bids"
+    d = bids / "sub-02" / "dwi"
+    d.mkdir(parents=True)
+    shutil.copy(DEMO_BIDS / "dataset_description.json", bids)
+    src = DEMO_BIDS / "sub-02" / "dwi" / "sub-02_dwi"
+    img = nib.load(f"{src}.nii.gz")
+    data = np.asanyarray(img.dataobj)[:, :, z0:z0 + nz]
+    aff = img.affine.copy()
+    aff[:3, 3] = img.affine[:3, :3] @ [0, 0, z0] + img.affine[:3, 3]
+    hdr = img.header.copy()
+    hdr.set_data_shape(data.shape)
+    nib.save(nib.Nifti1Image(data, aff, hdr), d / "sub-02_dwi.nii.gz")
+    for ext in (".bval", ".bvec"):
+        shutil.copy(f"{src}{ext}", d / f"sub-02_dwi{ext}")
+    return bids
+
+
 def _resample(img, zoom_mm, order=1):
     import nibabel as nib
     from nibabel.processing import resample_to_output

@@ -36,6 +36,8 @@ import numpy as np
 import pytest
 import yaml
 
+from .conftest import dwi_slab_bids
+
 REPO = Path(__file__).resolve().parents[1]
 BIDS = REPO / "demo" / "bids"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -63,25 +65,10 @@ def _r(a, b, m):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The MRtrix pipeline on the slab via snakemake, then the DIPY backends on the same inputs."""
-    import nibabel as nib
-
     from neurosmk import dwi as D
 
     tmp = tmp_path_factory.mktemp("mrtrix_real")
-    bids = tmp / "bids"
-    d = bids / "sub-02" / "dwi"
-    d.mkdir(parents=True)
-    shutil.copy(BIDS / "dataset_description.json", bids)
-    src = BIDS / "sub-02" / "dwi" / "sub-02_dwi"
-    img = nib.load(f"{src}.nii.gz")
-    data = np.asanyarray(img.dataobj)[:, :, Z]
-    affine = img.affine.copy()
-    affine[:3, 3] = img.affine[:3, :3] @ [0, 0, Z.start] + img.affine[:3, 3]
-    hdr = img.header.copy()
-    hdr.set_data_shape(data.shape)
-    nib.save(nib.Nifti1Image(data, affine, hdr), d / "sub-02_dwi.nii.gz")
-    for ext in (".bval", ".bvec"):
-        shutil.copy(f"{src}{ext}", d / f"sub-02_dwi{ext}")
+    bids = dwi_slab_bids(tmp, z0=Z.start, nz=Z.stop - Z.start)
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg.update(bids_dir=str(bids), output_dir=str(tmp / "out"), steps={"anat": False})
@@ -97,7 +84,7 @@ def run(tmp_path_factory):
                           *targets], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
-    raw = d / "sub-02_dwi"
+    raw = bids / "sub-02" / "dwi" / "sub-02_dwi"
     py = {k: tmp / f"py_{k}.nii.gz" for k in ("den", "noise", "gibbs", "mask", *PARAMS)}
     D.denoise_mppca(f"{raw}.nii.gz", str(py["den"]), str(py["noise"]), patch_radius=2)
     D.degibbs(str(mr["den"]), str(py["gibbs"]), slice_axis=2, n_points=3, num_processes=2)

@@ -17,7 +17,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 # rules whose tools have GPU builds (eddy_cuda, SynthStrip, the PyTorch tensor fit); only these
 # may ask for one
-GPU_RULES = {"dwi_preproc_dwifslpreproc", "anat_skullstrip_synthstrip", "dwi_tensor_torch", "dwi_denoise_torch"}
+GPU_RULES = {"dwi_preproc_dwifslpreproc", "anat_skullstrip_synthstrip", "anat_synthseg_freesurfer", "dwi_tensor_torch",
+             "dwi_denoise_torch"}
 
 
 def load(name: str) -> dict:

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .conftest import dwi_slab_bids
+
 REPO = Path(__file__).resolve().parents[1]
 BIDS = REPO / "demo" / "bids"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -170,25 +172,8 @@ def test_python_sidecar_written_only_on_success(tmp_path, fail):
 def runs(tmp_path_factory):
     if not HAVE_MRTRIX:
         pytest.skip("MRtrix3 not on PATH")
-    import nibabel as nib
-    import numpy as np
-
     tmp = tmp_path_factory.mktemp("prov")
-    bids = tmp / "bids"
-    d = bids / "sub-02" / "dwi"
-    d.mkdir(parents=True)
-    shutil.copy(BIDS / "dataset_description.json", bids)
-    src = BIDS / "sub-02" / "dwi" / "sub-02_dwi"
-    img = nib.load(f"{src}.nii.gz")
-    z0 = 14
-    data = np.asanyarray(img.dataobj)[:, :, z0:z0 + 6]
-    aff = img.affine.copy()
-    aff[:3, 3] = img.affine[:3, :3] @ [0, 0, z0] + img.affine[:3, 3]
-    hdr = img.header.copy()
-    hdr.set_data_shape(data.shape)
-    nib.save(nib.Nifti1Image(data, aff, hdr), d / "sub-02_dwi.nii.gz")
-    for ext in (".bval", ".bvec"):
-        shutil.copy(f"{src}{ext}", d / f"sub-02_dwi{ext}")
+    bids = dwi_slab_bids(tmp, z0=14, nz=6)
 
     out = tmp / "out"
     cfg1 = _config(tmp / "mrtrix.yaml", bids, out, MRTRIX_ALL)

@@ -589,7 +589,9 @@ def test_matrix_spot_checks(matrix):
     assert rules("real:dwi.denoise.method=mrtrix") == ["dwi_degibbs_dipy", "dwi_denoise_mrtrix", "dwi_mask_dipy",
                                                        "dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats",
                                                        "group_long", "methods"]
-    assert rules("real:freesurfer.recon_all.enabled=true") == ["freesurfer_recon_all"]
+    # recon-all's stats join the FreeSurfer tables: parse it, re-aggregate, combined table, methods
+    assert rules("real:freesurfer.recon_all.enabled=true") == ["freesurfer_recon_all", "fs_aggregate_group",
+                                                               "fs_parse_subject", "group_long", "methods"]
     assert rules("alt:dwi.preproc.pe_dir") == ["dwi_mask_mrtrix", "dwi_preproc_dwifslpreproc", "dwi_stats_qc",
                                                  "dwi_tensor_mrtrix", "group_dti_stats", "group_long", "methods"]
 

@@ -65,6 +65,18 @@ def _frame(columns: dict, interners: dict, order: list) -> pd.DataFrame:
     return pd.DataFrame(data, copy=False)
 
 
+def _note_file(per_file: dict, it: dict, p: ParsedStats) -> None:
+    """Append the interned per-file keys (subject, session, ...) of ``p`` to ``per_file``."""
+    for c, lst in per_file.items():
+        lst.append(it[c](p.path if c == "source_file" else getattr(p, c)))
+
+
+def _per_file_columns(per_file: dict, counts) -> dict:
+    """Per-file key codes repeated over each file's number of rows."""
+    counts_a = np.asarray(counts, dtype=np.int64)
+    return {name: np.repeat(np.asarray(v, dtype=np.int32), counts_a) for name, v in per_file.items()}
+
+
 def long_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
     """One row per number in the table rows of every parsed file (every numeric column), and
     one per value of the curvature (``?h.curv.stats``) files."""
@@ -97,14 +109,8 @@ def long_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
         units.append(arrs[3])
         values.append(v.ravel())
         counts.append(v.size)
-        per_file["subject"].append(it["subject"](p.subject))
-        per_file["session"].append(it["session"](p.session))
-        per_file["atlas"].append(it["atlas"](p.atlas))
-        per_file["freesurfer_version"].append(it["freesurfer_version"](p.freesurfer_version))
-        per_file["source_file"].append(it["source_file"](p.path))
-    counts_a = np.asarray(counts, dtype=np.int64)
-    cols = {name: np.repeat(np.asarray(v, dtype=np.int32), counts_a)
-            for name, v in per_file.items()}
+        _note_file(per_file, it, p)
+    cols = _per_file_columns(per_file, counts)
     cat = (lambda parts: np.concatenate(parts) if parts else np.empty(0, dtype=np.int32))
     cols["structure"] = cat(structs)
     cols["hemisphere"] = cat(hemis)
@@ -135,15 +141,8 @@ def global_table(parsed_list: Iterable[ParsedStats]) -> pd.DataFrame:
         parts.append(arrs)
         values.extend([m[3] for m in ms])
         counts.append(len(ms))
-        per_file["subject"].append(it["subject"](p.subject))
-        per_file["session"].append(it["session"](p.session))
-        per_file["atlas"].append(it["atlas"](p.atlas))
-        per_file["hemisphere"].append(it["hemisphere"](p.hemisphere))
-        per_file["freesurfer_version"].append(it["freesurfer_version"](p.freesurfer_version))
-        per_file["source_file"].append(it["source_file"](p.path))
-    counts_a = np.asarray(counts, dtype=np.int64)
-    cols = {name: np.repeat(np.asarray(v, dtype=np.int32), counts_a)
-            for name, v in per_file.items()}
+        _note_file(per_file, it, p)
+    cols = _per_file_columns(per_file, counts)
     for j, c in enumerate(("structure", "measure", "description", "unit")):
         cols[c] = (np.concatenate([x[j] for x in parts]) if parts
                    else np.empty(0, dtype=np.int32))
