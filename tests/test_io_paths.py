@@ -22,6 +22,15 @@ def test_atomic_write_replaces(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["b.txt"]
 
 
+def test_atomic_write_gets_the_mode_of_a_plain_write(tmp_path):
+    """Outputs are readable as a plain open() would make them (umask), not mkstemp's 0600."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    target = tmp_path / "atomic.tsv"
+    write_text(target, "x")
+    assert oct(target.stat().st_mode & 0o777) == oct(plain.stat().st_mode & 0o777)
+
+
 def test_deriv_paths_with_and_without_sessions():
     p = deriv("out", "anat", "xfm", ".nii.gz", True, from_="T1w", to="MNI", mode="image", desc="warp")
     assert p == ("out/sub-{subject}/ses-{session}/anat/"

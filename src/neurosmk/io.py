@@ -43,12 +43,23 @@ def _remove_stale_temps(final: Path) -> None:
                 p.unlink()
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# read once at import (os.umask can only be read by setting it, which is not thread-safe)
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     The temporary name keeps the real extension (so ``.nii.gz`` writers compress) and starts
-    with a dot, so it is never mistaken for the output.  On error it is removed.
+    with a dot, so it is never mistaken for the output.  On error it is removed.  The output gets
+    the mode a plain ``open()`` would give (0666 minus the umask), not mkstemp's private 0600.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +70,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
