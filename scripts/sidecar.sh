@@ -31,7 +31,7 @@ uri() {
     esac
 }
 stem() {
-    for e in .nii.gz .nii .tsv.gz .tsv .mat .bval .bvec .mgz .parquet .txt .h5; do
+    for e in .nii.gz .tsv.gz .tar.gz; do  # neurosmk.io.COMPOUND_EXTS; else the last extension
         case $1 in *"$e") printf '%s' "${1%"$e"}"; return ;; esac
     done
     printf '%s' "${1%.*}"

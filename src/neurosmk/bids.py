@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import InputError
+from .io import InputError, split_ext
 
 _ENTITY_RE = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9]+)$")
 NIFTI_EXTS = (".nii.gz", ".nii")
@@ -24,14 +24,7 @@ NIFTI_EXTS = (".nii.gz", ".nii")
 
 def parse_entities(filename: str) -> tuple[dict[str, str], str, str]:
     """Split a BIDS filename into (entities, suffix, extension)."""
-    ext = ""
-    for e in (".nii.gz", ".nii", ".json", ".bval", ".bvec", ".tsv", ".tsv.gz"):
-        if filename.endswith(e):
-            ext = e
-            break
-    if not ext:
-        ext = os.path.splitext(filename)[1]
-    stem = filename[: len(filename) - len(ext)] if ext else filename
+    stem, ext = split_ext(filename)
     parts = stem.split("_")
     suffix = parts[-1]
     ents = {}

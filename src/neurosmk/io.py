@@ -24,12 +24,19 @@ class InputError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+COMPOUND_EXTS = (".nii.gz", ".tsv.gz", ".tar.gz")
+
+
+def split_ext(path: str) -> tuple[str, str]:
+    """``x.nii.gz`` -> (``x``, ``.nii.gz``); ``x.tsv`` -> (``x``, ``.tsv``); ``x`` -> (``x``, "")."""
+    for ext in COMPOUND_EXTS:
+        if path.endswith(ext):
+            return path[: -len(ext)], ext
+    return os.path.splitext(path)
+
+
 def _suffix_of(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".tsv.gz", ".tar.gz"):
-        if name.endswith(ext):
-            return ext
-    return path.suffix
+    return split_ext(path.name)[1]
 
 
 def _remove_stale_temps(final: Path) -> None:

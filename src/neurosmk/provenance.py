@@ -31,12 +31,11 @@ import subprocess
 import sys
 
 from . import __version__
-from .io import write_json, write_text
+from .io import split_ext, write_json, write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# extensions stripped to find an output's stem; the sidecar is <stem>.json
-_EXTS = (".nii.gz", ".nii", ".tsv.gz", ".tsv", ".mat", ".bval", ".bvec", ".mgz", ".parquet", ".txt", ".h5")
+# outputs that get no sidecar; the sidecar of any other X.ext is <stem>.json (stem: io.split_ext)
 _NO_SIDECAR = (".json", ".png", ".svg", ".html", ".md")
 
 # how a shell rule's tool reports its version (first line kept), by the rule's software environment
@@ -84,10 +83,7 @@ def write_dataset_description(path: str, bids_dir: str) -> dict:
 
 # ---- sidecars ---------------------------------------------------------------------------------
 def stem(path: str) -> str:
-    for ext in _EXTS:
-        if path.endswith(ext):
-            return path[: -len(ext)]
-    return os.path.splitext(path)[0]
+    return split_ext(path)[0]
 
 
 def sidecar_path(path: str) -> str | None:
