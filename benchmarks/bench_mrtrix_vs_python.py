@@ -110,8 +110,8 @@ def main() -> None:
         rows.append((step, res))
     rows = [(step, res, agreement(step, work)) for step, res in rows]  # needs the mask: after all steps
     print(f"demo DWI 72x72x36x21, {args.threads} threads, work dir {work}")
-    hdr = (f"| step | MRtrix wall s | DIPY wall s | DIPY/MRtrix time | MRtrix peak MiB | DIPY peak MiB | "
-           f"agreement (in the MRtrix mask) |")
+    hdr = ("| step | MRtrix wall s | DIPY wall s | DIPY/MRtrix time | MRtrix peak MiB | DIPY peak MiB | "
+           "agreement (in the MRtrix mask) |")
     print(hdr)
     print("|" + "---|" * 7)
     for step, res, agree in rows:

@@ -78,7 +78,6 @@ def dwi_slab_bids(root: Path, z0: int, nz: int) -> Path:
 
 
 def _resample(img, zoom_mm, order=1):
-    import nibabel as nib
     from nibabel.processing import resample_to_output
 
     return resample_to_output(img, voxel_sizes=zoom_mm, order=order)

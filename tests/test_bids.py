@@ -1,12 +1,10 @@
 import gzip
-import time
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from neurosmk.bids import (DWISeries, index_bids, parse_entities, pick_dwi, pick_t1w,
-                           validate_inputs)
+from neurosmk.bids import index_bids, parse_entities, pick_dwi, pick_t1w, validate_inputs
 from neurosmk.io import InputError
 
 from .conftest import DEMO_BIDS

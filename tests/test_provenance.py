@@ -194,7 +194,7 @@ def _dwi(out, name):
 
 
 def test_mrtrix_sidecars(runs):
-    out, bids = runs["out"], runs["bids"]
+    bids = runs["bids"]
     expect = {"desc-denoised_dwi": ("dwi.denoise", "dwidenoise"), "desc-mppca_noise": ("dwi.denoise", "dwidenoise"),
               "desc-degibbs_dwi": ("dwi.degibbs", "mrdegibbs"), "desc-brain_mask": ("dwi.mask", "dwi2mask"),
               **{f"model-DTI_param-{p}_dwimap": ("dwi.tensor", "dwi2tensor") for p in ("FA", "MD", "AD", "RD", "RGB", "V1")}}

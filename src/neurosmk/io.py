@@ -115,11 +115,6 @@ def write_tsv(path: str | os.PathLike, df, **kwargs) -> None:
         df.to_csv(tmp, sep="\t", **kwargs)
 
 
-def write_parquet(path: str | os.PathLike, df) -> None:
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
-
-
 def save_nifti(img, path: str | os.PathLike) -> None:
     """Save a nibabel image atomically."""
     import nibabel as nib
@@ -134,13 +129,6 @@ def save_ants(img, path: str | os.PathLike) -> None:
 
     with atomic_path(path) as tmp:
         ants.image_write(img, str(tmp))
-
-
-def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    import shutil
-
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
 
 
 def load_nifti(path: str | os.PathLike, ndim: int | tuple[int, ...] | None = None):

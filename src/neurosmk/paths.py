@@ -33,7 +33,3 @@ def deriv(root: str, datatype: str, suffix: str, ext: str, has_sessions: bool,
     folder = [f"sub-{subject}"] + ([f"ses-{session}"] if has_sessions else []) + [datatype]
     name = f"{entity_string(ents)}_{suffix}{ext}"
     return os.path.join(root, *folder, name)
-
-
-def visit_prefix(subject: str, session: str | None) -> str:
-    return f"sub-{subject}" + (f"_ses-{session}" if session else "")

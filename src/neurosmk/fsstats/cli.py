@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from neurosmk.fsstats.parser import (NotATableError, StatsParseError, parse_stats_file,
-                                     split_subject_session)
+from neurosmk.fsstats.parser import NotATableError, parse_stats_file, split_subject_session
 from neurosmk.fsstats.tables import (concat_tables, global_table, long_table, wide_tables,
                                      write_long_tsv, write_table_parquet)
 from neurosmk.io import InputError, write_tsv

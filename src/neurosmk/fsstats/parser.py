@@ -82,21 +82,6 @@ class ParsedStats:
     def n_values(self) -> int:
         return int(self.values.size)
 
-    def long_arrays(self):
-        """(structure, hemisphere, measure, unit) as object arrays and value as float64, one
-        element per number of the table (row-major), or per value of a curvature file."""
-        v = self.values
-        if v.ndim == 1:  # curvature files: one structure/measure/unit per value
-            return (np.array(self.structures, dtype=object),
-                    np.array(self.row_hemispheres, dtype=object),
-                    np.array(self.numeric_columns, dtype=object),
-                    np.array(self.units, dtype=object), v)
-        n, k = v.shape
-        return (np.repeat(np.array(self.structures, dtype=object), k),
-                np.repeat(np.array(self.row_hemispheres, dtype=object), k),
-                np.tile(np.array(self.numeric_columns, dtype=object), n),
-                np.tile(np.array(self.units, dtype=object), n), v.ravel())
-
     def to_frame(self):
         """This file's numbers as a tidy DataFrame with the long-table columns
         (``neurosmk.fsstats.tables.LONG_COLUMNS``): object string columns, float64 value."""
