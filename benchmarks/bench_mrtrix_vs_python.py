@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from _legs import RAW, REPO, run_leg
+
 sys.path.insert(0, str(REPO / "src"))
-RAW = REPO / "demo" / "bids" / "sub-02" / "dwi" / "sub-02_dwi"
 PARAMS = ("FA", "MD", "AD", "RD", "RGB", "V1")
 
 
@@ -104,9 +104,7 @@ def main() -> None:
     for step in ("denoise", "degibbs", "mask", "tensor"):
         res = {}
         for backend in ("mrtrix", "dipy"):
-            out = subprocess.run([sys.executable, __file__, "--one", step, backend, "--workdir", str(work),
-                                  "--threads", str(args.threads)], check=True, capture_output=True, text=True)
-            res[backend] = json.loads(out.stdout.strip().splitlines()[-1])
+            res[backend] = run_leg(__file__, step, backend, "--workdir", work, "--threads", args.threads)
         rows.append((step, res))
     rows = [(step, res, agreement(step, work)) for step, res in rows]  # needs the mask: after all steps
     print(f"demo DWI 72x72x36x21, {args.threads} threads, work dir {work}")

@@ -15,7 +15,6 @@ import argparse
 import json
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from _legs import RAW, REPO, run_leg
+
 sys.path.insert(0, str(REPO / "src"))
-RAW = REPO / "demo" / "bids" / "sub-02" / "dwi" / "sub-02_dwi"
 PARAMS = ("FA", "MD", "AD", "RD", "RGB", "V1")
 
 
@@ -111,9 +110,8 @@ def main() -> None:
     for step in ("denoise", "tensor"):
         res = {}
         for backend, device in legs:
-            out = subprocess.run([sys.executable, __file__, "--one", step, backend, device, "--workdir", str(work),
-                                  "--threads", str(args.threads)], check=True, capture_output=True, text=True)
-            res[(backend, device)] = json.loads(out.stdout.strip().splitlines()[-1])
+            res[(backend, device)] = run_leg(__file__, step, backend, device, "--workdir", work,
+                                             "--threads", args.threads)
         rows.append((step, res))
     print(f"demo DWI 72x72x36x21, {args.threads} thread(s), torch {torch.__version__}, "
           f"CUDA {'available' if torch.cuda.is_available() else 'not available'}")
