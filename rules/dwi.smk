@@ -188,9 +188,7 @@ if METHOD["dwi.tensor"] == "torch":
     # when the job sees a GPU, else on the CPU; same output files as dwi_tensor_dipy.
     # device "cuda" requests resources gpu=1 (local: --resources gpu=1 limits GPU jobs to one at a
     # time; SLURM: --gpus=1). profiles/slurm-gpu sends this rule to the GPU partition in any case.
-    if step_cfg("dwi.tensor")["fit_method"] not in ("WLS", "OLS"):
-        raise ValueError(f"config key 'dwi.tensor.fit_method': {step_cfg('dwi.tensor')['fit_method']!r} is not "
-                         "available with method 'torch' (available: WLS, OLS; NLLS/RT need method 'dipy')")
+    # fit_method WLS or OLS: checked at start (backends.py choices)
 
     rule dwi_tensor_torch:
         input:

@@ -116,11 +116,7 @@ if METHOD["dwi.mask"] == "mrtrix":
             + SIDECAR
 
 
-if METHOD["dwi.tensor"] == "mrtrix":
-    if step_cfg("dwi.tensor")["fit_method"] not in MRTRIX_TENSOR_FIT:
-        raise ValueError(
-            f"config key 'dwi.tensor.fit_method': {step_cfg('dwi.tensor')['fit_method']!r} is not available "
-            f"with method 'mrtrix' (choices: {', '.join(MRTRIX_TENSOR_FIT)})")
+if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py choices)
 
     rule dwi_tensor_mrtrix:
         input:

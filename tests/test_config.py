@@ -69,3 +69,19 @@ def test_validation_does_not_mutate_input():
     before = copy.deepcopy(cfg)
     validate_config(cfg)
     assert cfg == before
+
+
+@pytest.mark.parametrize("method", ["mrtrix", "torch"])
+def test_backend_option_choices_checked_at_start(method):
+    """A fit method the chosen tensor backend lacks fails at start, naming key, value and method."""
+    from neurosmk.backends import BackendError, check_methods
+
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    base["dwi"]["tensor"].update(method=method, fit_method="NLLS")
+    with pytest.raises(BackendError, match=rf"'dwi.tensor.fit_method': 'NLLS' is not available with method "
+                                           rf"'{method}' \(choices: "):
+        check_methods(validate_config(base), check_tools=False)
+    base["dwi"]["tensor"]["fit_method"] = "OLS"
+    assert check_methods(validate_config(base), check_tools=False)["dwi.tensor"] == method
+    base["dwi"]["tensor"].update(method="dipy", fit_method="NLLS")  # DIPY has them all
+    assert check_methods(validate_config(base), check_tools=False)["dwi.tensor"] == "dipy"

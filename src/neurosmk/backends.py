@@ -22,6 +22,8 @@ class Backend:
     env: str = "neurosmk"
     install: str = "pip install -e . (the project's own environment)"
     notes: str = ""
+    # step options this backend supports only in part: ((key, allowed values), ...)
+    choices: tuple[tuple[str, tuple], ...] = ()
 
 
 PY = Backend()
@@ -68,11 +70,14 @@ STEPS: dict[str, dict[str, Backend]] = {
                     "fsl_dwifslpreproc": Backend(tools=("dwifslpreproc", "eddy"), env="fsl",
                                                  install="MRtrix3 3.0.4 (dwifslpreproc) and " + _FSL_INSTALL)},
     "dwi.mask": {"dipy": PY, "mrtrix": _mrtrix("dwi2mask")},
-    "dwi.tensor": {"dipy": PY, "mrtrix": _mrtrix("dwi2tensor", "tensor2metric"),
+    "dwi.tensor": {"dipy": PY,
+                   # dwi2tensor: -ols -iter 0 / 1 (rules/mrtrix.smk MRTRIX_TENSOR_FIT)
+                   "mrtrix": Backend(tools=("dwi2tensor", "tensor2metric"), env="mrtrix3", install=MRTRIX.install,
+                                     choices=(("fit_method", ("OLS", "WLS")),)),
                    # batched WLS/OLS in PyTorch: CUDA when a GPU is visible, else the CPU
                    "torch": Backend(modules=("torch",), env="neurosmk-gpu", install=_TORCH_INSTALL,
-                                    notes="device from dwi.tensor.device (auto|cpu|cuda); "
-                                          "fit_method WLS or OLS")},
+                                    notes="device from dwi.tensor.device (auto|cpu|cuda)",
+                                    choices=(("fit_method", ("WLS", "OLS")),))},
 }
 
 
@@ -94,7 +99,8 @@ def _has_module(name: str) -> bool:
 
 def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which,
                   has_module=_has_module) -> dict[str, str]:
-    """Validate every step's method; with ``check_tools`` also that its tools and packages exist."""
+    """Validate every step's method and the options its backend supports only in part; with
+    ``check_tools`` also that its tools and packages exist."""
     methods = selected_methods(cfg)
     problems = []
     for step, method in methods.items():
@@ -103,6 +109,12 @@ def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which,
             problems.append(f"step '{step}': unknown method '{method}' "
                             f"(known: {', '.join(sorted(known))})")
             continue
+        section, name = step.split(".")
+        for key, allowed in known[method].choices:
+            value = cfg[section][name][key]
+            if value not in allowed:
+                problems.append(f"config key '{step}.{key}': {value!r} is not available with method '{method}' "
+                                f"(choices: {', '.join(allowed)}; method 'dipy' has all)")
         if check_tools:
             missing = [t for t in known[method].tools if which(t) is None]
             if missing:
