@@ -13,10 +13,13 @@ T1_TEMPLATE = anat("T1w", space=TEMPLATE_NAME, desc="brain")
 REG_METRICS = anat("metrics", ext=".json", space=TEMPLATE_NAME, desc="registration")
 TISSUE_VOL = anat("volumes", ext=".tsv", desc="tissue")
 
+# anat.register.method none: no spatial normalisation, so nothing in template space (transforms,
+# registered T1w, registration metrics, registration figure) is made
+REGISTERED = METHOD["anat.register"] != "none"
 ANAT_TARGETS += [
-    T1_PREPROC, BRAIN_MASK, T1_BRAIN, DSEG, *PROBSEG.values(), XFM_AFFINE, XFM_WARP, XFM_INVWARP,
-    T1_TEMPLATE, REG_METRICS, TISSUE_VOL,
-    figure("brainmask", "T1w"), figure("dseg", "T1w"), figure("reg", "T1w"),
+    T1_PREPROC, BRAIN_MASK, T1_BRAIN, DSEG, *PROBSEG.values(), TISSUE_VOL,
+    figure("brainmask", "T1w"), figure("dseg", "T1w"),
+    *([XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE, REG_METRICS, figure("reg", "T1w")] if REGISTERED else []),
 ]
 
 
@@ -159,8 +162,7 @@ rule anat_volumes_qc:
         t1w=T1_PREPROC,
         mask=BRAIN_MASK,
         dseg=DSEG,
-        warped=T1_TEMPLATE,
-        template=template_t1w(),
+        **({"warped": T1_TEMPLATE, "template": template_t1w()} if REGISTERED else {}),
     output:
         volumes=TISSUE_VOL,
         fig_mask=report(figure("brainmask", "T1w"), caption="../report/brainmask.rst",
@@ -169,9 +171,9 @@ rule anat_volumes_qc:
         fig_dseg=report(figure("dseg", "T1w"), caption="../report/dseg.rst",
                         category="Structural QC", subcategory="segmentation",
                         labels={"subject": "{subject}", "figure": "tissue segmentation"}),
-        fig_reg=report(figure("reg", "T1w"), caption="../report/registration.rst",
-                       category="Structural QC", subcategory="registration",
-                       labels={"subject": "{subject}", "figure": "registration"}),
+        **({"fig_reg": report(figure("reg", "T1w"), caption="../report/registration.rst",
+                              category="Structural QC", subcategory="registration",
+                              labels={"subject": "{subject}", "figure": "registration"})} if REGISTERED else {}),
         **sidecars(TISSUE_VOL),
     params:
         prov=prov("anat.qc"),

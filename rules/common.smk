@@ -52,14 +52,19 @@ wildcard_constraints:
     session="[a-zA-Z0-9]+",
 
 # ---- environments ----------------------------------------------------------------------------
-ENVS = {name: f"../envs/{name}.yaml" for name in ("neurosmk", "mrtrix3", "fsl", "freesurfer")}
+ENVS = {name: f"../envs/{name}.yaml" for name in ("neurosmk", "mrtrix3", "fsl", "freesurfer", "tortoise")}
 CONTAINERS = {
     # the project env is created with conda inside this pinned base image
     "neurosmk": "docker://condaforge/miniforge3:24.11.3-0",
     # official MRtrix3 image; it also carries the FSL parts its scripts call (dwifslpreproc -> eddy)
     "mrtrix3": "docker://mrtrix3/mrtrix3:3.0.4",
-    "fsl": "docker://brainlife/fsl:6.0.4-patched2",
+    # FSL 6.0.7.x in both deployment paths: envs/fsl.yaml pins the FSL 6.0.7.22 release packages
+    "fsl": "docker://brainlife/fsl:6.0.7.22",
     "freesurfer": "docker://freesurfer/freesurfer:7.4.1",
+    # TORTOISE 4 (DRBUDDI / DRBUDDI_cuda) as QSIPrep builds it (its Dockerfile's build_tortoise
+    # stages, TAG_TORTOISE=24.4.29): binaries in /src/TORTOISEV4/bin
+    "tortoise": "docker://pennlinc/qsiprep-drbuddi:24.4.29",
+    "tortoise_cuda": "docker://pennlinc/qsiprep-drbuddicuda:24.4.29",
 }
 
 
@@ -119,7 +124,18 @@ def expand_visits(pattern, visits):
 TEMPLATE_NAME = config["template"]["name"]
 
 
+# anat.register.method fsl: FSL's MNI152 at the fnirt config's resolution (rules/fsl.smk)
+FSL_TEMPLATE_NAME = "MNI152NLin6Asym"
+FSL_TEMPLATE_RES = _backends.fnirt_resolution(config["anat"]["register"]["fnirt_config"])  # e.g. "2mm"
+_FSL_TPL = (f"{OUT}/sourcedata/templates/tpl-{FSL_TEMPLATE_NAME}_res-{int(FSL_TEMPLATE_RES[:-2]):02d}")
+FSL_TEMPLATE = {"head": f"{_FSL_TPL}_T1w.nii.gz", "brain": f"{_FSL_TPL}_desc-brain_T1w.nii.gz",
+                "mask_dil": f"{_FSL_TPL}_desc-braindil_mask.nii.gz"}
+
+
 def template_t1w():
+    """The template brain the registration QC and metrics compare with."""
+    if METHOD["anat.register"] == "fsl":
+        return FSL_TEMPLATE["brain"]
     if config["template"]["t1w"]:
         return config["template"]["t1w"]
     from neurosmk.anat import nilearn_template

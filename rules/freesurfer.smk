@@ -4,6 +4,7 @@
 # Same file names as the Python backends (rules/anat.smk).
 # FreeSurfer is not packaged for conda: run these rules with --sdm apptainer (the pinned image).
 
+import shlex as _shlex
 import shutil as _shutil
 
 FS_RECON_DIR = f"{OUT}/freesurfer"
@@ -14,7 +15,7 @@ if _FS_CFG["license"]:
     # cosmetic: exported rather than passed as a param, so moving the file never re-runs recon-all
     os.environ["FS_LICENSE"] = os.path.abspath(os.path.expandvars(_FS_CFG["license"]))
 
-_FS_TMP = ('tmp=$(mktemp -d "$(dirname "{output[0]}")/.{rule}.XXXXXX")'
+_FS_TMP = ('tmp=$(mktemp -d "$(dirname {output[0]:q})/.{rule}.XXXXXX")'
            ' && trap \'rm -rf "$tmp"\' EXIT && ')
 
 
@@ -29,7 +30,7 @@ if METHOD["anat.biascorrect"] == "freesurfer":
         params:
             method="freesurfer",
             shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
-            iters=" ".join(str(i) for i in step_cfg("anat.biascorrect")["convergence_iters"]),
+            iters=[str(i) for i in step_cfg("anat.biascorrect")["convergence_iters"]],
             prov=prov("anat.biascorrect"),
         threads: step_cfg("anat.biascorrect")["threads"]
         resources:
@@ -44,8 +45,9 @@ if METHOD["anat.biascorrect"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            'AntsN4BiasFieldCorrectionFs -i "{input.t1w}" -o "{output.t1w}.tmp.nii.gz" -s {params.shrink_factor}'
-            ' -t {params.iters} > "{log}" 2>&1 && mv "{output.t1w}.tmp.nii.gz" "{output.t1w}"'
+            _FS_TMP +
+            'AntsN4BiasFieldCorrectionFs -i {input.t1w:q} -o "$tmp/n4.nii.gz" -s {params.shrink_factor:q}'
+            ' -t {params.iters:q} > {log:q} 2>&1 && mv "$tmp/n4.nii.gz" {output.t1w:q}'
             + SIDECAR
 
 
@@ -81,9 +83,9 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             CONTAINERS["freesurfer"]
         shell:
             _FS_TMP +
-            '( recon-all -sd "$tmp" -s fs -i "{input.t1w}" -autorecon1 -openmp {threads}'
-            ' && mri_convert "$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like "{input.t1w}" -rt nearest'
-            ' ) > "{log}" 2>&1 && mv "$tmp/brainmask.nii.gz" "{output.brainmask}"'
+            '( recon-all -sd "$tmp" -s fs -i {input.t1w:q} -autorecon1 -openmp {threads}'
+            ' && mri_convert "$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like {input.t1w:q} -rt nearest'
+            ' ) > {log:q} 2>&1 && mv "$tmp/brainmask.nii.gz" {output.brainmask:q}'
             + SIDECAR
 
     rule anat_skullstrip_freesurfer_fslmaths:
@@ -112,9 +114,9 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             CONTAINERS["fsl"]
         shell:
             _FSL_TMP +
-            '( fslmaths "{input.t1w}" -mas "{input.brainmask}" "$tmp/brain.nii.gz"'
-            ' && fslmaths "{input.brainmask}" -bin "$tmp/mask.nii.gz" -odt char ) > "{log}" 2>&1'
-            ' && mv "$tmp/mask.nii.gz" "{output.mask}" && mv "$tmp/brain.nii.gz" "{output.brain}"'
+            '( fslmaths {input.t1w:q} -mas {input.brainmask:q} "$tmp/brain.nii.gz"'
+            ' && fslmaths {input.brainmask:q} -bin "$tmp/mask.nii.gz" -odt char ) > {log:q} 2>&1'
+            ' && mv "$tmp/mask.nii.gz" {output.mask:q} && mv "$tmp/brain.nii.gz" {output.brain:q}'
             + SIDECAR
 
 
@@ -131,7 +133,7 @@ if METHOD["anat.skullstrip"] == "synthstrip":
         params:
             method="synthstrip",
             border=_SS["synthstrip_border"],
-            flags=" ".join(f for f, on in (("--no-csf", _SS["synthstrip_no_csf"]), ("-g", _SS["use_gpu"])) if on),
+            flags=[f for f, on in (("--no-csf", _SS["synthstrip_no_csf"]), ("-g", _SS["use_gpu"])) if on],
             prov=prov("anat.skullstrip"),
         threads: _SS["threads"]
         resources:
@@ -147,10 +149,95 @@ if METHOD["anat.skullstrip"] == "synthstrip":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            'mri_synthstrip -i "{input.t1w}" -o "{output.brain}.tmp.nii.gz" -m "{output.mask}.tmp.nii.gz"'
-            ' -b {params.border} {params.flags} -t {threads} > "{log}" 2>&1'
-            ' && mv "{output.mask}.tmp.nii.gz" "{output.mask}" && mv "{output.brain}.tmp.nii.gz" "{output.brain}"'
+            _FS_TMP +
+            'mri_synthstrip -i {input.t1w:q} -o "$tmp/brain.nii.gz" -m "$tmp/mask.nii.gz"'
+            ' -b {params.border:q} {params.flags:q} -t {threads} > {log:q} 2>&1'
+            ' && mv "$tmp/mask.nii.gz" {output.mask:q} && mv "$tmp/brain.nii.gz" {output.brain:q}'
             + SIDECAR
+
+
+# ---- SynthMorph registration (anat.register: synthmorph) ---------------------------------------
+if METHOD["anat.register"] == "synthmorph":
+    _REG = step_cfg("anat.register")
+    # mri_synthmorph of FreeSurfer 7.4 (freesurfer/freesurfer mri_synthmorph/mri_synthmorph,
+    # argparse: MOVING FIXED, -m {deform,affine,rigid}, -t TRANS, -o MOVED, -i INIT, -j THREADS, -g):
+    # affine first, then the deformable model initialised with it (-i); the deformable transform
+    # "includes any initialization". Transforms are in SynthMorph's own convention (its help,
+    # TRANSFORMS): the affine is a 4x4 RAS matrix (text) taking template (fixed) world coordinates
+    # to T1w (moving) world coordinates; warps are RAS displacement fields in mm on the fixed
+    # grid, fixed -> moving. The inverse warp (on the T1w grid) is a second registration with the
+    # roles swapped, not the exact inverse. The convention is recorded in every sidecar (params).
+    _SM_GPU = ["-g"] if _REG["use_gpu"] else []
+
+    rule anat_register_synthmorph:
+        input:
+            brain=T1_BRAIN,
+            template=template_t1w(),
+        output:
+            affine=XFM_AFFINE,
+            warp=XFM_WARP,
+            invwarp=XFM_INVWARP,
+            warped=T1_TEMPLATE,
+            **sidecars(XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE),
+        params:
+            method="synthmorph",
+            template=TEMPLATE_NAME,
+            gpu=_SM_GPU,
+            convention=("SynthMorph (FreeSurfer 7.4): affine .mat = 4x4 RAS matrix as text, template world "
+                        "-> T1w world; warp = RAS displacement field (mm) on the template grid, template -> "
+                        "T1w, affine included; inverse warp = RAS displacement field on the T1w grid from a "
+                        "second registration with the roles swapped"),
+            prov=prov("anat.register"),
+        threads: _REG["threads"]
+        resources:
+            mem_mb=16000,
+            runtime=30,
+            **({"gpu": 1} if _REG["use_gpu"] else {}),
+        log:
+            logfile("anat_register_synthmorph"),
+        benchmark:
+            benchfile("anat_register_synthmorph")
+        conda:
+            ENVS["freesurfer"]
+        container:
+            CONTAINERS["freesurfer"]
+        shell:
+            _FS_TMP +
+            '( mri_synthmorph -m affine -t "$tmp/affine.txt" -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
+            ' && mri_synthmorph -m deform -i "$tmp/affine.txt" -t "$tmp/warp.nii.gz" -o "$tmp/warped.nii.gz"'
+            ' -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
+            ' && mri_synthmorph -m affine -t "$tmp/inv_affine.txt" -j {threads} {params.gpu:q}'
+            ' {input.template:q} {input.brain:q}'
+            ' && mri_synthmorph -m deform -i "$tmp/inv_affine.txt" -t "$tmp/invwarp.nii.gz"'
+            ' -j {threads} {params.gpu:q} {input.template:q} {input.brain:q} ) > {log:q} 2>&1'
+            ' && mv "$tmp/affine.txt" {output.affine:q} && mv "$tmp/warp.nii.gz" {output.warp:q}'
+            ' && mv "$tmp/invwarp.nii.gz" {output.invwarp:q} && mv "$tmp/warped.nii.gz" {output.warped:q}'
+            + SIDECAR
+
+    rule anat_register_metrics_synthmorph:
+        """Registration metrics of the SynthMorph result (same JSON as the other backends)."""
+        input:
+            brain=T1_BRAIN,
+            warped=T1_TEMPLATE,
+            template=template_t1w(),
+        output:
+            metrics=REG_METRICS,
+        params:
+            method="synthmorph",
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        log:
+            logfile("anat_register_metrics_synthmorph"),
+        benchmark:
+            benchfile("anat_register_metrics_synthmorph")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/anat_register_metrics.py"
 
 
 if _FS_CFG["enabled"]:
@@ -185,7 +272,7 @@ if _FS_CFG["enabled"]:
             method="recon-all",
             subjects_dir=FS_RECON_DIR,
             subject=FS_SUBJECT,
-            extra=_FS_CFG["extra_args"],
+            extra=_shlex.split(_FS_CFG["extra_args"]),  # one word per argument, each quoted in the shell
         threads: _FS_CFG["threads"]
         resources:
             mem_mb=16000,
@@ -199,14 +286,14 @@ if _FS_CFG["enabled"]:
         container:
             CONTAINERS["freesurfer"]
         shell:
-            'export SUBJECTS_DIR="{params.subjects_dir}" && s="{params.subject}" && ('
+            'export SUBJECTS_DIR={params.subjects_dir:q} && s={params.subject:q} && ('
             ' mkdir -p "$SUBJECTS_DIR/$s/mri/orig"'
             ' && {{ [ -e "$SUBJECTS_DIR/$s/mri/orig/001.mgz" ]'
-            ' || mri_convert "{input.t1w}" "$SUBJECTS_DIR/$s/mri/orig/001.mgz"; }}'
-            ' && "$(command -v fspython || command -v python3)" "{FS_LOCK_SCRIPT}" "$SUBJECTS_DIR" "$s"'
-            ' && recon-all -sd "$SUBJECTS_DIR" -s "$s" -all -openmp {threads} {params.extra}'
-            ' ) > "{log}" 2>&1'
-            ' && echo "recon-all -all finished $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "{output.done}"'
+            ' || mri_convert {input.t1w:q} "$SUBJECTS_DIR/$s/mri/orig/001.mgz"; }}'
+            ' && "$(command -v fspython || command -v python3)" {FS_LOCK_SCRIPT:q} "$SUBJECTS_DIR" "$s"'
+            ' && recon-all -sd "$SUBJECTS_DIR" -s "$s" -all -openmp {threads} {params.extra:q}'
+            ' ) > {log:q} 2>&1'
+            ' && echo "recon-all -all finished $(date -u +%Y-%m-%dT%H:%M:%SZ)" > {output.done:q}'
 
     ANAT_TARGETS += [*FS_OUTPUTS.values(), FS_DONE]
 
@@ -256,8 +343,8 @@ if METHOD["anat.synthseg"] == "freesurfer":
         params:
             method="freesurfer",
             prov=prov("anat.synthseg"),
-            flags=" ".join(f for f, on in (("--robust", _SYN["robust"]), ("--parc", _SYN["parc"]),
-                                           ("--cpu", not _SYN["use_gpu"])) if on),
+            flags=[f for f, on in (("--robust", _SYN["robust"]), ("--parc", _SYN["parc"]),
+                                   ("--cpu", not _SYN["use_gpu"])) if on],
             vol=_SYN["vol"],
         threads: _SYN["threads"]
         resources:
@@ -274,11 +361,11 @@ if METHOD["anat.synthseg"] == "freesurfer":
             CONTAINERS["freesurfer"]
         shell:
             _FS_TMP +
-            'mri_synthseg --i "{input.t1w}" --o "$tmp/synthseg.nii.gz"'
+            'mri_synthseg --i {input.t1w:q} --o "$tmp/synthseg.nii.gz"'
             + (' --vol "$tmp/volumes.csv"' if _SYN["vol"] else "")
-            + ' {params.flags} --threads {threads} > "{log}" 2>&1'
-            ' && mv "$tmp/synthseg.nii.gz" "{output.dseg}"'
-            + (' && mv "$tmp/volumes.csv" "{output.vol}"' if _SYN["vol"] else "")
+            + ' {params.flags:q} --threads {threads} > {log:q} 2>&1'
+            ' && mv "$tmp/synthseg.nii.gz" {output.dseg:q}'
+            + (' && mv "$tmp/volumes.csv" {output.vol:q}' if _SYN["vol"] else "")
             + SIDECAR
 
     ANAT_TARGETS += [SYNTHSEG_DSEG] + ([SYNTHSEG_VOL] if _SYN["vol"] else [])
@@ -320,8 +407,9 @@ if METHOD["anat.segstats"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            'mri_segstats --seg "{input.seg}" --ctab-default --excludeid 0 --sum "{output.stats}.tmp"'
-            ' > "{log}" 2>&1 && mv "{output.stats}.tmp" "{output.stats}"'
+            _FS_TMP +
+            'mri_segstats --seg {input.seg:q} --ctab-default --excludeid 0 --sum "$tmp/segstats.stats"'
+            ' > {log:q} 2>&1 && mv "$tmp/segstats.stats" {output.stats:q}'
             + SIDECAR
 
     ANAT_TARGETS.append(SEGSTATS)

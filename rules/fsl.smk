@@ -7,7 +7,9 @@
 SUBCORT_DSEG = anat("dseg", seg="FIRST")
 FIRST_QC = f"{OUT}/sub-{{subject}}/figures/{visit_wc()}_desc-first_slicesdir"
 
-_FSL_TMP = ('export FSLOUTPUTTYPE=NIFTI_GZ && tmp=$(mktemp -d "$(dirname "{output[0]}")/.{rule}.XXXXXX")'
+# the private folder: "$(dirname …)" keeps the quoted output path one word; {output[0]:q} is
+# shlex-quoted, so nothing in it is expanded
+_FSL_TMP = ('export FSLOUTPUTTYPE=NIFTI_GZ && tmp=$(mktemp -d "$(dirname {output[0]:q})/.{rule}.XXXXXX")'
             ' && trap \'rm -rf "$tmp"\' EXIT && ')
 
 
@@ -25,7 +27,7 @@ if METHOD["anat.skullstrip"] == "fsl_bet":
             method="fsl_bet",
             f=step_cfg("anat.skullstrip")["fractional_threshold"],
             g=step_cfg("anat.skullstrip")["vertical_gradient"],
-            variant="" if _BET_VARIANT == "none" else f"-{_BET_VARIANT}",
+            variant=[] if _BET_VARIANT == "none" else [f"-{_BET_VARIANT}"],  # a list: :q quotes each item
             prov=prov("anat.skullstrip"),
         threads: 1
         resources:
@@ -41,8 +43,8 @@ if METHOD["anat.skullstrip"] == "fsl_bet":
             CONTAINERS["fsl"]
         shell:
             _FSL_TMP +
-            'bet "{input.t1w}" "$tmp/brain" -f {params.f} -g {params.g} {params.variant} -m > "{log}" 2>&1'
-            ' && mv "$tmp/brain_mask.nii.gz" "{output.mask}" && mv "$tmp/brain.nii.gz" "{output.brain}"'
+            'bet {input.t1w:q} "$tmp/brain" -f {params.f:q} -g {params.g:q} {params.variant:q} -m > {log:q} 2>&1'
+            ' && mv "$tmp/brain_mask.nii.gz" {output.mask:q} && mv "$tmp/brain.nii.gz" {output.brain:q}'
             + SIDECAR
 
 
@@ -76,11 +78,11 @@ if METHOD["anat.segment"] == "fsl_fast":
             CONTAINERS["fsl"]
         shell:
             _FSL_TMP +
-            'fast -t 1 -n 3 -g -B -b -p -o "$tmp/fast" "{input.brain}" > "{log}" 2>&1'
-            ' && mv "$tmp/fast_seg.nii.gz" "{output.dseg}"'
-            ' && mv "$tmp/fast_pve_0.nii.gz" "{output.csf}"'
-            ' && mv "$tmp/fast_pve_1.nii.gz" "{output.gm}"'
-            ' && mv "$tmp/fast_pve_2.nii.gz" "{output.wm}"'
+            'fast -t 1 -n 3 -g -B -b -p -o "$tmp/fast" {input.brain:q} > {log:q} 2>&1'
+            ' && mv "$tmp/fast_seg.nii.gz" {output.dseg:q}'
+            ' && mv "$tmp/fast_pve_0.nii.gz" {output.csf:q}'
+            ' && mv "$tmp/fast_pve_1.nii.gz" {output.gm:q}'
+            ' && mv "$tmp/fast_pve_2.nii.gz" {output.wm:q}'
             + SIDECAR
 
 
@@ -97,8 +99,8 @@ if METHOD["anat.subcortical"] == "fsl_first":
             **sidecars(SUBCORT_DSEG),
         params:
             method="fsl_first",
-            brain="-b" if _FIRST_INPUT == "brain" else "",
-            structures=f"-s {_FIRST_STRUCTS}" if _FIRST_STRUCTS else "",
+            brain=["-b"] if _FIRST_INPUT == "brain" else [],
+            structures=["-s", _FIRST_STRUCTS] if _FIRST_STRUCTS else [],
             prov=prov("anat.subcortical"),
         threads: 1
         resources:
@@ -114,23 +116,74 @@ if METHOD["anat.subcortical"] == "fsl_first":
             CONTAINERS["fsl"]
         shell:
             _FSL_TMP +
-            '( run_first_all -i "{input.t1w}" -o "$tmp/first" {params.brain} {params.structures}'
-            ' && cd "$tmp" && first_roi_slicesdir "{input.t1w}" "$tmp/first_all_fast_firstseg.nii.gz" )'
-            ' > "{log}" 2>&1'
-            ' && mv "$tmp/first_all_fast_firstseg.nii.gz" "{output.dseg}" && mv "$tmp/slicesdir" "{output.qc}"'
+            '( run_first_all -i {input.t1w:q} -o "$tmp/first" {params.brain:q} {params.structures:q}'
+            ' && cd "$tmp" && first_roi_slicesdir {input.t1w:q} "$tmp/first_all_fast_firstseg.nii.gz" )'
+            ' > {log:q} 2>&1'
+            ' && mv "$tmp/first_all_fast_firstseg.nii.gz" {output.dseg:q} && mv "$tmp/slicesdir" {output.qc:q}'
             + SIDECAR
 
     ANAT_TARGETS += [SUBCORT_DSEG, FIRST_QC]
 
 
 if METHOD["anat.register"] == "fsl":
+    # FSL's documented recipe (FNIRT user guide, "Now what? -- applywarp!" and the example
+    # registration of a T1 to MNI152: https://fsl.fmrib.ox.ac.uk/fsl/docs/#/registration/fnirt/user_guide):
+    #   flirt -in brain -ref MNI152_T1_2mm_brain -omat affine.mat           (brain -> template brain)
+    #   fnirt --in=head --aff=affine.mat --config=T1_2_MNI152_2mm            (head -> template head;
+    #         the config sets --ref=MNI152_T1_2mm and --refmask=MNI152_T1_2mm_brain_mask_dil,
+    #         $FSLDIR/etc/flirtsch/T1_2_MNI152_2mm.cnf; here both are given explicitly, on one grid)
+    #   applywarp --ref=MNI152_T1_2mm --in=head --warp=warp
+    # The template is FSL's own MNI152 (ICBM 2009 nonlinear 6th generation; TemplateFlow
+    # MNI152NLin6Asym) at the resolution the config names, copied out of $FSLDIR/data/standard
+    # by anat_template_fsl so that the QC and metric rules (project env) can read it too.
+    _FNIRT_CONFIG = step_cfg("anat.register")["fnirt_config"]
+    if TEMPLATE_NAME != FSL_TEMPLATE_NAME or config["template"]["t1w"]:
+        raise ValueError(
+            "anat.register.method 'fsl' registers to FSL's MNI152 ($FSLDIR/data/standard/MNI152_T1_2mm*, "
+            f"the reference and refmask fnirt --config={_FNIRT_CONFIG} was tuned for), whose TemplateFlow name is "
+            f"{FSL_TEMPLATE_NAME}: set template.name: {FSL_TEMPLATE_NAME} and template.t1w: null "
+            f"(now template.name {TEMPLATE_NAME!r}, template.t1w {config['template']['t1w']!r})")
+
+    rule anat_template_fsl:
+        """FSL's MNI152 head, brain and dilated brain mask at the fnirt config's resolution,
+        copied from $FSLDIR/data/standard (fsl-data_standard) into the derivatives' sourcedata."""
+        output:
+            head=FSL_TEMPLATE["head"],
+            brain=FSL_TEMPLATE["brain"],
+            mask_dil=FSL_TEMPLATE["mask_dil"],
+            **sidecars(*FSL_TEMPLATE.values()),
+        params:
+            method="fsl",
+            standard=f"MNI152_T1_{FSL_TEMPLATE_RES}",
+            prov=prov("anat.register"),
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=5,
+        log:
+            f"{OUT}/logs/anat_template_fsl.log",
+        benchmark:
+            f"{OUT}/benchmarks/anat_template_fsl.tsv"
+        conda:
+            ENVS["fsl"]
+        container:
+            CONTAINERS["fsl"]
+        shell:
+            _FSL_TMP +
+            '( s="$FSLDIR/data/standard"/{params.standard:q}'
+            ' && cp "$s.nii.gz" "$tmp/head.nii.gz" && cp "$s"_brain.nii.gz "$tmp/brain.nii.gz"'
+            ' && cp "$s"_brain_mask_dil.nii.gz "$tmp/mask_dil.nii.gz" ) > {log:q} 2>&1'
+            ' && mv "$tmp/head.nii.gz" {output.head:q} && mv "$tmp/brain.nii.gz" {output.brain:q}'
+            ' && mv "$tmp/mask_dil.nii.gz" {output.mask_dil:q}'
+            + SIDECAR
 
     rule anat_register_fsl:
-        # brain -> brain-extracted template: flirt 12-dof, fnirt initialised with it, the
-        # inverse warp, and the brain resampled with the full warp.
         input:
+            head=T1_PREPROC,
             brain=T1_BRAIN,
-            template=template_t1w(),
+            tpl_head=FSL_TEMPLATE["head"],
+            tpl_brain=FSL_TEMPLATE["brain"],
+            tpl_mask=FSL_TEMPLATE["mask_dil"],
         output:
             affine=XFM_AFFINE,
             warp=XFM_WARP,
@@ -140,7 +193,7 @@ if METHOD["anat.register"] == "fsl":
         params:
             method="fsl",
             template=TEMPLATE_NAME,
-            fnirt_config=step_cfg("anat.register")["fnirt_config"],
+            fnirt_config=_FNIRT_CONFIG,
             prov=prov("anat.register"),
         threads: 1
         resources:
@@ -155,15 +208,18 @@ if METHOD["anat.register"] == "fsl":
         container:
             CONTAINERS["fsl"]
         shell:
+            # the warped T1w is the brain (the common name says desc-brain), resampled with the
+            # full warp; the inverse warp is defined on the native grid (--ref=the T1w)
             _FSL_TMP +
-            '( flirt -in "{input.brain}" -ref "{input.template}" -dof 12 -omat "$tmp/affine.mat"'
-            ' && fnirt --in="{input.brain}" --ref="{input.template}" --aff="$tmp/affine.mat"'
-            ' --config={params.fnirt_config} --cout="$tmp/warpcoef" --fout="$tmp/warp.nii.gz" --logout="$tmp/fnirt.log"'
-            ' && invwarp --warp="$tmp/warp.nii.gz" --ref="{input.brain}" --out="$tmp/invwarp.nii.gz"'
-            ' && applywarp --in="{input.brain}" --ref="{input.template}" --warp="$tmp/warp.nii.gz"'
-            ' --interp=spline --out="$tmp/warped.nii.gz" ) > "{log}" 2>&1'
-            ' && mv "$tmp/affine.mat" "{output.affine}" && mv "$tmp/warp.nii.gz" "{output.warp}"'
-            ' && mv "$tmp/invwarp.nii.gz" "{output.invwarp}" && mv "$tmp/warped.nii.gz" "{output.warped}"'
+            '( flirt -in {input.brain:q} -ref {input.tpl_brain:q} -dof 12 -omat "$tmp/affine.mat"'
+            ' && fnirt --in={input.head:q} --aff="$tmp/affine.mat" --config={params.fnirt_config:q}'
+            ' --ref={input.tpl_head:q} --refmask={input.tpl_mask:q}'
+            ' --cout="$tmp/warpcoef.nii.gz" --fout="$tmp/warp.nii.gz" --logout="$tmp/fnirt.log"'
+            ' && invwarp --warp="$tmp/warp.nii.gz" --ref={input.brain:q} --out="$tmp/invwarp.nii.gz"'
+            ' && applywarp --in={input.brain:q} --ref={input.tpl_head:q} --warp="$tmp/warp.nii.gz"'
+            ' --interp=spline --out="$tmp/warped.nii.gz" ) > {log:q} 2>&1'
+            ' && mv "$tmp/affine.mat" {output.affine:q} && mv "$tmp/warp.nii.gz" {output.warp:q}'
+            ' && mv "$tmp/invwarp.nii.gz" {output.invwarp:q} && mv "$tmp/warped.nii.gz" {output.warped:q}'
             + SIDECAR
 
     rule anat_register_metrics_fsl:
@@ -171,7 +227,7 @@ if METHOD["anat.register"] == "fsl":
         input:
             brain=T1_BRAIN,
             warped=T1_TEMPLATE,
-            template=template_t1w(),
+            template=FSL_TEMPLATE["brain"],
         output:
             metrics=REG_METRICS,
         params:
@@ -200,9 +256,13 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
     if not _ATLAS["image"]:
         raise ValueError("config key 'anat.atlas.image' must name a label image in template space "
                          "when anat.atlas.method is 'fsl_applywarp'")
-    ATLAS_NATIVE = anat("dseg", atlas=_ATLAS["name"], space="T1w")
+    ATLAS_NAME = _backends.atlas_label(_ATLAS["image"], _ATLAS["name"])
+    ATLAS_NATIVE = anat("dseg", atlas=ATLAS_NAME, space="T1w")
 
     rule anat_atlas_fsl_applywarp:
+        # applywarp --interp=nn with the inverse warp: labels stay labels (FNIRT user guide,
+        # "Transforming an atlas/ROI to the native space": applywarp --ref=native --in=atlas
+        # --warp=inverse_warp --interp=nn)
         input:
             atlas=os.path.expandvars(_ATLAS["image"]),
             brain=T1_BRAIN,
@@ -212,7 +272,7 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
             **sidecars(ATLAS_NATIVE),
         params:
             method="fsl_applywarp",
-            atlas=_ATLAS["name"],
+            atlas=ATLAS_NAME,
             prov=prov("anat.atlas"),
         threads: 1
         resources:
@@ -228,8 +288,17 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
             CONTAINERS["fsl"]
         shell:
             _FSL_TMP +
-            'applywarp --in="{input.atlas}" --ref="{input.brain}" --warp="{input.invwarp}" --interp=nn'
-            ' --out="$tmp/atlas.nii.gz" > "{log}" 2>&1 && mv "$tmp/atlas.nii.gz" "{output.dseg}"'
+            'applywarp --in={input.atlas:q} --ref={input.brain:q} --warp={input.invwarp:q} --interp=nn'
+            ' --out="$tmp/atlas.nii.gz" > {log:q} 2>&1 && mv "$tmp/atlas.nii.gz" {output.dseg:q}'
             + SIDECAR
 
     ANAT_TARGETS.append(ATLAS_NATIVE)
+
+
+# ---- DSI guard for dwi.preproc fsl_dwifslpreproc (eddy) ---------------------------------------
+if METHOD["dwi.preproc"] == "fsl_dwifslpreproc" and config["steps"]["dwi"]:
+    from neurosmk import dwi_scheme as _dwi_scheme
+
+    for _series in DWI.values():  # stops at start, naming the file, for a non-shelled scheme
+        if _series.bval:
+            _dwi_scheme.check_shelled(_series.bval, step_cfg("dwi.preproc")["max_shells"])

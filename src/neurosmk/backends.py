@@ -33,6 +33,8 @@ MRTRIX = Backend(tools=("dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "te
                  env="mrtrix3", install="MRtrix3 3.0.x (conda install -c mrtrix3 mrtrix3=3.0.4)")
 _FSL_INSTALL = "FSL 6.0.7 (https://fsl.fmrib.ox.ac.uk/fsl/docs/#/install/) with FSLDIR set"
 _FS_INSTALL = "FreeSurfer 7.4.1 (https://surfer.nmr.mgh.harvard.edu/fswiki/DownloadAndInstall) with FREESURFER_HOME and FS_LICENSE set"
+_TORTOISE_INSTALL = ("TORTOISE 4 (https://github.com/eurotomania/TORTOISEV4; DRBUDDI, DRBUDDI_cuda), or run with "
+                     "--sdm apptainer (the pinned image)")
 _TORCH_INSTALL = "PyTorch: pip install 'neurosmk[gpu]' (torch==2.13.0; the Linux wheels on PyPI include CUDA)"
 
 
@@ -59,7 +61,12 @@ STEPS: dict[str, dict[str, Backend]] = {
     "anat.synthseg": {"none": NONE, "freesurfer": _fs("mri_synthseg")},
     "anat.segstats": {"none": NONE, "freesurfer": _fs("mri_segstats")},
     "anat.subcortical": {"none": NONE, "fsl_first": _fsl("run_first_all", "first_roi_slicesdir")},
-    "anat.register": {"ants": PY, "fsl": _fsl("flirt", "fnirt", "invwarp", "applywarp")},
+    "anat.register": {"ants": PY, "fsl": _fsl("flirt", "fnirt", "invwarp", "applywarp"),
+                      # affine then deformable (mri_synthmorph -m affine, then -i affine -m deform);
+                      # use_gpu: -g and resources gpu=1
+                      "synthmorph": _fs("mri_synthmorph"),
+                      "none": Backend(notes="no spatial normalisation: the outputs in template space, the "
+                                            "registration metrics and figure are not made")},
     "anat.atlas": {"none": NONE, "fsl_applywarp": _fsl("applywarp")},
     "dwi.denoise": {"dipy_mppca": PY, "none": NONE, "mrtrix": _mrtrix("dwidenoise"),
                     # DIPY's MP-PCA batched over patches in PyTorch: CUDA when visible, else CPU
@@ -68,7 +75,10 @@ STEPS: dict[str, dict[str, Backend]] = {
     "dwi.degibbs": {"dipy": PY, "none": NONE, "mrtrix": _mrtrix("mrdegibbs")},
     "dwi.preproc": {"none": NONE,
                     "fsl_dwifslpreproc": Backend(tools=("dwifslpreproc", "eddy"), env="fsl",
-                                                 install="MRtrix3 3.0.4 (dwifslpreproc) and " + _FSL_INSTALL)},
+                                                 install="MRtrix3 3.0.4 (dwifslpreproc) and " + _FSL_INSTALL),
+                    # TORTOISE DRBUDDI (blip-up/blip-down susceptibility correction); use_gpu: DRBUDDI_cuda
+                    "drbuddi": Backend(tools=("DRBUDDI",), env="tortoise", install=_TORTOISE_INSTALL,
+                                       notes="container only (TORTOISE is not packaged for conda or PyPI)")},
     "dwi.mask": {"dipy": PY, "mrtrix": _mrtrix("dwi2mask")},
     "dwi.tensor": {"dipy": PY,
                    # dwi2tensor: -ols -iter 0 / 1 (rules/mrtrix.smk MRTRIX_TENSOR_FIT)
@@ -129,3 +139,40 @@ def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which,
     if problems:
         raise BackendError("cannot run this configuration:\n  - " + "\n  - ".join(problems))
     return methods
+
+
+# ---- helpers for the rules --------------------------------------------------------------------
+# FSL ships one T1 fnirt config: $FSLDIR/etc/flirtsch/T1_2_MNI152_2mm.cnf (--ref=MNI152_T1_2mm,
+# --refmask=MNI152_T1_2mm_brain_mask_dil); NiWrap's fnirt descriptor (FSL 6.0.4) lists it and
+# FA_2_FMRIB58_1mm, the FA one.
+FNIRT_T1_CONFIGS = {"T1_2_MNI152_2mm": "2mm"}
+
+
+def fnirt_resolution(config_name: str) -> str:
+    """The template resolution a fnirt config was tuned for ("2mm"): its ref and refmask grid."""
+    try:
+        return FNIRT_T1_CONFIGS[config_name]
+    except KeyError:
+        raise BackendError(f"config key 'anat.register.fnirt_config': {config_name!r} is not an FSL T1 config "
+                           f"(choices: {', '.join(FNIRT_T1_CONFIGS)})") from None
+
+
+def atlas_label(image: str, name: str | None) -> str:
+    """The ``atlas-`` label of the native-space atlas: ``name`` if given, else taken from the
+    image's file name (its BIDS ``atlas-`` entity, or the name without extension, resolution suffix
+    and non-alphanumerics: JHU-ICBM-labels-1mm.nii.gz -> JHUICBMlabels)."""
+    import os
+    import re
+
+    if name:
+        return name
+    base = os.path.basename(image)
+    m = re.search(r"(?:^|_)atlas-([a-zA-Z0-9]+)(?:_|\.)", base)
+    if m:
+        return m.group(1)
+    stem = re.sub(r"\.nii(\.gz)?$", "", base)
+    stem = re.sub(r"[-_]\d+(\.\d+)?mm$", "", stem)
+    label = re.sub(r"[^a-zA-Z0-9]", "", stem)
+    if not label:
+        raise BackendError(f"{image}: cannot derive an atlas label from the file name; set anat.atlas.name")
+    return label

@@ -1,0 +1,115 @@
+# dwi.preproc: drbuddi -- TORTOISE DRBUDDI susceptibility-distortion correction with a blip-up /
+# blip-down b=0 pair (the correction QSIPrep recommends where eddy/topup do not fit, e.g. DSI).
+# Three jobs: the b=0 pair (Python), DRBUDDI itself (TORTOISE container only: not on conda or
+# PyPI, and not runnable on the test machines), the field applied to every DWI volume (ANTsPy).
+# Command line as QSIPrep runs it (PennLINC/qsiprep qsiprep/interfaces/tortoise.py, class
+# DRBUDDI): DRBUDDI -u up.nii --up_json up.json -d down.nii; outputs in the working folder.
+# Same file names as dwifslpreproc (rules/mrtrix.smk): desc-preproc dwi/bval/bvec.
+
+from neurosmk import dwi_scheme as _dwi_scheme
+
+if METHOD["dwi.preproc"] == "drbuddi":
+    _DRB = step_cfg("dwi.preproc")
+    _DRB_WORK = f"{OUT}/.neurosmk/work/drbuddi/{visit_wc()}"
+    _DRB_REVERSE = {}  # (subject, session) -> (reverse image, its bval or None, pe of the DWI)
+    for _k, _d in DWI.items():
+        _rev, _rpe, _upe = _dwi_scheme.reverse_pe_b0(_d.nifti, _d.json)  # refused at start if none
+        _rb = _rev[: -len(".nii.gz")] + ".bval" if _rev.endswith(".nii.gz") else None
+        _DRB_REVERSE[_k] = (_rev, _rb if _rb and os.path.exists(_rb) else None, _upe)
+
+    def _drb_inputs(wc):
+        rev, rb, _ = _DRB_REVERSE[_key(wc)]
+        return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "reverse": rev,
+                **({"reverse_bval": rb} if rb else {})}
+
+    rule dwi_preproc_drbuddi_inputs:
+        input:
+            unpack(_drb_inputs),
+        output:
+            up=temp(f"{_DRB_WORK}/up_b0.nii"),
+            down=temp(f"{_DRB_WORK}/down_b0.nii"),
+            up_json=temp(f"{_DRB_WORK}/up.json"),
+        params:
+            pe_up=lambda wc: _DRB_REVERSE[_key(wc)][2],
+            b0_threshold=config["dwi"]["mask"]["b0_threshold"],
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=10,
+        log:
+            logfile("dwi_preproc_drbuddi_inputs"),
+        benchmark:
+            benchfile("dwi_preproc_drbuddi_inputs")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/drbuddi_inputs.py"
+
+    rule dwi_preproc_drbuddi:
+        input:
+            up=f"{_DRB_WORK}/up_b0.nii",
+            down=f"{_DRB_WORK}/down_b0.nii",
+            up_json=f"{_DRB_WORK}/up.json",
+        output:
+            field=temp(f"{_DRB_WORK}/deformation_FINV.nii.gz"),
+            b0=temp(f"{_DRB_WORK}/b0_corrected_final.nii"),
+        params:
+            method="drbuddi",
+            exe="DRBUDDI_cuda" if _DRB["use_gpu"] else "DRBUDDI",
+        threads: _DRB["threads"]
+        resources:
+            mem_mb=16000,
+            runtime=120,
+            **({"gpu": 1} if _DRB["use_gpu"] else {}),
+        log:
+            logfile("dwi_preproc_drbuddi"),
+        benchmark:
+            benchfile("dwi_preproc_drbuddi")
+        conda:
+            ENVS["tortoise"]
+        container:
+            CONTAINERS["tortoise_cuda" if _DRB["use_gpu"] else "tortoise"]
+        shell:
+            # the TORTOISE images keep the binaries in /src/TORTOISEV4/bin (QSIPrep's Dockerfile);
+            # DRBUDDI writes into the working folder, a private one beside the outputs
+            'tmp=$(mktemp -d "$(dirname {output.field:q})/.{rule}.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT'
+            ' && cp {input.up:q} "$tmp/up_b0.nii" && cp {input.down:q} "$tmp/down_b0.nii"'
+            ' && cp {input.up_json:q} "$tmp/up.json"'
+            ' && ( cd "$tmp" && PATH="$PATH:/src/TORTOISEV4/bin" OMP_NUM_THREADS={threads} {params.exe:q}'
+            ' -u up_b0.nii --up_json up.json -d down_b0.nii ) > {log:q} 2>&1'
+            ' && mv "$tmp/deformation_FINV.nii.gz" {output.field:q} && mv "$tmp/b0_corrected_final.nii" {output.b0:q}'
+
+    rule dwi_preproc_drbuddi_apply:
+        input:
+            dwi=dwi_after_degibbs,
+            bval=lambda wc: raw_dwi(wc)["bval"],
+            bvec=lambda wc: raw_dwi(wc)["bvec"],
+            field=f"{_DRB_WORK}/deformation_FINV.nii.gz",
+            b0=f"{_DRB_WORK}/b0_corrected_final.nii",
+        output:
+            dwi=DWI_PREPROC,
+            bval=DWI_PREPROC_BVAL,
+            bvec=DWI_PREPROC_BVEC,
+            **sidecars(DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC),
+        params:
+            method="drbuddi",
+            use_gpu=_DRB["use_gpu"],
+            prov=prov("dwi.preproc"),
+        threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=30,
+        log:
+            logfile("dwi_preproc_drbuddi_apply"),
+        benchmark:
+            benchfile("dwi_preproc_drbuddi_apply")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/drbuddi_apply.py"
+
+    DWI_TARGETS += [DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC]
