@@ -151,7 +151,8 @@ if METHOD["anat.skullstrip"] == "synthstrip":
         shell:
             _FS_TMP +
             'mri_synthstrip -i {input.t1w:q} -o "$tmp/brain.nii.gz" -m "$tmp/mask.nii.gz"'
-            ' -b {params.border:q} {params.flags:q} -t {threads} > {log:q} 2>&1'
+            # no thread option: FreeSurfer's mri_synthstrip parser has none (tests/data/interfaces)
+            ' -b {params.border:q} {params.flags:q} > {log:q} 2>&1'
             ' && mv "$tmp/mask.nii.gz" {output.mask:q} && mv "$tmp/brain.nii.gz" {output.brain:q}'
             + SIDECAR
 

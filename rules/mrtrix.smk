@@ -153,7 +153,7 @@ if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py
             ' -adc "{output.MD}.tmp.nii.gz" -ad "{output.AD}.tmp.nii.gz" -rd "{output.RD}.tmp.nii.gz"'
             ' -vector "{output.V1}.tmp.nii.gz" -num 1 -modulate none -nthreads {threads} -force'
             ' && tensor2metric "$tmp/tensor.mif" -mask "{input.mask}" -vector "$tmp/rgb.mif" -num 1'
-            ' -modulate FA -nthreads {threads}'
+            ' -modulate fa -nthreads {threads}'
             ' && mrcalc "$tmp/rgb.mif" -abs "{output.RGB}.tmp.nii.gz" -datatype float32 -nthreads {threads} -force'
             ' ) > "{log}" 2>&1'
             ' && for f in "{output.FA}" "{output.MD}" "{output.AD}" "{output.RD}" "{output.V1}" "{output.RGB}";'

@@ -19,8 +19,8 @@ if METHOD["dwi.preproc"] == "drbuddi":
 
     def _drb_inputs(wc):
         rev, rb, _ = _DRB_REVERSE[_key(wc)]
-        return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "reverse": rev,
-                **({"reverse_bval": rb} if rb else {})}
+        return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "rev": rev,
+                **({"rev_bval": rb} if rb else {})}
 
     rule dwi_preproc_drbuddi_inputs:
         input:

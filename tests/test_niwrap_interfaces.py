@@ -1,0 +1,197 @@
+"""Every FSL / MRtrix3 / FreeSurfer / TORTOISE call of every scenario config, checked against an
+independent description of the tool's interface (not against the rule's own strings):
+
+- FSL and MRtrix3: NiWrap's generated wrappers (niwrap-fsl / niwrap-mrtrix 1.1.0; Boutiques
+  descriptors of FSL 6.0.4 and MRtrix3 3.0.4), probed by tests/niwrap_oracle.py;
+- FreeSurfer: the argument parsers in FreeSurfer's own source, transcribed with their commit in
+  tests/data/interfaces/freesurfer.yaml (tools whose parser was not transcribed are listed in
+  UNCHECKED with the reason);
+- TORTOISE DRBUDDI: QSIPrep's interface (tests/data/interfaces/tortoise.yaml).
+
+Each scenario is a dry run (`snakemake -n -p`); its shell commands are split into simple
+commands with shlex, and every option and value is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .niwrap_oracle import check_argv, load_spec, simple_commands, tool_name
+from .test_tool_rules import BIDS, MRTRIX_ALL, _merge, dry_run
+
+pytest.importorskip("niwrap.fsl", reason="test dependency niwrap-fsl==1.1.0 (pip install -e '.[test]')")
+pytest.importorskip("niwrap.mrtrix", reason="test dependency niwrap-mrtrix==1.1.0")
+
+DATA = Path(__file__).parent / "data" / "interfaces"
+FS_SPEC = yaml.safe_load((DATA / "freesurfer.yaml").read_text())
+TORTOISE_SPEC = yaml.safe_load((DATA / "tortoise.yaml").read_text())
+
+FSL_TOOLS = {"bet", "fast", "run_first_all", "first_roi_slicesdir", "flirt", "fnirt", "invwarp", "applywarp",
+             "fslmaths"}
+MRTRIX_TOOLS = {"dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric", "mrcalc", "dwifslpreproc"}
+SHELL_BUILTINS = {"mv", "cp", "mkdir", "mktemp", "echo", "[", "command", "sh", "printf", "date", "for", "do", "done"}
+# FreeSurfer tools whose argument parser is not transcribed (C++ parse_commandline / csh): their
+# calls are listed, not checked
+UNCHECKED = {"mri_convert", "recon-all", "mri_segstats", "mri_synthseg", "AntsN4BiasFieldCorrectionFs"}
+
+_SPECS: dict[str, object] = {}
+
+
+def _spec(tool):
+    if tool not in _SPECS:
+        _SPECS[tool] = load_spec("fsl" if tool in FSL_TOOLS else "mrtrix", tool)
+    return _SPECS[tool]
+
+
+def check_yaml_spec(spec: dict, argv: list[str]) -> list[str]:
+    problems, pos, seen = [], 0, set()
+    opts = spec["options"]
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a in opts:
+            o = opts[a]
+            seen.add(a)
+            vals = argv[i + 1:i + 1 + o["nargs"]]
+            if len(vals) < o["nargs"]:
+                problems.append(f"{argv[0]} {a}: missing value")
+            for v in vals:
+                if o.get("type") == "int" and not v.lstrip("-").isdigit():
+                    problems.append(f"{argv[0]} {a}: {v!r} is not an integer")
+                if o.get("type") == "choice" and v not in o["choices"]:
+                    problems.append(f"{argv[0]} {a}: {v!r} is not one of {o['choices']}")
+            i += 1 + o["nargs"]
+            continue
+        if a.startswith("-"):
+            problems.append(f"{argv[0]}: option {a!r} is not accepted ({spec['source']})")
+        else:
+            pos += 1
+        i += 1
+    if pos != spec["positional"]:
+        problems.append(f"{argv[0]}: {pos} positional arguments, the parser takes {spec['positional']}")
+    for name, o in opts.items():
+        if o.get("required") and name not in seen:
+            problems.append(f"{argv[0]}: required option {name} missing")
+    return problems
+
+
+def check_calls(jobs: dict) -> tuple[list[str], dict[str, str]]:
+    """(problems, tool -> oracle) for every tool call in the dry run's shell commands."""
+    problems, checked = [], {}
+    for rule, job in jobs.items():
+        if not job.get("shell"):
+            continue
+        for argv in simple_commands(job["shell"]):
+            tool = tool_name(argv[0])
+            if tool in FSL_TOOLS | MRTRIX_TOOLS:
+                problems += [f"{rule}: {p}" for p in check_argv(_spec(tool), argv)]
+                checked[tool] = f"NiWrap {'niwrap-fsl' if tool in FSL_TOOLS else 'niwrap-mrtrix'} 1.1.0"
+            elif tool in FS_SPEC:
+                problems += [f"{rule}: {p}" for p in check_yaml_spec(FS_SPEC[tool], argv)]
+                checked[tool] = FS_SPEC[tool]["source"]
+            elif tool in TORTOISE_SPEC or tool == "DRBUDDI_cuda":
+                problems += [f"{rule}: {p}" for p in check_yaml_spec(TORTOISE_SPEC["DRBUDDI"], argv)]
+                checked[tool] = TORTOISE_SPEC["DRBUDDI"]["source"]
+            elif tool in UNCHECKED:
+                checked[tool] = "unchecked (parser not transcribed)"
+            elif tool not in SHELL_BUILTINS and not tool.startswith("$("):
+                problems.append(f"{rule}: {tool}: no interface description (add it to the oracle)")
+    return problems, checked
+
+
+def _bids_with_reverse_pe(tmp_path: Path) -> Path:
+    bids = tmp_path / "bids"
+    d = bids / "sub-02" / "dwi"
+    d.mkdir(parents=True)
+    shutil.copy(BIDS / "dataset_description.json", bids)
+    for f in (BIDS / "sub-02" / "dwi").iterdir():
+        (d / f.name).symlink_to(f)
+    (d / "sub-02_dwi.json").write_text(json.dumps({"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05}))
+    fm = bids / "sub-02" / "fmap"
+    fm.mkdir()
+    (fm / "sub-02_dir-PA_epi.nii.gz").symlink_to(BIDS / "sub-02" / "dwi" / "sub-02_dwi.nii.gz")
+    (fm / "sub-02_dir-PA_epi.json").write_text(json.dumps({"PhaseEncodingDirection": "j"}))
+    return bids
+
+
+def _atlas(tmp_path):
+    p = tmp_path / "JHU-ICBM-labels-1mm.nii.gz"
+    p.write_bytes(b"")
+    return str(p)
+
+
+FSL_TPL = {"template": {"name": "MNI152NLin6Asym"}}
+SCENARIOS = {
+    "fsl_anat": lambda t: _merge(FSL_TPL, {
+        "steps": {"dwi": False},
+        "anat": {"skullstrip": {"method": "fsl_bet", "fractional_threshold": 0.3, "vertical_gradient": 0.1},
+                 "segment": {"method": "fsl_fast"},
+                 "subcortical": {"method": "fsl_first", "structures": "L_Hipp,R_Hipp", "input": "preproc"},
+                 "register": {"method": "fsl"},
+                 "atlas": {"method": "fsl_applywarp", "image": _atlas(t)}}}),
+    "freesurfer": lambda t: {
+        "steps": {"dwi": False},
+        "anat": {"biascorrect": {"method": "freesurfer"}, "skullstrip": {"method": "freesurfer"},
+                 "synthseg": {"method": "freesurfer", "robust": True, "parc": True},
+                 "segstats": {"method": "freesurfer"}},
+        "freesurfer": {"recon_all": {"enabled": True, "extra_args": "-3T"}}},
+    "synthstrip_synthmorph_gpu": lambda t: {
+        "steps": {"dwi": False},
+        "anat": {"skullstrip": {"method": "synthstrip", "use_gpu": True, "synthstrip_no_csf": True},
+                 "register": {"method": "synthmorph", "use_gpu": True}}},
+    "mrtrix_eddy": lambda t: _merge(MRTRIX_ALL, {"dwi": {"preproc": {"method": "fsl_dwifslpreproc", "pe_dir": "AP"},
+                                                         "tensor": {"fit_method": "OLS"}}}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_tool_call_matches_its_interface(tmp_path, name):
+    jobs, _ = dry_run(tmp_path, SCENARIOS[name](tmp_path))
+    problems, checked = check_calls(jobs)
+    assert not problems, "\n".join(problems)
+    assert checked  # the scenario ran tool rules
+    print(name, json.dumps(checked, indent=1))
+
+
+def test_drbuddi_call_matches_qsiprep_interface(tmp_path):
+    bids = _bids_with_reverse_pe(tmp_path)
+    jobs, out = dry_run(tmp_path, {"steps": {"anat": False}, "dwi": {"preproc": {"method": "drbuddi", "use_gpu": True}}},
+                        bids=bids)
+    problems, checked = check_calls(jobs)
+    assert not problems, "\n".join(problems)
+    assert "DRBUDDI_cuda" in checked
+    drb = jobs["dwi_preproc_drbuddi"]
+    assert drb["resources"]["gpu"] == "1"
+    prep = jobs["dwi_preproc_drbuddi_inputs"]
+    assert str(bids / "sub-02" / "fmap" / "sub-02_dir-PA_epi.nii.gz") in prep["input"]
+    # the corrected series feeds the mask and the tensor fit under the common names
+    pre = f"{out}/sub-02/dwi/sub-02_desc-preproc_dwi.nii.gz"
+    assert jobs["dwi_preproc_drbuddi_apply"]["output"][0] == pre
+    assert jobs["dwi_mask_dipy"]["input"][0] == pre
+
+
+# ---- the oracle itself must reject what the tools reject -----------------------------------
+@pytest.mark.parametrize("argv,needle", [
+    (["fnirt", "--in=a", "--ref=b", "--config=T1_2_MNI152_1mm"], "is not one of"),   # no such config
+    (["flirt", "-in", "a", "-ref", "b", "-dof", "twelve"], "not an integer"),
+    (["bet", "a", "b", "-q"], "'-q' is not in NiWrap"),
+    (["tensor2metric", "t.mif", "-modulate", "FAX"], "is not one of"),
+    (["dwidenoise", "in.nii"], "positional"),
+    (["applywarp", "--in=a", "--ref=b", "--interp=cubic"], "is not one of"),
+])
+def test_oracle_rejects_bad_calls(argv, needle):
+    tool = argv[0]
+    problems = check_argv(load_spec("fsl" if tool in FSL_TOOLS else "mrtrix", tool), argv)
+    assert any(needle in p for p in problems), problems
+
+
+def test_freesurfer_spec_rejects_bad_calls():
+    assert any("-t" in p for p in check_yaml_spec(FS_SPEC["mri_synthstrip"], ["mri_synthstrip", "-i", "a", "-t", "2"]))
+    assert any("not one of" in p for p in check_yaml_spec(FS_SPEC["mri_synthmorph"],
+                                                          ["mri_synthmorph", "-m", "joint", "a", "b"]))
+    assert any("positional" in p for p in check_yaml_spec(FS_SPEC["mri_synthmorph"], ["mri_synthmorph", "a"]))
