@@ -250,6 +250,9 @@ _OPS = {"&&", "||", ";", "|", "(", ")", "{", "}"}
 def simple_commands(shell: str) -> list[list[str]]:
     """The simple commands of a shell string: shlex words split at &&, ||, ;, |, ( and ),
     without redirections and leading VAR=value assignments."""
+    import re
+
+    shell = re.sub(r"(?<=\s)[12]>&[12](?=\s|$)", " ", shell)  # fd duplications (shlex cannot tell "2>" from "2 >")
     lex = shlex.shlex(shell, posix=True, punctuation_chars=True)
     lex.whitespace_split = True
     cmds, cur = [], []
@@ -265,8 +268,6 @@ def simple_commands(shell: str) -> list[list[str]]:
             i += 1  # skip the target
         elif w == ">&" or w.endswith(">&"):
             i += 1
-        elif w == "2" and i + 1 < len(words) and words[i + 1] in (">", ">&"):
-            pass
         else:
             cur.append(w)
         i += 1

@@ -92,8 +92,34 @@ def dry_run(tmp_path: Path, overrides: dict, bids: Path = BIDS) -> tuple[dict[st
     return parse_dry_run(res.stdout), out
 
 
-def tmp_then_mv(*paths: str) -> str:
-    return " && ".join(f'mv "{p}.tmp.nii.gz" "{p}"' for p in paths)
+def calls(job: dict, tool: str) -> list[list[str]]:
+    """The argv (shlex words) of every call of ``tool`` in a job's shell command: behaviour is
+    checked on the parsed words, whatever the quoting; the interfaces in test_niwrap_interfaces.py."""
+    from .niwrap_oracle import simple_commands, tool_name
+
+    return [a for a in simple_commands(job["shell"]) if tool_name(a[0]) == tool]
+
+
+def call(job: dict, tool: str) -> list[str]:
+    found = calls(job, tool)
+    assert len(found) == 1, (tool, found)
+    return found[0]
+
+
+def opt(argv: list[str], name: str, n: int = 1):
+    """The value(s) of option ``name`` (``-x v`` or ``--x=v``); None when absent."""
+    for i, a in enumerate(argv):
+        if a == name:
+            vals = argv[i + 1:i + 1 + n]
+            return vals[0] if n == 1 else vals
+        if name.endswith("=") and a.startswith(name):
+            return a[len(name):]
+    return None
+
+
+def moves(job: dict) -> dict[str, str]:
+    """destination -> source of the job's final renames (the temporary files become the outputs)."""
+    return {a[2]: a[1] for a in calls(job, "mv")}
 
 
 RAW_DWI = f"{BIDS}/sub-02/dwi/sub-02_dwi.nii.gz"
@@ -115,68 +141,60 @@ def dwi_paths(out: Path) -> dict[str, str]:
     return p
 
 
-def anat_paths(out: Path) -> dict[str, str]:
+def anat_paths(out: Path, tpl: str = "MNI152NLin2009aSym", atlas: str = "JHU") -> dict[str, str]:
     a = f"{out}/sub-01/anat/sub-01"
     return {"pre": f"{a}_desc-preproc_T1w.nii.gz", "mask": f"{a}_desc-brain_mask.nii.gz",
             "brain": f"{a}_desc-brain_T1w.nii.gz", "dseg": f"{a}_dseg.nii.gz",
             **{t: f"{a}_label-{t}_probseg.nii.gz" for t in ("CSF", "GM", "WM")},
             "first": f"{a}_seg-FIRST_dseg.nii.gz", "firstqc": f"{out}/sub-01/figures/sub-01_desc-first_slicesdir",
-            "affine": f"{a}_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-affine_xfm.mat",
-            "warp": f"{a}_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.nii.gz",
-            "invwarp": f"{a}_from-MNI152NLin2009aSym_to-T1w_mode-image_desc-warp_xfm.nii.gz",
-            "warped": f"{a}_space-MNI152NLin2009aSym_desc-brain_T1w.nii.gz",
-            "metrics": f"{a}_space-MNI152NLin2009aSym_desc-registration_metrics.json",
-            "atlas": f"{a}_space-T1w_atlas-JHU_dseg.nii.gz"}
+            "affine": f"{a}_from-T1w_to-{tpl}_mode-image_desc-affine_xfm.mat",
+            "warp": f"{a}_from-T1w_to-{tpl}_mode-image_desc-warp_xfm.nii.gz",
+            "invwarp": f"{a}_from-{tpl}_to-T1w_mode-image_desc-warp_xfm.nii.gz",
+            "warped": f"{a}_space-{tpl}_desc-brain_T1w.nii.gz",
+            "metrics": f"{a}_space-{tpl}_desc-registration_metrics.json",
+            "atlas": f"{a}_space-T1w_atlas-{atlas}_dseg.nii.gz"}
 
 
 def log(out: Path, rule: str, visit: str) -> str:
     return f"{out}/logs/{rule}/{visit}.log"
 
 
-def fsl_tmp(first_output: str, rule: str) -> str:
-    return (f'export FSLOUTPUTTYPE=NIFTI_GZ && tmp=$(mktemp -d "$(dirname "{first_output}")/.{rule}.XXXXXX")'
-            f" && trap 'rm -rf \"$tmp\"' EXIT && ")
+def assert_private_tmp(job: dict) -> None:
+    """Tool outputs go to a private mktemp folder (removed by a trap) and are renamed into place."""
+    assert "mktemp -d" in job["shell"] and "trap 'rm -rf \"$tmp\"' EXIT" in job["shell"]
+    assert all(src.startswith("$tmp/") for src in moves(job).values()), moves(job)
 
 
 # ---- MRtrix3 ---------------------------------------------------------------------------------
-def test_mrtrix_backends_commands_wiring_resources(tmp_path):
+def test_mrtrix_backends_wiring_and_resources(tmp_path):
     jobs, out = dry_run(tmp_path, MRTRIX_ALL)
     p = dwi_paths(out)
     assert {"dwi_denoise_mrtrix", "dwi_degibbs_mrtrix", "dwi_mask_mrtrix", "dwi_tensor_mrtrix"} <= set(jobs)
     assert not any(r.endswith("_dipy") for r in jobs)
 
     den = jobs["dwi_denoise_mrtrix"]
-    assert den["input"] == [RAW_DWI]
-    assert den["output"] == [p["den"], p["noise"]]
-    assert den["shell"] == (
-        f'dwidenoise "{RAW_DWI}" "{p["den"]}.tmp.nii.gz" -noise "{p["noise"]}.tmp.nii.gz" -extent 5,5,5 '
-        f'-nthreads 2 -force > "{log(out, "dwi_denoise_mrtrix", "sub-02")}" 2>&1 && ' + tmp_then_mv(p["den"], p["noise"]))
+    assert den["input"] == [RAW_DWI] and den["output"] == [p["den"], p["noise"]]
+    dn = call(den, "dwidenoise")
+    assert dn[1] == RAW_DWI and opt(dn, "-extent") == "5,5,5" and opt(dn, "-nthreads") == "2"
     assert den["resources"]["mem_mb"] == "4000" and den["resources"]["runtime"] == "60"
 
     gib = jobs["dwi_degibbs_mrtrix"]
     assert gib["input"] == [p["den"]]  # wired to the denoised series
-    assert gib["shell"] == (
-        f'mrdegibbs "{p["den"]}" "{p["gibbs"]}.tmp.nii.gz" -axes 0,1 -nshifts 20 -minW 1 -maxW 3 -nthreads 1 '
-        f'-force > "{log(out, "dwi_degibbs_mrtrix", "sub-02")}" 2>&1 && ' + tmp_then_mv(p["gibbs"]))
+    g = call(gib, "mrdegibbs")
+    assert g[1] == p["den"] and opt(g, "-axes") == "0,1" and opt(g, "-nshifts") == "20"
 
     mask = jobs["dwi_mask_mrtrix"]
     assert mask["input"] == [p["gibbs"], RAW_BVAL, RAW_BVEC]
-    assert mask["shell"] == (
-        f'dwi2mask "{p["gibbs"]}" "{p["mask"]}.tmp.nii.gz" -fslgrad "{RAW_BVEC}" "{RAW_BVAL}" -nthreads 1 '
-        f'-force > "{log(out, "dwi_mask_mrtrix", "sub-02")}" 2>&1 && ' + tmp_then_mv(p["mask"]))
+    assert opt(call(mask, "dwi2mask"), "-fslgrad", 2) == [RAW_BVEC, RAW_BVAL]  # bvecs first
 
     ten = jobs["dwi_tensor_mrtrix"]
     assert ten["input"] == [p["gibbs"], RAW_BVAL, RAW_BVEC, p["mask"]]
     assert ten["output"] == [p[k] for k in DTI_PARAMS]
-    sh = ten["shell"]
-    assert (f'dwi2tensor "{p["gibbs"]}" "$tmp/tensor.mif" -fslgrad "{RAW_BVEC}" "{RAW_BVAL}" '
-            f'-mask "{p["mask"]}" -ols -iter 1 -nthreads 1') in sh
-    assert (f'tensor2metric "$tmp/tensor.mif" -mask "{p["mask"]}" -fa "{p["FA"]}.tmp.nii.gz" '
-            f'-adc "{p["MD"]}.tmp.nii.gz" -ad "{p["AD"]}.tmp.nii.gz" -rd "{p["RD"]}.tmp.nii.gz" '
-            f'-vector "{p["V1"]}.tmp.nii.gz" -num 1 -modulate none') in sh
-    assert '-vector "$tmp/rgb.mif" -num 1 -modulate FA' in sh
-    assert f'mrcalc "$tmp/rgb.mif" -abs "{p["RGB"]}.tmp.nii.gz"' in sh
-    assert sh.endswith('do mv "$f.tmp.nii.gz" "$f"; done')
+    t = call(ten, "dwi2tensor")
+    assert t[1] == p["gibbs"] and opt(t, "-mask") == p["mask"] and opt(t, "-iter") == "1" and "-ols" in t
+    metrics = calls(ten, "tensor2metric")
+    assert [opt(m, "-modulate") for m in metrics] == ["none", "fa"]  # V1 unmodulated, colour FA by FA
+    assert opt(call(ten, "mrcalc"), "-datatype") == "float32"
     # downstream rule is unchanged and reads the MRtrix outputs
     assert jobs["dwi_stats_qc"]["input"] == [p["mask"], *(p[k] for k in DTI_PARAMS)]
 
@@ -189,13 +207,14 @@ def test_mrtrix_params_follow_config(tmp_path):
     assert "dwi_denoise_mrtrix" not in jobs
     gib = jobs["dwi_degibbs_mrtrix"]
     assert gib["input"] == [RAW_DWI]  # denoise none: the raw series
-    assert "-axes 1,2 -nshifts 12 " in gib["shell"]
-    assert "-ols -iter 0 " in jobs["dwi_tensor_mrtrix"]["shell"]
+    g = call(gib, "mrdegibbs")
+    assert opt(g, "-axes") == "1,2" and opt(g, "-nshifts") == "12"
+    assert opt(call(jobs["dwi_tensor_mrtrix"], "dwi2tensor"), "-iter") == "0"
 
 
 def test_mrtrix_denoise_extent(tmp_path):
     jobs, _ = dry_run(tmp_path, _merge(MRTRIX_ALL, {"dwi": {"denoise": {"extent": [3, 3, 3]}}}))
-    assert " -extent 3,3,3 " in jobs["dwi_denoise_mrtrix"]["shell"]
+    assert opt(call(jobs["dwi_denoise_mrtrix"], "dwidenoise"), "-extent") == "3,3,3"
 
 
 def test_mrtrix_tensor_rejects_unsupported_fit(tmp_path):
@@ -226,17 +245,15 @@ def test_preproc_dwifslpreproc_cpu(tmp_path):
     assert pre["input"] == [p["gibbs"], RAW_BVAL, RAW_BVEC]
     assert pre["output"] == [p["pre"], p["pre_bval"], p["pre_bvec"]]
     assert "gpu" not in pre["resources"]
-    assert pre["shell"] == (
-        "tmp=$(mktemp -d \"${TMPDIR:-/tmp}/neurosmk_eddy.XXXXXX\") && trap 'rm -rf \"$tmp\"' EXIT && "
-        f'CUDA_VISIBLE_DEVICES= dwifslpreproc "{p["gibbs"]}" "{p["pre"]}.tmp.nii.gz" '
-        f'-fslgrad "{RAW_BVEC}" "{RAW_BVAL}" -rpe_none -pe_dir AP -eddy_options " --slm=linear --repol " '
-        f'-export_grad_fsl "{p["pre_bvec"]}.tmp" "{p["pre_bval"]}.tmp" -scratch "$tmp" -nthreads 2 -force '
-        f'> "{log(out, "dwi_preproc_dwifslpreproc", "sub-02")}" 2>&1 && mv "{p["pre_bvec"]}.tmp" "{p["pre_bvec"]}" '
-        f'&& mv "{p["pre_bval"]}.tmp" "{p["pre_bval"]}" && mv "{p["pre"]}.tmp.nii.gz" "{p["pre"]}"')
+    d = call(pre, "dwifslpreproc")
+    assert d[1] == p["gibbs"] and opt(d, "-fslgrad", 2) == [RAW_BVEC, RAW_BVAL]
+    assert "-rpe_none" in d and opt(d, "-pe_dir") == "AP" and opt(d, "-eddy_options") == " --slm=linear --repol "
+    assert "CUDA_VISIBLE_DEVICES= dwifslpreproc" in pre["shell"]  # CPU: GPUs hidden, eddy_cpu runs
+    assert set(moves(pre)) == {p["pre"], p["pre_bval"], p["pre_bvec"]}
     # the mask and the tensor fit use the corrected series and the rotated gradients
     assert jobs["dwi_mask_mrtrix"]["input"] == [p["pre"], p["pre_bval"], p["pre_bvec"]]
     assert jobs["dwi_tensor_mrtrix"]["input"] == [p["pre"], p["pre_bval"], p["pre_bvec"], p["mask"]]
-    assert f'-fslgrad "{p["pre_bvec"]}" "{p["pre_bval"]}"' in jobs["dwi_tensor_mrtrix"]["shell"]
+    assert opt(call(jobs["dwi_tensor_mrtrix"], "dwi2tensor"), "-fslgrad", 2) == [p["pre_bvec"], p["pre_bval"]]
 
 
 def test_preproc_gpu_and_sidecar(tmp_path):
@@ -247,7 +264,8 @@ def test_preproc_gpu_and_sidecar(tmp_path):
     pre = jobs["dwi_preproc_dwifslpreproc"]
     assert pre["resources"]["gpu"] == "1"
     assert "CUDA_VISIBLE_DEVICES" not in pre["shell"]
-    assert ' -rpe_none -pe_dir j- -readout_time 0.0589 -eddy_options " --repol " ' in pre["shell"]
+    d = call(pre, "dwifslpreproc")
+    assert opt(d, "-pe_dir") == "j-" and opt(d, "-readout_time") == "0.0589" and opt(d, "-eddy_options") == " --repol "
     # DIPY mask after preproc
     assert jobs["dwi_mask_dipy"]["input"][0] == dwi_paths(out)["pre"]
 
@@ -256,7 +274,8 @@ def test_preproc_rpe_header(tmp_path):
     bids = _bids_with_sidecar(tmp_path, {"PhaseEncodingDirection": "j"})
     over = {"steps": {"anat": False}, "dwi": {"preproc": {"method": "fsl_dwifslpreproc", "rpe": "header"}}}
     jobs, _ = dry_run(tmp_path, over, bids=bids)
-    assert f' -rpe_header -json_import "{bids}/sub-02/dwi/sub-02_dwi.json" ' in jobs["dwi_preproc_dwifslpreproc"]["shell"]
+    d = call(jobs["dwi_preproc_dwifslpreproc"], "dwifslpreproc")
+    assert "-rpe_header" in d and opt(d, "-json_import") == f"{bids}/sub-02/dwi/sub-02_dwi.json"
 
 
 def test_preproc_needs_phase_encoding(tmp_path):
@@ -267,62 +286,99 @@ def test_preproc_needs_phase_encoding(tmp_path):
 
 
 # ---- FSL structural --------------------------------------------------------------------------
+FSL_TPL = "MNI152NLin6Asym"
+
+
 def test_fsl_structural_family(tmp_path):
     atlas = tmp_path / "JHU-ICBM-labels-1mm.nii.gz"
     atlas.write_bytes(b"")
-    over = {"steps": {"dwi": False},
+    over = {"steps": {"dwi": False}, "template": {"name": FSL_TPL},
             "anat": {"skullstrip": {"method": "fsl_bet", "fractional_threshold": 0.3, "vertical_gradient": 0.1},
                      "segment": {"method": "fsl_fast"},
                      "subcortical": {"method": "fsl_first"},
                      "register": {"method": "fsl"},
                      "atlas": {"method": "fsl_applywarp", "image": str(atlas)}}}
     jobs, out = dry_run(tmp_path, over)
-    a = anat_paths(out)
+    a = anat_paths(out, FSL_TPL, atlas="JHUICBMlabels")  # the label comes from the image's name
 
     bet = jobs["anat_skullstrip_fsl_bet"]
     assert bet["input"] == [a["pre"]] and bet["output"] == [a["mask"], a["brain"]]
-    assert bet["shell"] == (
-        fsl_tmp(a["mask"], "anat_skullstrip_fsl_bet")
-        + f'bet "{a["pre"]}" "$tmp/brain" -f 0.3 -g 0.1 -R -m > "{log(out, "anat_skullstrip_fsl_bet", "sub-01")}" 2>&1'
-        f' && mv "$tmp/brain_mask.nii.gz" "{a["mask"]}" && mv "$tmp/brain.nii.gz" "{a["brain"]}"')
+    b = call(bet, "bet")
+    assert b[1] == a["pre"] and opt(b, "-f") == "0.3" and opt(b, "-g") == "0.1" and "-R" in b and "-m" in b
+    assert moves(bet) == {a["mask"]: "$tmp/brain_mask.nii.gz", a["brain"]: "$tmp/brain.nii.gz"}
+    assert_private_tmp(bet)
 
     fast = jobs["anat_segment_fsl_fast"]
     assert fast["input"] == [a["brain"]]
     assert fast["output"] == [a["dseg"], a["CSF"], a["GM"], a["WM"]]
-    assert fast["shell"] == (
-        fsl_tmp(a["dseg"], "anat_segment_fsl_fast")
-        + f'fast -t 1 -n 3 -g -B -b -p -o "$tmp/fast" "{a["brain"]}" > "{log(out, "anat_segment_fsl_fast", "sub-01")}" 2>&1'
-        f' && mv "$tmp/fast_seg.nii.gz" "{a["dseg"]}" && mv "$tmp/fast_pve_0.nii.gz" "{a["CSF"]}"'
-        f' && mv "$tmp/fast_pve_1.nii.gz" "{a["GM"]}" && mv "$tmp/fast_pve_2.nii.gz" "{a["WM"]}"')
+    f = call(fast, "fast")
+    assert f[-1] == a["brain"] and opt(f, "-t") == "1" and opt(f, "-n") == "3"
+    # with -t 1 -n 3 the classes are ordered by intensity: pve_0/1/2 = CSF/GM/WM
+    assert moves(fast) == {a["dseg"]: "$tmp/fast_seg.nii.gz", a["CSF"]: "$tmp/fast_pve_0.nii.gz",
+                           a["GM"]: "$tmp/fast_pve_1.nii.gz", a["WM"]: "$tmp/fast_pve_2.nii.gz"}
 
     first = jobs["anat_subcortical_fsl_first"]
     assert first["input"] == [a["brain"]] and first["output"] == [a["first"], a["firstqc"]]
-    assert first["shell"] == (
-        fsl_tmp(a["first"], "anat_subcortical_fsl_first")
-        + f'( run_first_all -i "{a["brain"]}" -o "$tmp/first" -b  && cd "$tmp" && first_roi_slicesdir '
-        f'"{a["brain"]}" "$tmp/first_all_fast_firstseg.nii.gz" ) > "{log(out, "anat_subcortical_fsl_first", "sub-01")}"'
-        f' 2>&1 && mv "$tmp/first_all_fast_firstseg.nii.gz" "{a["first"]}" && mv "$tmp/slicesdir" "{a["firstqc"]}"')
+    r = call(first, "run_first_all")
+    assert opt(r, "-i") == a["brain"] and "-b" in r and "-s" not in r
+    assert call(first, "first_roi_slicesdir")[1] == a["brain"]
 
+    # FSL's documented recipe: flirt brain -> template brain; fnirt head -> template head with the
+    # config's dilated brain mask; all template images FSL's MNI152 at the config's 2 mm
+    tpl = anat_template_paths(out)
     reg = jobs["anat_register_fsl"]
-    tpl = reg["input"][1]
-    assert reg["input"][0] == a["brain"] and tpl.endswith(".nii.gz")
+    assert reg["input"] == [a["pre"], a["brain"], tpl["head"], tpl["brain"], tpl["mask_dil"]]
     assert reg["output"] == [a["affine"], a["warp"], a["invwarp"], a["warped"]]
-    sh = reg["shell"]
-    for part in (f'flirt -in "{a["brain"]}" -ref "{tpl}" -dof 12 -omat "$tmp/affine.mat"',
-                 f'fnirt --in="{a["brain"]}" --ref="{tpl}" --aff="$tmp/affine.mat" --config=T1_2_MNI152_2mm',
-                 f'invwarp --warp="$tmp/warp.nii.gz" --ref="{a["brain"]}" --out="$tmp/invwarp.nii.gz"',
-                 f'applywarp --in="{a["brain"]}" --ref="{tpl}" --warp="$tmp/warp.nii.gz" --interp=spline',
-                 f'mv "$tmp/invwarp.nii.gz" "{a["invwarp"]}"'):
-        assert part in sh, part
+    fl = call(reg, "flirt")
+    assert opt(fl, "-in") == a["brain"] and opt(fl, "-ref") == tpl["brain"] and opt(fl, "-dof") == "12"
+    fn = call(reg, "fnirt")
+    assert opt(fn, "--in=") == a["pre"]  # the head, not the brain
+    assert opt(fn, "--ref=") == tpl["head"] and opt(fn, "--refmask=") == tpl["mask_dil"]
+    assert opt(fn, "--config=") == "T1_2_MNI152_2mm" and opt(fn, "--aff=") == opt(fl, "-omat")
+    iw = call(reg, "invwarp")
+    assert opt(iw, "--ref=") == a["brain"] and opt(iw, "--warp=") == opt(fn, "--fout=")
+    aw = call(reg, "applywarp")
+    assert opt(aw, "--ref=") == tpl["head"] and opt(aw, "--in=") == a["brain"] and opt(aw, "--warp=") == opt(fn, "--fout=")
+    assert moves(reg)[a["invwarp"]] == opt(iw, "--out=")
+    t = jobs["anat_template_fsl"]
+    assert t["output"] == [tpl["head"], tpl["brain"], tpl["mask_dil"]]
+    assert '"$FSLDIR/data/standard"/MNI152_T1_2mm' in t["shell"]
+    assert "_brain.nii.gz" in t["shell"] and "_brain_mask_dil.nii.gz" in t["shell"]
     assert jobs["anat_register_metrics_fsl"]["output"] == [a["metrics"]]
+    assert jobs["anat_register_metrics_fsl"]["input"][2] == tpl["brain"]
 
     at = jobs["anat_atlas_fsl_applywarp"]
     assert at["input"] == [str(atlas), a["brain"], a["invwarp"]]  # the inverse warp of anat_register_fsl
     assert at["output"] == [a["atlas"]]
-    assert (f'applywarp --in="{atlas}" --ref="{a["brain"]}" --warp="{a["invwarp"]}" --interp=nn '
-            f'--out="$tmp/atlas.nii.gz"') in at["shell"]
-    # downstream QC reads the FSL outputs under the common names
-    assert jobs["anat_volumes_qc"]["input"][:4] == [a["pre"], a["mask"], a["dseg"], a["warped"]]
+    w = call(at, "applywarp")
+    assert opt(w, "--in=") == str(atlas) and opt(w, "--ref=") == a["brain"] and opt(w, "--interp=") == "nn"
+    # downstream QC reads the FSL outputs under the common names, and FSL's template brain
+    assert jobs["anat_volumes_qc"]["input"][:5] == [a["pre"], a["mask"], a["dseg"], a["warped"], tpl["brain"]]
+
+
+def anat_template_paths(out: Path) -> dict[str, str]:
+    t = f"{out}/sourcedata/templates/tpl-{FSL_TPL}_res-02"
+    return {"head": f"{t}_T1w.nii.gz", "brain": f"{t}_desc-brain_T1w.nii.gz", "mask_dil": f"{t}_desc-braindil_mask.nii.gz"}
+
+
+def test_atlas_name_from_config_or_image(tmp_path):
+    atlas = tmp_path / "HarvardOxford-sub-maxprob-thr25-1mm.nii.gz"
+    atlas.write_bytes(b"")
+    base = {"steps": {"dwi": False}, "template": {"name": FSL_TPL},
+            "anat": {"register": {"method": "fsl"}, "atlas": {"method": "fsl_applywarp", "image": str(atlas)}}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    jobs, out = dry_run(tmp_path / "a", base)
+    assert jobs["anat_atlas_fsl_applywarp"]["output"] == [anat_paths(out, FSL_TPL, "HarvardOxfordsubmaxprobthr25")["atlas"]]
+    jobs, out = dry_run(tmp_path / "b", _merge(base, {"anat": {"atlas": {"name": "HOsub"}}}))
+    assert jobs["anat_atlas_fsl_applywarp"]["output"] == [anat_paths(out, FSL_TPL, "HOsub")["atlas"]]
+
+
+def test_fsl_registration_needs_fsl_template(tmp_path):
+    cfg, _ = write_config(tmp_path, {"anat": {"register": {"method": "fsl"}}})  # template.name 2009a
+    res = snakemake(cfg, "-n", "--cores", "1")
+    msg = res.stdout + res.stderr
+    assert res.returncode != 0 and "template.name: MNI152NLin6Asym" in msg and "'MNI152NLin2009aSym'" in msg
 
 
 def test_fsl_bet_variant_and_first_on_head(tmp_path):
@@ -331,10 +387,12 @@ def test_fsl_bet_variant_and_first_on_head(tmp_path):
                      "subcortical": {"method": "fsl_first", "input": "preproc", "structures": "L_Hipp,R_Hipp"}}}
     jobs, out = dry_run(tmp_path, over)
     a = anat_paths(out)
-    assert ' -f 0.5 -g 0  -m > ' in jobs["anat_skullstrip_fsl_bet"]["shell"]
+    b = call(jobs["anat_skullstrip_fsl_bet"], "bet")
+    assert not {"-R", "-S", "-B"} & set(b) and opt(b, "-f") == "0.5"
     first = jobs["anat_subcortical_fsl_first"]
     assert first["input"] == [a["pre"]]
-    assert f'run_first_all -i "{a["pre"]}" -o "$tmp/first"  -s L_Hipp,R_Hipp && ' in first["shell"]
+    r = call(first, "run_first_all")
+    assert opt(r, "-i") == a["pre"] and opt(r, "-s") == "L_Hipp,R_Hipp" and "-b" not in r
 
 
 def test_atlas_needs_fsl_registration(tmp_path):
@@ -353,40 +411,37 @@ def test_freesurfer_family(tmp_path):
     a = anat_paths(out)
     n4 = jobs["anat_biascorrect_freesurfer"]
     assert n4["input"] == [RAW_T1] and n4["output"] == [a["pre"]]
-    assert n4["shell"] == (
-        f'AntsN4BiasFieldCorrectionFs -i "{RAW_T1}" -o "{a["pre"]}.tmp.nii.gz" -s 2 -t 20 10 '
-        f'> "{log(out, "anat_biascorrect_freesurfer", "sub-01")}" 2>&1 && ' + tmp_then_mv(a["pre"]))
+    n = call(n4, "AntsN4BiasFieldCorrectionFs")
+    assert opt(n, "-i") == RAW_T1 and opt(n, "-s") == "2" and opt(n, "-t", 2) == ["20", "10"]
+    assert_private_tmp(n4)
 
-    # skull strip as the issue asks: recon-all -autorecon1, mri_convert --like (FreeSurfer env),
-    # then fslmaths -mas (FSL env): two rules, one per tool env
+    # skull strip: recon-all -autorecon1, mri_convert --like (FreeSurfer env), then fslmaths -mas
+    # (FSL env): two rules, one per tool env
     fsmask = f"{out}/sub-01/anat/sub-01_desc-fsbrainmask_T1w.nii.gz"
     ss = jobs["anat_skullstrip_freesurfer"]
     assert ss["input"] == [a["pre"]] and ss["output"] == [fsmask]
-    assert ss["shell"] == (
-        f'tmp=$(mktemp -d "$(dirname "{fsmask}")/.anat_skullstrip_freesurfer.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT'
-        f' && ( recon-all -sd "$tmp" -s fs -i "{a["pre"]}" -autorecon1 -openmp 2 && mri_convert '
-        f'"$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like "{a["pre"]}" -rt nearest ) '
-        f'> "{log(out, "anat_skullstrip_freesurfer", "sub-01")}" 2>&1 && mv "$tmp/brainmask.nii.gz" "{fsmask}"')
+    ra = call(ss, "recon-all")
+    assert opt(ra, "-i") == a["pre"] and "-autorecon1" in ra and opt(ra, "-openmp") == "2"
+    mc = call(ss, "mri_convert")
+    assert mc[1] == "$tmp/fs/mri/brainmask.mgz" and opt(mc, "--like") == a["pre"] and opt(mc, "-rt") == "nearest"
     fm = jobs["anat_skullstrip_freesurfer_fslmaths"]
     assert fm["input"] == [a["pre"], fsmask] and fm["output"] == [a["mask"], a["brain"]]
-    assert fm["shell"] == (
-        fsl_tmp(a["mask"], "anat_skullstrip_freesurfer_fslmaths")
-        + f'( fslmaths "{a["pre"]}" -mas "{fsmask}" "$tmp/brain.nii.gz" && fslmaths "{fsmask}" -bin '
-        f'"$tmp/mask.nii.gz" -odt char ) > "{log(out, "anat_skullstrip_freesurfer_fslmaths", "sub-01")}" 2>&1'
-        f' && mv "$tmp/mask.nii.gz" "{a["mask"]}" && mv "$tmp/brain.nii.gz" "{a["brain"]}"')
+    brain, mask = calls(fm, "fslmaths")
+    assert brain[1] == a["pre"] and opt(brain, "-mas") == fsmask
+    assert mask[1] == fsmask and "-bin" in mask and opt(mask, "-odt") == "char"
     # downstream reads the fslmaths outputs
     assert jobs["anat_segment_atropos"]["input"] == [a["pre"], a["mask"]]
 
     fs = f"{out}/freesurfer/sub-01"
-    ra = jobs["freesurfer_recon_all"]
-    assert ra["input"] == [RAW_T1]
-    assert ra["output"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats", f"{fs}/stats/rh.aparc.stats",
+    rj = jobs["freesurfer_recon_all"]
+    assert rj["input"] == [RAW_T1]
+    assert rj["output"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats", f"{fs}/stats/rh.aparc.stats",
                             f"{fs}/mri/aparc+aseg.mgz", f"{fs}/mri/aseg.mgz", f"{fs}/scripts/neurosmk_recon-all_all.done"]
-    assert ra["resources"]["mem_mb"] == "16000" and ra["resources"]["runtime"] == "1440"
-    sh = ra["shell"]
-    assert sh.startswith(f'export SUBJECTS_DIR="{out}/freesurfer" && s="sub-01" && ')
-    assert f'"{REPO}/scripts/fs_clear_stale_lock.py" "$SUBJECTS_DIR" "$s" && recon-all -sd "$SUBJECTS_DIR" -s "$s" -all -openmp 2 -3T' in sh
-    assert sh.index("fs_clear_stale_lock.py") < sh.index("recon-all -sd")
+    assert rj["resources"]["mem_mb"] == "16000" and rj["resources"]["runtime"] == "1440"
+    r = call(rj, "recon-all")
+    assert "-all" in r and opt(r, "-openmp") == "2" and r[-1] == "-3T"
+    assert f"SUBJECTS_DIR={out}/freesurfer" in rj["shell"]
+    assert rj["shell"].index("fs_clear_stale_lock.py") < rj["shell"].index("recon-all -sd")
 
 
 def test_skullstrip_freesurfer_rules_use_one_tool_env_each():
@@ -402,11 +457,6 @@ SYN_DSEG = "sub-01/anat/sub-01_desc-synthseg_dseg.nii.gz"
 SYN_VOL = "sub-01/anat/sub-01_desc-synthseg_volumes.csv"
 
 
-def _fs_tmp(first_output: str, rule: str) -> str:
-    return (f'tmp=$(mktemp -d "$(dirname "{first_output}")/.{rule}.XXXXXX")'
-            f" && trap 'rm -rf \"$tmp\"' EXIT && ")
-
-
 def test_synthseg_cpu_default(tmp_path):
     jobs, out = dry_run(tmp_path, {"steps": {"dwi": False}, "anat": {"synthseg": {"method": "freesurfer"}}})
     dseg, vol = f"{out}/{SYN_DSEG}", f"{out}/{SYN_VOL}"
@@ -414,11 +464,9 @@ def test_synthseg_cpu_default(tmp_path):
     assert syn["input"] == [RAW_T1] and syn["output"] == [dseg, vol]
     assert "gpu" not in syn["resources"]
     assert syn["resources"]["mem_mb"] == "12000" and syn["resources"]["runtime"] == "30"
-    assert syn["shell"] == (
-        _fs_tmp(dseg, "anat_synthseg_freesurfer")
-        + f'mri_synthseg --i "{RAW_T1}" --o "$tmp/synthseg.nii.gz" --vol "$tmp/volumes.csv" --cpu --threads 1 '
-        f'> "{log(out, "anat_synthseg_freesurfer", "sub-01")}" 2>&1'
-        f' && mv "$tmp/synthseg.nii.gz" "{dseg}" && mv "$tmp/volumes.csv" "{vol}"')
+    s = call(syn, "mri_synthseg")
+    assert opt(s, "--i") == RAW_T1 and "--cpu" in s and opt(s, "--threads") == "1"
+    assert moves(syn) == {dseg: opt(s, "--o"), vol: opt(s, "--vol")}
     assert "anat_segstats_freesurfer" not in jobs  # off by default
 
 
@@ -431,11 +479,8 @@ def test_synthseg_gpu_robust_parc_no_vol(tmp_path):
     syn = jobs["anat_synthseg_freesurfer"]
     assert syn["output"] == [dseg]
     assert syn["resources"]["gpu"] == "1" and syn["resources"]["mem_mb"] == "16000"
-    assert syn["shell"] == (
-        _fs_tmp(dseg, "anat_synthseg_freesurfer")
-        + f'mri_synthseg --i "{RAW_T1}" --o "$tmp/synthseg.nii.gz" --robust --parc --threads 2 '
-        f'> "{log(out, "anat_synthseg_freesurfer", "sub-01")}" 2>&1 && mv "$tmp/synthseg.nii.gz" "{dseg}"')
-    assert "--cpu" not in syn["shell"]
+    s = call(syn, "mri_synthseg")
+    assert {"--robust", "--parc"} <= set(s) and "--cpu" not in s and "--vol" not in s and opt(s, "--threads") == "2"
 
 
 def test_segstats_on_synthseg(tmp_path):
@@ -446,9 +491,9 @@ def test_segstats_on_synthseg(tmp_path):
     st = jobs["anat_segstats_freesurfer"]
     assert st["input"] == [f"{out}/{SYN_DSEG}"] and st["output"] == [stats]  # wired to SynthSeg's output
     assert st["resources"]["mem_mb"] == "2000"
-    assert st["shell"] == (
-        f'mri_segstats --seg "{out}/{SYN_DSEG}" --ctab-default --excludeid 0 --sum "{stats}.tmp" '
-        f'> "{log(out, "anat_segstats_freesurfer", "sub-01")}" 2>&1 && mv "{stats}.tmp" "{stats}"')
+    s = call(st, "mri_segstats")
+    assert opt(s, "--seg") == f"{out}/{SYN_DSEG}" and "--ctab-default" in s and opt(s, "--excludeid") == "0"
+    assert moves(st) == {stats: opt(s, "--sum")}
 
 
 def test_segstats_on_recon_all_aseg(tmp_path):
@@ -460,7 +505,7 @@ def test_segstats_on_recon_all_aseg(tmp_path):
     st = jobs["anat_segstats_freesurfer"]
     assert st["input"] == [aseg]
     assert st["output"] == [f"{out}/sub-01/anat/sub-01_desc-aseg_segstats.stats"]
-    assert f'mri_segstats --seg "{aseg}" --ctab-default --excludeid 0 --sum ' in st["shell"]
+    assert opt(call(st, "mri_segstats"), "--seg") == aseg
 
 
 @pytest.mark.parametrize("seg,needs", [("synthseg", "anat.synthseg.method 'freesurfer'"),
@@ -663,9 +708,10 @@ def test_synthstrip_gpu(tmp_path):
     a = anat_paths(out)
     ss = jobs["anat_skullstrip_synthstrip"]
     assert ss["resources"]["gpu"] == "1"
-    assert ss["shell"] == (
-        f'mri_synthstrip -i "{a["pre"]}" -o "{a["brain"]}.tmp.nii.gz" -m "{a["mask"]}.tmp.nii.gz" -b 2 --no-csf -g '
-        f'-t 1 > "{log(out, "anat_skullstrip_synthstrip", "sub-01")}" 2>&1 && ' + tmp_then_mv(a["mask"], a["brain"]))
+    s = call(ss, "mri_synthstrip")
+    assert opt(s, "-i") == a["pre"] and opt(s, "-b") == "2" and {"--no-csf", "-g"} <= set(s)
+    assert moves(ss) == {a["mask"]: opt(s, "-m"), a["brain"]: opt(s, "-o")}
+    assert_private_tmp(ss)
     assert jobs["anat_segment_atropos"]["input"] == [a["pre"], a["mask"]]
 
 
