@@ -858,3 +858,81 @@ def test_lock_kept_while_recon_all_runs_or_from_other_host(tmp_path):
     with pytest.raises(RuntimeError, match="otherhost"):
         mod.clear_stale_locks(str(tmp_path / "subjects"), "sub-01", proc=str(tmp_path / "empty"), hostname="me")
     assert lock.exists()
+
+
+# ---- seed steps: no normalisation, SynthMorph, the DSI guard, DRBUDDI -------------------------
+def test_register_none_skips_template_space(tmp_path):
+    jobs, out = dry_run(tmp_path, {"steps": {"dwi": False}, "anat": {"register": {"method": "none"}}})
+    a = anat_paths(out)
+    assert not [r for r in jobs if r.startswith("anat_register")]
+    outputs = {o for j in jobs.values() for o in j["output"]}
+    assert not {a["affine"], a["warp"], a["invwarp"], a["warped"], a["metrics"]} & outputs
+    qc = jobs["anat_volumes_qc"]
+    assert qc["input"] == [a["pre"], a["mask"], a["dseg"]]  # no warped T1w, no template
+    assert not any("desc-reg_T1w.png" in o for o in qc["output"])
+    assert any("desc-dseg_T1w.png" in o for o in qc["output"])
+
+
+def test_register_none_refuses_atlas(tmp_path):
+    cfg, _ = write_config(tmp_path, {"anat": {"register": {"method": "none"},
+                                              "atlas": {"method": "fsl_applywarp", "image": "/x.nii.gz"}}})
+    res = snakemake(cfg, "-n", "--cores", "1")
+    msg = res.stdout + res.stderr
+    assert res.returncode != 0 and "needs anat.register.method 'fsl'" in msg and "not 'none'" in msg
+
+
+def test_register_synthmorph_gpu(tmp_path):
+    jobs, out = dry_run(tmp_path, {"steps": {"dwi": False},
+                                   "anat": {"register": {"method": "synthmorph", "use_gpu": True, "threads": 1}}})
+    a = anat_paths(out)
+    reg = jobs["anat_register_synthmorph"]
+    assert reg["input"][0] == a["brain"] and reg["output"] == [a["affine"], a["warp"], a["invwarp"], a["warped"]]
+    assert reg["resources"]["gpu"] == "1"
+    aff, deform, inv_aff, inv_deform = calls(reg, "mri_synthmorph")
+    tpl = reg["input"][1]
+    assert opt(aff, "-m") == "affine" and aff[-2:] == [a["brain"], tpl]  # MOVING FIXED
+    assert opt(deform, "-m") == "deform" and opt(deform, "-i") == opt(aff, "-t") and deform[-2:] == [a["brain"], tpl]
+    assert inv_deform[-2:] == [tpl, a["brain"]] and opt(inv_deform, "-i") == opt(inv_aff, "-t")
+    assert all("-g" in c and opt(c, "-j") == "1" for c in (aff, deform, inv_aff, inv_deform))
+    assert moves(reg) == {a["affine"]: opt(aff, "-t"), a["warp"]: opt(deform, "-t"),
+                          a["invwarp"]: opt(inv_deform, "-t"), a["warped"]: opt(deform, "-o")}
+    assert "4x4 RAS matrix" in reg["sidecar"]  # SynthMorph's convention goes into the sidecars
+    assert jobs["anat_register_metrics_synthmorph"]["output"] == [a["metrics"]]
+    (tmp_path / "cpu").mkdir()
+    jobs, _ = dry_run(tmp_path / "cpu", {"steps": {"dwi": False}, "anat": {"register": {"method": "synthmorph"}}})
+    assert "gpu" not in jobs["anat_register_synthmorph"]["resources"]
+    assert not any("-g" in c for c in calls(jobs["anat_register_synthmorph"], "mri_synthmorph"))
+
+
+def _dsi_bids(tmp_path: Path) -> Path:
+    """The demo DWI (21 volumes) with the b-values of a DSI-like grid: b = bmax |q|^2 / qmax^2."""
+    bids = _bids_with_sidecar(tmp_path, None)
+    bval = bids / "sub-02" / "dwi" / "sub-02_dwi.bval"
+    bval.unlink()
+    q2 = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 16, 17, 18, 19, 20, 21, 22]
+    bval.write_text(" ".join(str(round(4000 * k / 22)) for k in q2) + "\n")
+    return bids
+
+
+def test_dsi_scheme_stops_eddy_at_start(tmp_path):
+    bids = _dsi_bids(tmp_path)
+    cfg, _ = write_config(tmp_path, {"steps": {"anat": False}, "validate_inputs": False,
+                                     "dwi": {"preproc": {"method": "fsl_dwifslpreproc", "pe_dir": "AP"}}}, bids)
+    res = snakemake(cfg, "-n", "--cores", "1")
+    msg = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "sub-02_dwi.bval" in msg and "20 distinct b-values" in msg and "Gaussian-process" in msg
+    assert "'drbuddi'" in msg
+    # the demo's own scheme (one shell) passes
+    (tmp_path / "ok").mkdir()
+    jobs, _ = dry_run(tmp_path / "ok", {"steps": {"anat": False},
+                                        "dwi": {"preproc": {"method": "fsl_dwifslpreproc", "pe_dir": "AP"}}})
+    assert "dwi_preproc_dwifslpreproc" in jobs
+
+
+def test_drbuddi_needs_reverse_phase_encoding(tmp_path):
+    bids = _bids_with_sidecar(tmp_path, {"PhaseEncodingDirection": "j-"})
+    cfg, _ = write_config(tmp_path, {"steps": {"anat": False}, "dwi": {"preproc": {"method": "drbuddi"}}}, bids)
+    res = snakemake(cfg, "-n", "--cores", "1")
+    msg = res.stdout + res.stderr
+    assert res.returncode != 0 and "reverse phase-encoded b=0" in msg and "'j'" in msg and "sub-02_dwi.nii.gz" in msg
