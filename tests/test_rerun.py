@@ -68,6 +68,7 @@ COSMETIC = {
     "freesurfer.recon_all.license", "report.title", "validate_inputs",
     "anat.synthseg.threads", "anat.segstats.threads",
     "dwi.denoise.device", "dwi.tensor.device",  # torch backends: CPU or GPU, same numbers (tested)
+    "dwi.preproc.max_shells",  # the DSI guard: a start-up check, no output
 }
 
 # key -> the rules whose params carry it. "rule:method" counts only while the step's method is
@@ -94,7 +95,6 @@ PARAMS = {
     "anat.register.transform": {"anat_register_ants"},
     "anat.register.syn_iterations": {"anat_register_ants"},
     "anat.register.seed": {"anat_register_ants"},
-    "anat.register.fnirt_config": {"anat_register_fsl"},
     "anat.atlas.image": {"anat_atlas_fsl_applywarp"},
     "anat.atlas.name": {"anat_atlas_fsl_applywarp"},
     "template.name": {"anat_register_ants", "anat_register_fsl"},
@@ -109,7 +109,8 @@ PARAMS = {
     "dwi.preproc.pe_dir": {"dwi_preproc_dwifslpreproc"},
     "dwi.preproc.readout_time": {"dwi_preproc_dwifslpreproc"},
     "dwi.preproc.eddy_options": {"dwi_preproc_dwifslpreproc"},
-    "dwi.preproc.use_gpu": {"dwi_preproc_dwifslpreproc"},
+    "dwi.preproc.use_gpu": {"dwi_preproc_dwifslpreproc", "dwi_preproc_drbuddi", "dwi_preproc_drbuddi_apply"},
+    "anat.register.use_gpu": {"anat_register_synthmorph"},
     "dwi.mask.median_radius": {"dwi_mask_dipy"},
     "dwi.mask.numpass": {"dwi_mask_dipy"},
     "dwi.mask.b0_threshold": {"dwi_mask_dipy", "dwi_tensor_dipy"},
@@ -151,15 +152,18 @@ NOT_IN_MATRIX = {
     "bids_filters.t1w": "picks one T1w among several; reaches the rules only as the input file path "
                         "(Snakemake's input trigger); the demo has one image per subject",
     "bids_filters.dwi": "as bids_filters.t1w, for the DWI series",
+    "anat.register.fnirt_config": "one allowed value (FSL ships one T1 config, T1_2_MNI152_2mm; NiWrap's fnirt "
+                                  "descriptor lists it and the FA one), so there is no edit to try",
 }
 
 # Keys tried in the real context only (their edited value is a copy of the real run's inputs).
-REAL_ONLY = {"bids_dir"}
+# template.name: the fsl backend (in the alt context) registers to FSL's MNI152 and accepts only
+# MNI152NLin6Asym, so the edit is tried where ANTs runs.
+REAL_ONLY = {"bids_dir", "template.name"}
 
 # Edited values where the schema alone does not give one.
 VALUES = {
     "anat.subcortical.structures": "L_Hipp,R_Hipp",
-    "anat.register.fnirt_config": "T1_2_MNI152_1mm",
     "anat.atlas.image": "@atlas2",
     "anat.atlas.name": "HarvardOxford",
     "template.name": "MNI152NLin6Asym",
@@ -173,8 +177,12 @@ VALUES = {
 }
 
 # What a method needs besides itself (the demo's DWI has no phase-encoding sidecar).
+_FSL_TEMPLATE = {"template.name": "MNI152NLin6Asym", "template.t1w": None}  # FSL's MNI152 (rules/fsl.smk)
 METHOD_NEEDS = {
-    ("anat.atlas", "fsl_applywarp"): {"anat.register.method": "fsl", "anat.atlas.image": "@atlas"},
+    ("anat.register", "fsl"): _FSL_TEMPLATE,
+    ("anat.atlas", "fsl_applywarp"): {"anat.register.method": "fsl", "anat.atlas.image": "@atlas", **_FSL_TEMPLATE},
+    # a reverse phase-encoded b=0 (fmap/*_epi) and the DWI's PhaseEncodingDirection: a copy of the BIDS folder
+    ("dwi.preproc", "drbuddi"): {"bids_dir": "@bids_drbuddi"},
     ("dwi.preproc", "fsl_dwifslpreproc"): {"dwi.preproc.pe_dir": "j-"},
     ("anat.segstats", "freesurfer"): {"anat.synthseg.method": "freesurfer"},
 }
@@ -185,6 +193,7 @@ CONTEXTS = {
         "anat.biascorrect.method": "freesurfer", "anat.skullstrip.method": "fsl_bet",
         "anat.segment.method": "fsl_fast", "anat.subcortical.method": "fsl_first",
         "anat.register.method": "fsl", "anat.atlas.method": "fsl_applywarp", "anat.atlas.image": "@atlas",
+        **_FSL_TEMPLATE,
         "dwi.denoise.method": "mrtrix", "dwi.degibbs.method": "mrtrix",
         "dwi.preproc.method": "fsl_dwifslpreproc", "dwi.mask.method": "mrtrix", "dwi.tensor.method": "mrtrix",
         "freesurfer.recon_all.enabled": True,
@@ -425,9 +434,16 @@ def real_context(reduced_run) -> Context:
         shutil.copytree(REPO / "demo" / "freesurfer", extra / "fs_copy")
         shutil.copy2(reduced_run["reduced"]["template"], extra / "template_copy.nii.gz")
         (extra / "license.txt").write_text("stand-in\n")
+        drb = extra / "bids_drbuddi"  # + the DWI's phase encoding and a reverse phase-encoded b=0
+        shutil.copytree(reduced_run["reduced"]["bids"], drb)
+        (drb / "sub-02" / "dwi" / "sub-02_dwi.json").write_text(json.dumps({"PhaseEncodingDirection": "j-"}))
+        (drb / "sub-02" / "fmap").mkdir()
+        shutil.copy2(drb / "sub-02" / "dwi" / "sub-02_dwi.nii.gz", drb / "sub-02" / "fmap" / "sub-02_dir-PA_epi.nii.gz")
+        (drb / "sub-02" / "fmap" / "sub-02_dir-PA_epi.json").write_text(json.dumps({"PhaseEncodingDirection": "j"}))
     paths = {"@bids_copy": extra / "bids_copy", "@fs_copy": extra / "fs_copy", "@atlas": cfg["template"]["t1w"],
              "@template_copy": extra / "template_copy.nii.gz", "@license": extra / "license.txt",
-             "@out_elsewhere": work / "out_elsewhere", "@atlas2": cfg["template"]["t1w"]}
+             "@out_elsewhere": work / "out_elsewhere", "@atlas2": cfg["template"]["t1w"],
+             "@bids_drbuddi": extra / "bids_drbuddi"}
     return Context("real", work, cfg, paths)
 
 
