@@ -127,7 +127,7 @@ if METHOD["anat.subcortical"] == "fsl_first":
 
 if METHOD["anat.register"] == "fsl":
     # FSL's documented recipe (FNIRT user guide, "Now what? -- applywarp!" and the example
-    # registration of a T1 to MNI152: https://fsl.fmrib.ox.ac.uk/fsl/docs/#/registration/fnirt/user_guide):
+    # registration of a T1 to MNI152: https://fsl.fmrib.ox.ac.uk/fsl/fslwiki/FNIRT/UserGuide):
     #   flirt -in brain -ref MNI152_T1_2mm_brain -omat affine.mat           (brain -> template brain)
     #   fnirt --in=head --aff=affine.mat --config=T1_2_MNI152_2mm            (head -> template head;
     #         the config sets --ref=MNI152_T1_2mm and --refmask=MNI152_T1_2mm_brain_mask_dil,

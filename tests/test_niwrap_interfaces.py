@@ -24,8 +24,6 @@ import yaml
 from .niwrap_oracle import check_argv, load_spec, simple_commands, tool_name
 from .test_tool_rules import BIDS, MRTRIX_ALL, _merge, dry_run
 
-pytest.importorskip("niwrap.fsl", reason="test dependency niwrap-fsl==1.1.0 (pip install -e '.[test]')")
-pytest.importorskip("niwrap.mrtrix", reason="test dependency niwrap-mrtrix==1.1.0")
 
 DATA = Path(__file__).parent / "data" / "interfaces"
 FS_SPEC = yaml.safe_load((DATA / "freesurfer.yaml").read_text())
