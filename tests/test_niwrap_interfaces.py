@@ -35,7 +35,7 @@ MRTRIX_TOOLS = {"dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2met
 SHELL_BUILTINS = {"mv", "cp", "mkdir", "mktemp", "echo", "[", "command", "sh", "printf", "date", "for", "do", "done"}
 # FreeSurfer tools whose argument parser is not transcribed (C++ parse_commandline / csh): their
 # calls are listed, not checked
-UNCHECKED = {"mri_convert", "recon-all", "mri_segstats", "mri_synthseg", "AntsN4BiasFieldCorrectionFs"}
+UNCHECKED = {"mri_convert", "recon-all", "AntsN4BiasFieldCorrectionFs"}
 
 _SPECS: dict[str, object] = {}
 
@@ -189,6 +189,11 @@ def test_oracle_rejects_bad_calls(argv, needle):
 
 
 def test_freesurfer_spec_rejects_bad_calls():
+    assert any("--i" in p for p in check_yaml_spec(FS_SPEC["mri_synthseg"], ["mri_synthseg", "--o", "x"]))
+    assert any("-i" in p for p in check_yaml_spec(FS_SPEC["mri_synthseg"], ["mri_synthseg", "-i", "a", "--i", "a",
+                                                                            "--o", "b"]))
+    assert any("not an integer" in p for p in check_yaml_spec(FS_SPEC["mri_segstats"],
+                                                              ["mri_segstats", "--seg", "s", "--excludeid", "zero"]))
     assert any("-t" in p for p in check_yaml_spec(FS_SPEC["mri_synthstrip"], ["mri_synthstrip", "-i", "a", "-t", "2"]))
     assert any("not one of" in p for p in check_yaml_spec(FS_SPEC["mri_synthmorph"],
                                                           ["mri_synthmorph", "-m", "joint", "a", "b"]))
