@@ -35,7 +35,7 @@ MRTRIX_TOOLS = {"dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2met
 SHELL_BUILTINS = {"mv", "cp", "mkdir", "mktemp", "echo", "[", "command", "sh", "printf", "date", "for", "do", "done"}
 # FreeSurfer tools whose argument parser is not transcribed (C++ parse_commandline / csh): their
 # calls are listed, not checked
-UNCHECKED = {"mri_convert", "recon-all", "AntsN4BiasFieldCorrectionFs"}
+UNCHECKED = {"mri_convert", "recon-all"}
 
 _SPECS: dict[str, object] = {}
 
@@ -55,15 +55,26 @@ def check_yaml_spec(spec: dict, argv: list[str]) -> list[str]:
         if a in opts:
             o = opts[a]
             seen.add(a)
-            vals = argv[i + 1:i + 1 + o["nargs"]]
-            if len(vals) < o["nargs"]:
+            if o["nargs"] == "+":  # one or more values, up to the next option
+                n = 0
+                while i + 1 + n < len(argv) and not (argv[i + 1 + n].startswith("-") and argv[i + 1 + n] in opts):
+                    n += 1
+            else:
+                n = o["nargs"]
+            vals = argv[i + 1:i + 1 + n]
+            if len(vals) < max(n, 1 if o["nargs"] == "+" else 0):
                 problems.append(f"{argv[0]} {a}: missing value")
             for v in vals:
                 if o.get("type") == "int" and not v.lstrip("-").isdigit():
                     problems.append(f"{argv[0]} {a}: {v!r} is not an integer")
+                if o.get("type") == "float":
+                    try:
+                        float(v)
+                    except ValueError:
+                        problems.append(f"{argv[0]} {a}: {v!r} is not a number")
                 if o.get("type") == "choice" and v not in o["choices"]:
                     problems.append(f"{argv[0]} {a}: {v!r} is not one of {o['choices']}")
-            i += 1 + o["nargs"]
+            i += 1 + n
             continue
         if a.startswith("-"):
             problems.append(f"{argv[0]}: option {a!r} is not accepted ({spec['source']})")
@@ -189,6 +200,10 @@ def test_oracle_rejects_bad_calls(argv, needle):
 
 
 def test_freesurfer_spec_rejects_bad_calls():
+    n4 = FS_SPEC["AntsN4BiasFieldCorrectionFs"]
+    assert check_yaml_spec(n4, ["AntsN4BiasFieldCorrectionFs", "-i", "a", "-o", "b", "-t", "20", "10", "-s", "2"]) == []
+    assert any("not an integer" in p for p in check_yaml_spec(n4, ["AntsN4BiasFieldCorrectionFs", "-i", "a", "-o", "b",
+                                                                   "-t", "20", "x"]))
     assert any("--i" in p for p in check_yaml_spec(FS_SPEC["mri_synthseg"], ["mri_synthseg", "--o", "x"]))
     assert any("-i" in p for p in check_yaml_spec(FS_SPEC["mri_synthseg"], ["mri_synthseg", "-i", "a", "--i", "a",
                                                                             "--o", "b"]))
