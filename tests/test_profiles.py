@@ -18,7 +18,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # rules whose tools have GPU builds (eddy_cuda, SynthStrip, the PyTorch tensor fit); only these
 # may ask for one
 GPU_RULES = {"dwi_preproc_dwifslpreproc", "anat_skullstrip_synthstrip", "anat_synthseg_freesurfer", "dwi_tensor_torch",
-             "dwi_denoise_torch"}
+             "dwi_denoise_torch", "anat_register_synthmorph", "dwi_preproc_drbuddi"}
 
 
 def load(name: str) -> dict:
