@@ -305,7 +305,8 @@ def test_fsl_freesurfer_rules_write_sidecars(tmp_path):
                   **{"steps.anat": True, "anat.biascorrect.method": "freesurfer",
                      "anat.skullstrip.method": "synthstrip", "anat.skullstrip.use_gpu": True,
                      "anat.segment.method": "fsl_fast", "anat.subcortical.method": "fsl_first",
-                     "anat.register.method": "fsl", "dwi.preproc.pe_dir": "AP"})
+                     "anat.register.method": "fsl", "template.name": "MNI152NLin6Asym",  # FSL's MNI152
+                     "dwi.preproc.pe_dir": "AP"})
     cmds = _dry_commands(cfg)
     a = f"{out}/sub-01/anat/sub-01"
     want = {
@@ -316,10 +317,10 @@ def test_fsl_freesurfer_rules_write_sidecars(tmp_path):
             f"{a}_label-{t}_probseg.json" for t in ("CSF", "GM", "WM")], "fslversion"),
         "anat_subcortical_fsl_first": ("anat.subcortical", "fsl_first", [f"{a}_seg-FIRST_dseg.json"], "fslversion"),
         "anat_register_fsl": ("anat.register", "fsl", [
-            f"{a}_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-affine_xfm.json",
-            f"{a}_from-T1w_to-MNI152NLin2009aSym_mode-image_desc-warp_xfm.json",
-            f"{a}_from-MNI152NLin2009aSym_to-T1w_mode-image_desc-warp_xfm.json",
-            f"{a}_space-MNI152NLin2009aSym_desc-brain_T1w.json"], "fslversion"),
+            f"{a}_from-T1w_to-MNI152NLin6Asym_mode-image_desc-affine_xfm.json",
+            f"{a}_from-T1w_to-MNI152NLin6Asym_mode-image_desc-warp_xfm.json",
+            f"{a}_from-MNI152NLin6Asym_to-T1w_mode-image_desc-warp_xfm.json",
+            f"{a}_space-MNI152NLin6Asym_desc-brain_T1w.json"], "fslversion"),
         "dwi_preproc_dwifslpreproc": ("dwi.preproc", "fsl_dwifslpreproc",
                                       [f"{out}/sub-02/dwi/sub-02_desc-preproc_dwi.json"], "fslversion"),
     }
@@ -336,7 +337,7 @@ def test_fsl_freesurfer_rules_write_sidecars(tmp_path):
         assert args[args.index("--") + 1:]  # the inputs, checksummed at run time
         assert rec["SoftwareEnvironment"]["Container"].startswith("docker://")
     syn = json.loads(_sidecar_call(cmds["anat_skullstrip_synthstrip"])[2])
-    assert syn["Device"] == "gpu" and syn["Parameters"]["flags"] == "-g"
+    assert syn["Device"] == "gpu" and syn["Parameters"]["flags"] == ["-g"]
     pre = _sidecar_call(cmds["dwi_preproc_dwifslpreproc"])
     assert "dwifslpreproc -version" in pre[3] and "fslversion" in pre[3]  # MRtrix3 and FSL versions
     assert json.loads(pre[2])["Parameters"]["pe"] == "-rpe_none -pe_dir AP"
