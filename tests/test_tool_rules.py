@@ -936,3 +936,22 @@ def test_drbuddi_needs_reverse_phase_encoding(tmp_path):
     res = snakemake(cfg, "-n", "--cores", "1")
     msg = res.stdout + res.stderr
     assert res.returncode != 0 and "reverse phase-encoded b=0" in msg and "'j'" in msg and "sub-02_dwi.nii.gz" in msg
+
+
+def test_methods_text_for_the_seed_steps():
+    from neurosmk import provenance as P
+
+    anat = {"Step": "anat.skullstrip", "Method": "dipy", "Versions": {"dipy": "1.12.1"},
+            "Parameters": {"median_radius": 4, "numpass": 4}}
+    drb = {"Step": "dwi.preproc", "Method": "drbuddi", "Versions": {"antspyx": "0.6.3"}, "Parameters": {}}
+    text = P.methods_text([anat, drb], {"anat.register": "none", "anat.skullstrip": "dipy", "dwi.preproc": "drbuddi"})
+    assert "No spatial normalisation to a template was applied." in text
+    assert "TORTOISE DRBUDDI" in text and "Irfanoglu MO" in text and "ANTsPy 0.6.3" in text
+    sm = {"Step": "anat.register", "Method": "synthmorph", "ToolVersion": "freesurfer 7.4.1",
+          "Parameters": {"template": "MNI152NLin2009aSym"}}
+    text = P.methods_text([sm], {"anat.register": "synthmorph"})
+    assert "with SynthMorph (affine, then deformable" in text and "Hoffmann M" in text
+    fsl = {"Step": "anat.register", "Method": "fsl", "ToolVersion": "FSL 6.0.7.22",
+           "Parameters": {"template": "MNI152NLin6Asym", "fnirt_config": "T1_2_MNI152_2mm"}}
+    text = P.methods_text([fsl], {"anat.register": "fsl"})
+    assert "Grabner G" in text and "Fonov V" not in text  # FSL's MNI152, not the 2009 template

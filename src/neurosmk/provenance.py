@@ -268,6 +268,15 @@ REFS = {
                   "image. NeuroImage 260:119474, 2022.",
     "mni2009": "Fonov V, Evans AC, Botteron K, et al. Unbiased average age-appropriate atlases for pediatric "
                "studies. NeuroImage 54(1):313-327, 2011.",
+    "mni152nlin6": "Grabner G, Janke AL, Budge MM, Smith D, Pruessner J, Collins DL. Symmetric atlasing and "
+                   "model based segmentation: an application to the hippocampus in older adults. MICCAI 2006, "
+                   "LNCS 4191:58-66 (the MNI152 template distributed with FSL).",
+    "synthmorph": "Hoffmann M, Billot B, Greve DN, Iglesias JE, Fischl B, Dalca AV. SynthMorph: learning "
+                  "contrast-invariant registration without acquired images. IEEE Trans Med Imaging "
+                  "41(3):543-558, 2022.",
+    "drbuddi": "Irfanoglu MO, Modi P, Nayak A, Hutchinson EB, Sarlls J, Pierpaoli C. DR-BUDDI (Diffeomorphic "
+               "Registration for Blip-Up blip-Down Diffusion Imaging) method for correcting echo planar imaging "
+               "distortions. NeuroImage 106:284-299, 2015.",
     "nilearn": "Abraham A, Pedregosa F, Eickenberg M, et al. Machine learning for neuroimaging with "
                "scikit-learn. Front Neuroinform 8:14, 2014.",
     "brainextractor": "Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 17(3):143-155, 2002 "
@@ -308,7 +317,10 @@ METHODS = {
                                 ["syn", "ants", "mni2009"], "antspyx"),
     ("anat.register", "fsl"): ("The brain was normalised to the {P[template]} template with FLIRT (12 degrees "
                                "of freedom) followed by FNIRT ({P[fnirt_config]}; {V})",
-                               ["flirt", "fnirt", "fsl", "mni2009"], "tool"),
+                               ["flirt", "fnirt", "fsl", "mni152nlin6"], "tool"),
+    ("anat.register", "synthmorph"): ("The brain was normalised to the {P[template]} template with SynthMorph "
+                                      "(affine, then deformable; FreeSurfer {V})",
+                                      ["synthmorph", "freesurfer", "mni2009"], "tool"),
     ("anat.atlas", "fsl_applywarp"): ("The {P[atlas]} atlas was brought to each T1w with the inverse FNIRT "
                                       "warp (applywarp, nearest neighbour; {V})", ["fsl"], "tool"),
     ("dwi.denoise", "dipy_mppca"): ("The diffusion-weighted images were denoised with MP-PCA (DIPY {V}; patch "
@@ -321,6 +333,9 @@ METHODS = {
                                 "axes {P[axes]})", ["gibbs", "mrtrix"], "tool"),
     ("dwi.preproc", "fsl_dwifslpreproc"): ("Eddy currents and head motion were corrected with FSL eddy driven "
                                            "by MRtrix3 dwifslpreproc ({V})", ["eddy", "fsl", "mrtrix"], "tool"),
+    ("dwi.preproc", "drbuddi"): ("Susceptibility distortions were corrected with TORTOISE DRBUDDI from a "
+                                 "reverse phase-encoded b=0 image; the field was applied to every volume with "
+                                 "ANTsPy {V}", ["drbuddi", "ants"], "antspyx"),
     ("dwi.mask", "dipy"): ("A brain mask was computed from the b=0 images by median Otsu thresholding (DIPY {V})",
                            ["dipy"], "dipy"),
     ("dwi.mask", "mrtrix"): ("A brain mask was computed with dwi2mask (MRtrix3, {V})", ["dwi2mask", "mrtrix"],
@@ -333,7 +348,8 @@ METHODS = {
 STEP_ORDER = ["anat.biascorrect", "anat.skullstrip", "anat.segment", "anat.subcortical", "anat.register",
               "anat.atlas", "dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask", "dwi.tensor"]
 SKIPPED = {"dwi.denoise": "No denoising was applied", "dwi.degibbs": "Gibbs ringing was not corrected",
-           "dwi.preproc": "No eddy-current or motion correction was applied"}
+           "dwi.preproc": "No eddy-current or motion correction was applied",
+           "anat.register": "No spatial normalisation to a template was applied"}
 
 
 def _version_text(records: list[dict], source: str) -> str:
@@ -371,8 +387,9 @@ def methods_text(records: list[dict], methods: dict, commit: str | None = None) 
         recs = by_step.get(step, [])
         method = methods.get(step)
         if not recs:
-            if method == "none" and step in SKIPPED and by_step.keys() & {s for s in STEP_ORDER if s.startswith("dwi")}:
-                paras["dwi"].append(SKIPPED[step] + ".")
+            kind = step.split(".")[0]
+            if method == "none" and step in SKIPPED and by_step.keys() & {s for s in STEP_ORDER if s.startswith(kind)}:
+                paras[kind].append(SKIPPED[step] + ".")
             continue
         recs = [r for r in recs if r.get("Method") == method] or recs
         m = recs[0].get("Method")
