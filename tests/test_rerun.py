@@ -461,10 +461,11 @@ def case_config(ctx: Context, case: Case) -> dict:
 def expected_jobs(case: Case, cfg: dict, base_dag: dict, dag: dict) -> set[str]:
     full = validate_config(cfg)
     roots = set()
-    for spec in PARAMS.get(case.key, ()):
-        rule, applies = rule_applies(spec, full)
-        if applies:
-            roots |= {k for k, j in dag.items() if j["rule"] == rule}
+    for key in (case.key, *(k for k, _ in case.extra)):  # a method's extra edits (METHOD_NEEDS) count too
+        for spec in PARAMS.get(key, ()):
+            rule, applies = rule_applies(spec, full)
+            if applies:
+                roots |= {k for k, j in dag.items() if j["rule"] == rule}
     if case.kind == "method":
         prefix = METHOD_KEYS[case.key].replace(".", "_") + "_"
         roots |= {k for k, j in dag.items() if j["rule"].startswith(prefix)}
