@@ -727,7 +727,7 @@ TOL_CORR = 0.01
 TOL_AFFINE_MATRIX, TOL_AFFINE_TRANSLATION_MM = 0.01, 0.25
 TOL_FIG_MEAN = 0.01  # mean |d| of the registration QC figure's pixels (0..1)
 
-NOT_COMPARED = ("logs/", "benchmarks/", ".neurosmk/")
+NOT_COMPARED = ("logs/", ".neurosmk/")
 
 
 def content_digest(path: Path) -> str:
@@ -917,8 +917,8 @@ def test_sigkill_then_rerun_incomplete_equals_uninterrupted_run(reduced_run, tmp
     for nii in out.rglob("*.nii.gz"):
         assert np.isfinite(nib.load(nii).get_fdata()).all(), nii
     # equal to the uninterrupted run (the DWI steps are deterministic): every file it wrote
-    # (the combined table and methods.md also cover the anatomical steps this DWI-only run left out)
-    ours = {k: v for k, v in output_files(out).items() if not k.startswith(("group/neurosmk_long", "methods.md"))}
+    # (the combined table and docs/methods.md also cover the anatomical steps this DWI-only run left out)
+    ours = {k: v for k, v in output_files(out).items() if not k.startswith(("group/neurosmk_long", "docs/methods.md"))}
     theirs = output_files(reduced_run["out"])
     assert set(ours) <= set(theirs), set(ours) - set(theirs)
     assert any(r.endswith("param-FA_dwimap.nii.gz") for r in ours) and "group/dwi_dti_roistats.tsv" in ours
