@@ -1,30 +1,30 @@
-# BIDS-Derivatives completeness: the gradient table beside every preprocessed DWI series.
-# Denoising and Gibbs removal do not change the gradients, so the denoised and degibbs series
-# get copies of the raw .bval/.bvec (dwifslpreproc writes its own rotated ones, rules/mrtrix.smk).
+# BIDS-Derivatives completeness: the gradient table of the preprocessed DWI series.
+# Denoising and Gibbs removal do not change the gradients. BIDS (1.11 schema) allows .bval/.bvec
+# only without a desc- entity, so one sub-X[_ses-Y]_dwi.bval/.bvec beside the series applies to
+# all of them by inheritance (desc-denoised, desc-degibbs). dwifslpreproc writes its own rotated
+# desc-preproc_dwi.bval/.bvec (rules/mrtrix.smk; listed in .bidsignore, see README).
 
 _DWI_GRAD_DESCS = [d for d, step in (("denoised", "dwi.denoise"), ("degibbs", "dwi.degibbs"))
                    if METHOD[step] != "none"]
 
 if config["steps"]["dwi"] and DWI and _DWI_GRAD_DESCS:
-    DWI_TARGETS += [dwi("dwi", ext=e, desc=d) for d in _DWI_GRAD_DESCS for e in (".bval", ".bvec")]
+    DWI_GRADIENTS = {e: dwi("dwi", ext=f".{e}") for e in ("bval", "bvec")}
+    DWI_TARGETS += list(DWI_GRADIENTS.values())
 
     rule dwi_gradients:
         input:
             bval=lambda wc: raw_dwi(wc)["bval"],
             bvec=lambda wc: raw_dwi(wc)["bvec"],
         output:
-            bval=dwi("dwi", ext=".bval", desc="{desc}"),
-            bvec=dwi("dwi", ext=".bvec", desc="{desc}"),
-        wildcard_constraints:
-            desc="|".join(_DWI_GRAD_DESCS),
+            **DWI_GRADIENTS,
         threads: 1
         resources:
             mem_mb=200,
             runtime=5,
         log:
-            logfile("dwi_gradients", visit_wc() + "_desc-{desc}"),
+            logfile("dwi_gradients"),
         benchmark:
-            benchfile("dwi_gradients", visit_wc() + "_desc-{desc}")
+            benchfile("dwi_gradients")
         conda:
             ENVS["neurosmk"]
         container:

@@ -1,5 +1,5 @@
-"""Snakemake ``script:``: copy the raw gradient table beside a preprocessed DWI series
-(input bval, bvec -> output bval, bvec), atomically."""
+"""Snakemake ``script:``: copy the raw gradient table beside the preprocessed DWI series, which
+inherit it (BIDS): input bval, bvec -> output bval, bvec, atomically."""
 from neurosmk.runtime import setup
 
 setup(snakemake)  # noqa: F821  (log redirection)

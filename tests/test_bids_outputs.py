@@ -83,16 +83,18 @@ def test_bidsignore_lines_are_documented_and_needed(reduced_run):
     for pat, why in P.BIDSIGNORE:
         assert f"`{pat}`" in readme, f"{pat} not justified in README.md"
         assert f"`{pat}`: {why}" in (out / "README.md").read_text()
-    # every line but the recon-all folder (recon-all is off here) hides files of this run
+    # every line hides files of this run, but those of recon-all and dwifslpreproc (off here)
     files = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
     for pat, _ in P.BIDSIGNORE:
-        if pat == "/freesurfer/":
+        if pat in ("/freesurfer", "*_desc-preproc_dwi.bval", "*_desc-preproc_dwi.bvec"):
             continue
         rx = re.escape(pat.strip("/")).replace(r"\*", "[^/]*")
         hit = [f for f in files if re.search(("^" if pat.startswith("/") else "(^|/)") + rx, f)]
         assert hit, f".bidsignore line {pat} matches nothing"
     # logs (BIDS logs/, opaque) need no line
     assert not any("log" in pat for pat in lines)
+    rows = (out / "descriptions.tsv").read_text().splitlines()
+    assert rows[0] == "desc_id\tdescription" and all(r.startswith("desc-") for r in rows[1:])
 
 
 @pytest.mark.slow
@@ -108,7 +110,7 @@ def test_dataset_description_readme_descriptions(reduced_run):
     assert "na_values='n/a'" in readme and "na.strings = 'n/a'" in readme
     rows = [l.split("\t") for l in (out / "descriptions.tsv").read_text().splitlines()]
     assert rows[0] == ["desc_id", "description"]
-    documented = {r[0] for r in rows[1:]}
+    documented = {r[0][len("desc-"):] for r in rows[1:]}
     used = {m for p in out.rglob("*") for m in re.findall(r"_desc-([a-zA-Z0-9]+)_", p.name)}
     assert used and used <= documented, used - documented
 
@@ -128,13 +130,15 @@ def test_every_desc_label_of_the_rules_is_described():
 def test_preprocessed_dwi_have_gradients_and_skullstripped(reduced_run):
     out = reduced_run["out"]
     raw = reduced_run["reduced"]["bids"] / "sub-02" / "dwi" / "sub-02_dwi"
-    series = sorted((out / "sub-02" / "dwi").glob("*_dwi.nii.gz"))
+    d = out / "sub-02" / "dwi"
+    series = sorted(d.glob("*_dwi.nii.gz"))
     assert [s.name for s in series] == ["sub-02_desc-degibbs_dwi.nii.gz", "sub-02_desc-denoised_dwi.nii.gz"]
+    # one gradient table beside them, inherited by every series (BIDS allows no desc- on .bval)
+    for ext in (".bval", ".bvec"):
+        assert (d / f"sub-02_dwi{ext}").read_bytes() == Path(f"{raw}{ext}").read_bytes()
+    assert sorted(p.name for p in d.glob("*.bv*")) == ["sub-02_dwi.bval", "sub-02_dwi.bvec"]
     for s in series:
-        stem = str(s)[:-len(".nii.gz")]
-        for ext in (".bval", ".bvec"):
-            assert Path(stem + ext).read_bytes() == Path(f"{raw}{ext}").read_bytes()
-        assert json.loads(Path(stem + ".json").read_text())["SkullStripped"] is False
+        assert json.loads(Path(str(s)[:-len(".nii.gz")] + ".json").read_text())["SkullStripped"] is False
     anat = out / "sub-01" / "anat"
     for name, want in (("desc-preproc_T1w", False), ("desc-brain_T1w", True),
                        ("space-MNI152NLin2009aSym_desc-brain_T1w", True)):

@@ -87,7 +87,7 @@ DESCRIPTIONS = {
 
 # .bidsignore of the derivative dataset: (pattern, why BIDS-Derivatives cannot express it yet)
 BIDSIGNORE = [
-    ("/group/", "group-level tables (long, wide, FreeSurfer, QC plots): BIDS-Derivatives has no "
+    ("/group", "group-level tables (long, wide, FreeSurfer, QC plots): BIDS-Derivatives has no "
                 "layout for group tables yet (phenotype/ requires one row per participant)"),
     ("*_xfm.*", "transforms (ANTs/FSL affine .mat, displacement fields): the transforms "
                 "specification (BEP014) is not part of BIDS yet"),
@@ -99,9 +99,14 @@ BIDSIGNORE = [
     ("*_stats.*", "per-visit DTI ROI statistics tables: as above"),
     ("*_segstats.*", "mri_segstats tables (FreeSurfer's own text format)"),
     ("*_metrics.json", "registration quality metrics: no BIDS suffix"),
-    ("/sub-*/figures/", "QC figures: BIDS has no figure datatype (fMRIPrep ignores its figures "
+    ("/sub-*/figures", "QC figures: BIDS has no figure datatype (fMRIPrep ignores its figures "
                         "the same way)"),
-    ("/freesurfer/", "recon-all SUBJECTS_DIR (FreeSurfer's own layout), when recon-all runs"),
+    ("*_desc-preproc_dwi.bval", "the eddy-rotated gradients of the dwifslpreproc series: BIDS "
+                                "allows .bval/.bvec only without desc- (the inherited "
+                                "sub-X_dwi.bval/.bvec hold the raw table, right for the denoised "
+                                "and degibbs series)"),
+    ("*_desc-preproc_dwi.bvec", "as above"),
+    ("/freesurfer", "recon-all SUBJECTS_DIR (FreeSurfer's own layout), when recon-all runs"),
 ]
 
 
@@ -178,7 +183,7 @@ def write_dataset_description(path: str, bids_dir: str, *, readme: str | None = 
         if unknown:
             raise ValueError(f"{descriptions}: desc- labels without a description in "
                              f"neurosmk.provenance.DESCRIPTIONS: {unknown}")
-        rows = "".join(f"{d}\t{DESCRIPTIONS[d]}\n" for d in sorted(set(desc_labels)))
+        rows = "".join(f"desc-{d}\t{DESCRIPTIONS[d]}\n" for d in sorted(set(desc_labels)))
         write_text(descriptions, "desc_id\tdescription\n" + rows)
     if bidsignore:
         write_text(bidsignore, bidsignore_text())
