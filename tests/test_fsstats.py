@@ -798,3 +798,10 @@ def test_blank_and_comment_lines_among_rows(tmp_path):
     with pytest.raises(StatsParseError) as ei:
         parse_stats_file(f)
     assert ei.value.line == i + 4 and "columns" in str(ei.value)
+
+
+def test_same_subject_twice_is_an_error():
+    p = parse_subject_dir(FIX / "Subj001")[0]
+    with pytest.raises(ValueError, match=r"participant 'sub-Subj001' session 'n/a', atlas 'aparc', "
+                                         r"structure 'bankssts' \(same subject given twice\?\)"):
+        wide_tables(long_table(p + p), global_table(p + p))

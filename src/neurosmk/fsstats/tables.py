@@ -308,23 +308,21 @@ def _sequences(codes: np.ndarray, starts: np.ndarray) -> list:
     return np.split(codes, starts[1:]) if len(codes) else []
 
 
-def _union_columns(struct_seqs: list, extra_seqs: list) -> list:
-    """aparcstats2table/asegstats2table column order: per subject (in order) its structures in
-    file order then its appended '# Measure' columns in file order; the table's columns are the
-    union in first-seen order (fsbindings/legacy.py unique_union).  Items are ("s", code) or
-    ("x", code)."""
-    seen: dict = {}
-    sigs: set = set()
-    for st, ex in zip(struct_seqs, extra_seqs):
-        sig = (st.tobytes(), ex.tobytes())
-        if sig in sigs:
-            continue
-        sigs.add(sig)
-        for c in st.tolist():
-            seen.setdefault(("s", c), None)
-        for c in ex.tolist():
-            seen.setdefault(("x", c), None)
-    return list(seen)
+def _signature_ids(codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """One id per run (runs of ``counts`` items in ``codes``): equal sequences, equal ids."""
+    n = len(counts)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    if (counts == counts[0]).all():  # the usual case: one vectorised comparison
+        mat = codes.reshape(n, int(counts[0])) if counts[0] else np.zeros((n, 0), np.int64)
+        if mat.shape[1] == 0 or (mat == mat[0]).all():
+            return np.zeros(n, dtype=np.int64)
+        return np.unique(mat, axis=0, return_inverse=True)[1].ravel().astype(np.int64)
+    ids: dict = {}
+    out = np.empty(n, dtype=np.int64)
+    for i, seq in enumerate(np.split(codes, np.cumsum(counts)[:-1])):
+        out[i] = ids.setdefault(seq.tobytes(), len(ids))
+    return out
 
 
 def wide_tables(long: pd.DataFrame, global_: pd.DataFrame | None = None) -> dict:
@@ -433,41 +431,66 @@ def _one_wide(r, vkey, struct_codes, values, struct_cats, pid_cats, sid_cats, n_
               meas, aseg_style, split, x_keys, x_codes, x_vals, x_names, x_docs, mcol=None,
               unit=None) -> pd.DataFrame:
     """One wide table; its data dictionary (column -> Description/Units) in ``.attrs["columns"]``."""
+    order, visits, starts = _runs(vkey[r])
+    rs = r[order]
+    sc = struct_codes[rs].astype(np.int64)
+    counts = np.diff(np.append(starts, len(rs)))
     if x_names:
         ok = x_keys >= 0
         x_keys, x_codes, x_vals = x_keys[ok], x_codes[ok], x_vals[ok]
-    order, visits, starts = _runs(vkey[r])
-    rs = r[order]
-    seqs = _sequences(struct_codes[rs].astype(np.int64), starts)
-    for v, seq in zip(visits, seqs):
-        if len(np.unique(seq)) != len(seq):
-            d = int(np.flatnonzero(np.bincount(seq) > 1)[0])
-            raise ValueError(
-                f"duplicate value for participant {pid_cats[v // n_s1]!r} session "
-                f"{sid_cats[v % n_s1 - 1] if v % n_s1 else 'n/a'!r}, atlas {atlas!r}, structure "
-                f"{struct_cats[d]!r} (same subject given twice?)")
-    empty = np.empty(0, dtype=np.int64)
-    if x_names:
         x_order, x_visits, x_starts = _runs(x_keys)
-        x_seqs = dict(zip(x_visits.tolist(), _sequences(x_codes[x_order], x_starts)))
+        xcs, xvs = x_codes[x_order], x_vals[x_order]
     else:
-        x_seqs = {}
-    all_visits = list(visits.tolist()) + [v for v in sorted(x_seqs) if v not in set(visits.tolist())]
-    by_visit = dict(zip(visits.tolist(), seqs))
-    cols = _union_columns([by_visit.get(v, empty) for v in all_visits],
-                          [x_seqs.get(v, empty) for v in all_visits])
-    col_pos = {c: j for j, c in enumerate(cols)}
-    vpos = {v: i for i, v in enumerate(all_visits)}
+        x_visits = x_starts = xcs = np.empty(0, dtype=np.int64)
+        xvs = np.empty(0)
+    x_counts = np.diff(np.append(x_starts, len(xcs)))
+    extra_only = np.setdiff1d(x_visits, visits)
+    all_visits = np.concatenate([visits, extra_only]).astype(np.int64)
+    # per visit of all_visits: its run index among the structure runs / the extras runs (-1: none)
+    s_idx = np.concatenate([np.arange(len(visits)), np.full(len(extra_only), -1)])
+    xp = np.searchsorted(x_visits, all_visits)
+    x_idx = np.where((xp < len(x_visits)) & (x_visits[np.minimum(xp, max(len(x_visits) - 1, 0))]
+                                             == all_visits) if len(x_visits) else False, xp, -1)
+    # column order of aparcstats2table/asegstats2table: per subject (in order) its structures in
+    # file order, then its appended '# Measure' columns in file order; the table's columns are
+    # the union in first-seen order (fsbindings/legacy.py unique_union).  Subjects with the same
+    # sequences add nothing new, so each distinct (structures, extras) pair is read once.
+    s_sig, x_sig = _signature_ids(sc, counts), _signature_ids(xcs, x_counts)
+    seen: dict = {}
+    done: set = set()
+    x_idx = np.broadcast_to(x_idx, s_idx.shape)
+    for si, xi in zip(s_idx.tolist(), x_idx.tolist()):
+        key = (s_sig[si] if si >= 0 else -1, x_sig[xi] if xi >= 0 else -1)
+        if key in done:
+            continue
+        done.add(key)
+        if si >= 0:
+            for c in sc[starts[si]:starts[si] + counts[si]].tolist():
+                seen.setdefault(("s", c), None)
+        if xi >= 0:
+            for c in xcs[x_starts[xi]:x_starts[xi] + x_counts[xi]].tolist():
+                seen.setdefault(("x", c), None)
+    cols = list(seen)
+    lut_s = np.full(len(struct_cats), -1, dtype=np.int64)
+    lut_x = np.full(len(x_names), -1, dtype=np.int64)
+    for j, (kind, c) in enumerate(cols):
+        (lut_s if kind == "s" else lut_x)[c] = j
+    ri = np.repeat(np.arange(len(visits)), counts)
+    ci = lut_s[sc]
+    lin = ri * len(cols) + ci
+    if len(np.unique(lin)) != len(lin):
+        dup = int(np.flatnonzero(np.bincount(lin) > 1)[0])
+        v = int(visits[dup // len(cols)])
+        name = struct_cats[cols[dup % len(cols)][1]]
+        raise ValueError(
+            f"duplicate value for participant {pid_cats[v // n_s1]!r} session "
+            f"{sid_cats[v % n_s1 - 1] if v % n_s1 else 'n/a'!r}, atlas {atlas!r}, structure "
+            f"{name!r} (same subject given twice?)")
     mat = np.full((len(all_visits), len(cols)), np.nan)
-    ri = np.fromiter((vpos[v] for v in vkey[rs].tolist()), dtype=np.int64, count=len(rs))
-    ci = np.fromiter((col_pos[("s", c)] for c in struct_codes[rs].tolist()), dtype=np.int64,
-                     count=len(rs))
     mat[ri, ci] = values[rs]
-    if x_names:
-        xi = np.fromiter((vpos[v] for v in x_keys.tolist()), dtype=np.int64, count=len(x_keys))
-        xc = np.fromiter((col_pos[("x", c)] for c in x_codes.tolist()), dtype=np.int64,
-                         count=len(x_codes))
-        mat[xi, xc] = x_vals  # a repeated '# Measure' line: the last one (as FreeSurfer)
+    if len(xcs):
+        xi = np.repeat(np.flatnonzero(x_idx >= 0)[np.argsort(x_idx[x_idx >= 0])], x_counts)
+        mat[xi, lut_x[xcs]] = xvs  # a repeated '# Measure' line: the last one (as FreeSurfer)
     names, docs = [], {}
     src = f"{hemi}.{atlas}.stats" if split else f"{atlas}.stats"
     for kind, c in cols:
@@ -484,7 +507,7 @@ def _one_wide(r, vkey, struct_codes, values, struct_cats, pid_cats, sid_cats, n_
         else:
             d, u, (mname, key) = x_docs[n]
             docs[col] = {"Description": f"{d} ({src}, '# Measure {mname}, {key}')", "Units": u}
-    av = np.asarray(all_visits, dtype=np.int64)
+    av = all_visits
     sess = av % n_s1
     t = pd.DataFrame(mat, columns=names)
     t.insert(0, "session_id", [sid_cats[s - 1] if s else None for s in sess.tolist()])
