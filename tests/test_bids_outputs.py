@@ -84,10 +84,11 @@ def test_bidsignore_lines_are_documented_and_needed(reduced_run):
     for pat, why in P.BIDSIGNORE:
         assert f"`{pat}`" in readme, f"{pat} not justified in README.md"
         assert f"`{pat}`: {why}" in (out / "README.md").read_text()
-    # every line hides files of this run, but those of recon-all and dwifslpreproc (off here)
+    # every line hides files of this run, but those of recon-all, mri_segstats and dwifslpreproc
+    # (off in this configuration)
     files = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
     for pat, _ in P.BIDSIGNORE:
-        if pat in ("/freesurfer", "*_desc-preproc_dwi.bval", "*_desc-preproc_dwi.bvec"):
+        if pat in ("/freesurfer", "*_segstats.*", "*_desc-preproc_dwi.bval", "*_desc-preproc_dwi.bvec"):
             continue
         rx = re.escape(pat.strip("/")).replace(r"\*", "[^/]*")
         hit = [f for f in files if re.search(("^" if pat.startswith("/") else "(^|/)") + rx, f)]
@@ -144,7 +145,8 @@ def test_preprocessed_dwi_have_gradients_and_skullstripped(reduced_run):
     for name, want in (("desc-preproc_T1w", False), ("desc-brain_T1w", True),
                        ("space-MNI152NLin2009aSym_desc-brain_T1w", True)):
         assert json.loads((anat / f"sub-01_{name}.json").read_text())["SkullStripped"] is want
-    assert "SkullStripped" not in json.loads((anat / "sub-01_desc-brain_mask.json").read_text())
+    # a job of segmentations only records none (BIDS exempts dseg/probseg/mask)
+    assert "SkullStripped" not in json.loads((anat / "sub-01_dseg.json").read_text())
 
 
 def test_skull_stripped_rule_and_shell_sidecar(tmp_path):
