@@ -26,6 +26,7 @@ include: "rules/fsl.smk"
 include: "rules/freesurfer.smk"
 include: "rules/group.smk"
 include: "rules/aggregate.smk"
+include: "rules/bids.smk"
 
 
 rule all:

@@ -82,10 +82,11 @@ def make_bids(dst: Path, n: int, crop: int) -> None:
 def read_jobs(out: Path) -> list[dict]:
     """One row per job from the benchmark files: rule, subject (or None), s, cpu_time."""
     jobs = []
-    for f in sorted(out.glob("benchmarks/**/*.tsv")):
-        rel = f.relative_to(out / "benchmarks")
-        rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        m = re.match(r"sub-([A-Za-z0-9]+)", f.stem)
+    # neurosmk.paths.bench_path: logs/{rule}/{visit}.benchmark.tsv, logs/{rule}.benchmark.tsv
+    for f in sorted(out.glob("logs/**/*.benchmark.tsv")):
+        rel = f.relative_to(out / "logs")
+        rule = rel.parts[0] if len(rel.parts) > 1 else rel.name[:-len(".benchmark.tsv")]
+        m = re.match(r"sub-([A-Za-z0-9]+)", f.name)
         with open(f) as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
                 cpu = row.get("cpu_time", "")

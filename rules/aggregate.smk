@@ -72,9 +72,9 @@ rule fs_parse_subject:
         mem_mb=1000,
         runtime=10,
     log:
-        f"{OUT}/logs/fs_parse_subject/{{fssub}}.log",
+        logfile("fs_parse_subject", "{fssub}"),
     benchmark:
-        f"{OUT}/benchmarks/fs_parse_subject/{{fssub}}.tsv"
+        benchfile("fs_parse_subject", "{fssub}")
     conda:
         ENVS["neurosmk"]
     container:
@@ -108,9 +108,9 @@ rule fs_aggregate_group:
         mem_mb=4000,
         runtime=30,
     log:
-        f"{OUT}/logs/fs_aggregate_group.log",
+        logfile("fs_aggregate_group", visit=False),
     benchmark:
-        f"{OUT}/benchmarks/fs_aggregate_group.tsv"
+        benchfile("fs_aggregate_group", visit=False)
     conda:
         ENVS["neurosmk"]
     container:

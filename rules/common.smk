@@ -17,7 +17,7 @@ from neurosmk import __version__ as NEUROSMK_VERSION
 from neurosmk import backends as _backends
 from neurosmk import bids as _bids
 from neurosmk.config import validate_config
-from neurosmk.paths import deriv
+from neurosmk.paths import bench_path, deriv, log_path
 
 config.update(validate_config(config))
 OUT = config["output_dir"].rstrip("/")
@@ -94,12 +94,14 @@ def figure(desc, suffix):
     return f"{OUT}/sub-{{subject}}/figures/{visit_wc()}_desc-{desc}_{suffix}.png"
 
 
-def logfile(rule_name):
-    return f"{OUT}/logs/{rule_name}/{visit_wc()}.log"
+def logfile(rule_name, visit=True):
+    """Log of a rule's job (neurosmk.paths.log_path): per visit, or per group job with visit=False,
+    or per any other wildcard given as visit (e.g. "{fssub}")."""
+    return log_path(OUT, rule_name, visit_wc() if visit is True else (visit or None))
 
 
-def benchfile(rule_name):
-    return f"{OUT}/benchmarks/{rule_name}/{visit_wc()}.tsv"
+def benchfile(rule_name, visit=True):
+    return bench_path(OUT, rule_name, visit_wc() if visit is True else (visit or None))
 
 
 def raw_t1w(wc):

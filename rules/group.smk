@@ -16,9 +16,9 @@ rule group_anat_volumes:
         mem_mb=1000,
         runtime=10,
     log:
-        f"{OUT}/logs/group_anat_volumes.log",
+        logfile("group_anat_volumes", visit=False),
     benchmark:
-        f"{OUT}/benchmarks/group_anat_volumes.tsv"
+        benchfile("group_anat_volumes", visit=False)
     conda:
         ENVS["neurosmk"]
     container:
@@ -42,9 +42,9 @@ rule group_dti_stats:
         mem_mb=1000,
         runtime=10,
     log:
-        f"{OUT}/logs/group_dti_stats.log",
+        logfile("group_dti_stats", visit=False),
     benchmark:
-        f"{OUT}/benchmarks/group_dti_stats.tsv"
+        benchfile("group_dti_stats", visit=False)
     conda:
         ENVS["neurosmk"]
     container:
@@ -56,16 +56,20 @@ rule group_dti_stats:
 rule dataset_description:
     output:
         f"{OUT}/dataset_description.json",
+        readme=f"{OUT}/README.md",
+        descriptions=f"{OUT}/descriptions.tsv",
+        bidsignore=f"{OUT}/.bidsignore",
     params:
         bids_dir=config["bids_dir"],
+        container=CONTAINERS["neurosmk"],
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
     log:
-        f"{OUT}/logs/dataset_description.log",
+        logfile("dataset_description", visit=False),
     benchmark:
-        f"{OUT}/benchmarks/dataset_description.tsv"
+        benchfile("dataset_description", visit=False)
     conda:
         ENVS["neurosmk"]
     container:
@@ -107,14 +111,17 @@ rule group_long:
     output:
         tsv=report(GROUP_LONG, caption="../report/neurosmk_long.rst", category="Group tables"),
         parquet=f"{OUT}/group/neurosmk_long.parquet",
+        **sidecars(GROUP_LONG),
+    params:
+        prov=prov("group.long"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     log:
-        f"{OUT}/logs/group_long.log",
+        logfile("group_long", visit=False),
     benchmark:
-        f"{OUT}/benchmarks/group_long.tsv"
+        benchfile("group_long", visit=False)
     conda:
         ENVS["neurosmk"]
     container:

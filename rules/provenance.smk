@@ -72,7 +72,8 @@ def prov(step, versions=None):
             conda_env=f"envs/{env}.yaml" if env else None, container=r_.container_img,
             device="gpu" if resources.get("gpu") else "cpu",
             command_template=r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
-            script=os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None)
+            script=os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
+            skull_stripped=_provenance.skull_stripped_of(output))
         text = _json.dumps(rec, default=str)
         if not shell:
             return text
@@ -82,7 +83,7 @@ def prov(step, versions=None):
 
 
 # ---- methods paragraph ------------------------------------------------------------------------
-METHODS_MD = f"{OUT}/methods.md"
+METHODS_MD = f"{OUT}/docs/methods.md"  # BIDS docs/: documentation of the dataset
 EXTRA_TARGETS.append(METHODS_MD)
 
 
@@ -116,9 +117,9 @@ rule methods:
         mem_mb=500,
         runtime=5,
     log:
-        f"{OUT}/logs/methods.log",
+        logfile("methods", visit=False),
     benchmark:
-        f"{OUT}/benchmarks/methods.tsv"
+        benchfile("methods", visit=False)
     conda:
         ENVS["neurosmk"]
     container:

@@ -6,6 +6,7 @@ independently of the parser under test.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -110,7 +111,8 @@ def test_every_table_number_in_long_table(path, long):
     mine = long[long["source_file"] == str(path)]
     numeric = [c for c in cols if c != "StructName"]
     assert len(mine) == len(rows) * len(numeric)
-    assert set(mine["subject"]) == {subject}
+    assert set(mine["participant_id"]) == {"sub-" + subject}
+    assert mine["session_id"].isna().all()
     assert set(mine["atlas"]) == {atlas}
     got = {(r.structure, r.measure): r for r in mine.itertuples()}
     for _, toks in rows:
@@ -125,6 +127,15 @@ def test_every_table_number_in_long_table(path, long):
                 assert r.value == want, (name, c)
             assert r.hemisphere == _expected_hemi(path, name)
             assert r.unit == units[c]
+            # ggseg-style keys
+            file_hemi = path.name[:2] if path.name[:3] in ("lh.", "rh.") else ""
+            assert r.label == (f"{file_hemi}_{name}" if file_hemi else name)
+            want_hemi = {"lh": "left", "rh": "right"}.get(_expected_hemi(path, name))
+            assert (r.hemi if isinstance(r.hemi, str) else None) == want_hemi
+            if file_hemi:
+                assert r.region == name
+            else:
+                assert r.region == re.sub(r"^(ctx-[lr]h-|wm-[lr]h-|Left-|Right-)", "", name)
 
 
 def test_known_values_and_raw_names(long):
@@ -154,9 +165,14 @@ def test_every_measure_in_global_table(path, glob):
     mine = glob[glob["source_file"] == str(path)]
     assert len(mine) == len(want)
     for (name, key, value, unit), r in zip(want, mine.itertuples()):
-        assert (r.measure, r.structure, r.value, r.unit) == (name, key, value, unit)
-        assert r.subject == path.parent.parent.name
-        assert r.hemisphere == (path.name[:2] if path.name[:3] in ("lh.", "rh.") else "")
+        # oriented like the long table: structure = what is measured, measure = the quantity
+        assert (r.structure, r.measure, r.value, r.unit) == (name, key, value, unit)
+        assert r.participant_id == "sub-" + path.parent.parent.name
+        assert pd.isna(r.session_id)
+        if path.name[:3] in ("lh.", "rh."):
+            assert r.hemisphere == path.name[:2]
+        else:
+            assert pd.isna(r.hemisphere)
 
 
 def test_fs6_missing_comma_measure():
@@ -234,7 +250,7 @@ def test_every_curv_number_in_long_table(path, long):
     assert sorted(mine.value.tolist()) == sorted(want)
     hemi = path.name[:2]
     assert set(mine.atlas) == {"curv"} and set(mine.hemisphere) == {hemi}
-    assert set(mine.subject) == {"ds000005_sub-01"}
+    assert set(mine.participant_id) == {"sub-ds000005_sub-01"}
     assert not mine.duplicated(["structure", "measure"]).any()
 
 
@@ -314,39 +330,60 @@ def test_to_frame_matches_long_table(parsed):
     for p in parsed[0]:
         if p.values.size == 0:
             continue
-        a = p.to_frame()
+        a = p.to_frame()  # the parser's own per-file frame (subject/session as parsed)
         b = long_table([p])
-        assert list(a.columns) == list(b.columns)
-        for c in a.columns:
+        assert a["subject"].map(lambda x: "sub-" + x).tolist() == b["participant_id"].tolist()
+        assert set(a["session"]) == {""} and b["session_id"].isna().all()
+        for c in [c for c in a.columns if c not in ("subject", "session")]:
             if c == "value":
                 np.testing.assert_array_equal(a[c].to_numpy(), b[c].to_numpy())
-            else:
-                assert a[c].tolist() == b[c].astype(object).tolist(), (p.path, c)
+            else:  # the parser's "" (none) is n/a in the table
+                assert a[c].replace("", None).tolist() == b[c].astype(object).where(
+                    b[c].notna(), None).tolist(), (p.path, c)
     t = parse_stats_file(FS7 / "lh.aparc.stats").table_frame()
     assert t.loc["bankssts", "ThickAvg"] == 2.268 and t.shape == (34, 9)
 
 
 # --------------------------------------------------------------------------- wide tables
+def _wide_index(t):
+    return t.assign(session_id=t["session_id"].fillna("n/a")).set_index(
+        ["participant_id", "session_id"])
+
+
+def _key(r):
+    return (r.participant_id, r.session_id if isinstance(r.session_id, str) else "n/a")
+
+
 def test_wide_tables_agree_with_long(long, glob):
     wide = wide_tables(long, glob)
     assert "aparc_lh_thickness" in wide and "aseg_both_volume" in wide
     assert "aparc.a2009s_rh_area" in wide and "wmparc_both_volume" in wide
-    t = wide["aparc_lh_thickness"].set_index(["subject", "session"])
+    t = _wide_index(wide["aparc_lh_thickness"])
     sub = long[(long.atlas == "aparc") & (long.hemisphere == "lh") & (long.measure == "ThickAvg")]
     assert t.shape[0] == 2
     for r in sub.itertuples():
-        assert t.loc[(r.subject, r.session), f"lh_{r.structure}_thickness"] == r.value
-    n_struct = sub.groupby("subject", observed=True).size()
-    assert t.filter(like="_thickness").notna().sum(axis=1).tolist() == n_struct.tolist()
-    e = glob[(glob.atlas == "aparc") & (glob.hemisphere == "lh") & (glob.structure == "eTIV")]
+        assert t.loc[_key(r), f"lh_{r.structure}_thickness"] == r.value
+    n_struct = sub.groupby("participant_id", observed=True).size()
+    structs = [c for c in t.columns if c != "lh_MeanThickness_thickness"]
+    assert t[structs].filter(like="_thickness").notna().sum(axis=1).tolist() == n_struct.tolist()
+    e = glob[(glob.atlas == "aparc") & (glob.hemisphere == "lh") & (glob.measure == "eTIV")]
+    assert len(e) == 2
     for r in e.itertuples():
-        assert t.loc[(r.subject, r.session), "eTIV"] == r.value
-    a = wide["aseg_both_volume"].set_index(["subject", "session"])
+        assert t.loc[_key(r), "eTIV"] == r.value
+    mt = glob[(glob.atlas == "aparc") & (glob.hemisphere == "lh") & (glob.measure == "MeanThickness")]
+    for r in mt.itertuples():
+        assert t.loc[_key(r), "lh_MeanThickness_thickness"] == r.value
+    area = _wide_index(wide["aparc_lh_area"])
+    wsa = glob[(glob.atlas == "aparc") & (glob.hemisphere == "lh") & (glob.measure == "WhiteSurfArea")]
+    for r in wsa.itertuples():
+        assert area.loc[_key(r), "lh_WhiteSurfArea_area"] == r.value
+    a = _wide_index(wide["aseg_both_volume"])
     seg = long[(long.atlas == "aseg") & (long.measure == "Volume_mm3")]
     for r in seg.itertuples():
-        assert a.loc[(r.subject, r.session), r.structure] == r.value
-    assert a.loc[("ds000005_sub-01", ""), "BrainSegVolNotVent"] == 1063465.0
-    assert "Index" not in " ".join(wide)  # identifiers get no wide table
+        assert a.loc[_key(r), r.structure] == r.value
+    assert a.loc[("sub-ds000005_sub-01", "n/a"), "BrainSegVolNotVent"] == 1063465.0
+    assert a.loc[("sub-ds000005_sub-01", "n/a"), "EstimatedTotalIntraCranialVol"] == 1269108.687970
+    assert "Index" not in " ".join(wide) and "numvert" not in " ".join(wide)  # no such --meas
 
 
 def _copy_subject(dst: Path, drop=()):
@@ -369,15 +406,16 @@ def test_missing_structure_is_nan_not_zero(tmp_path):
     parsed = parse_subject_dir(FIX / "ds000005_sub-01")[0] + \
         parse_subject_dir(tmp_path / "sub-02_ses-01")[0]
     lg, gl = long_table(parsed), global_table(parsed)
-    assert set(zip(lg.subject, lg.session)) == {("ds000005_sub-01", ""), ("sub-02", "ses-01")}
+    assert set(zip(lg.participant_id, lg.session_id.astype(object).fillna("n/a"))) == {
+        ("sub-ds000005_sub-01", "n/a"), ("sub-02", "ses-01")}
     wide = wide_tables(lg, gl)
-    t = wide["aparc_lh_thickness"].set_index(["subject", "session"])
+    t = _wide_index(wide["aparc_lh_thickness"])
     assert np.isnan(t.loc[("sub-02", "ses-01"), "lh_bankssts_thickness"])
-    assert t.loc[("ds000005_sub-01", ""), "lh_bankssts_thickness"] == 2.268
+    assert t.loc[("sub-ds000005_sub-01", "n/a"), "lh_bankssts_thickness"] == 2.268
     assert t.loc[("sub-02", "ses-01"), "lh_cuneus_thickness"] == 1.779
-    a = wide["aseg_both_volume"].set_index(["subject", "session"])
+    a = _wide_index(wide["aseg_both_volume"])
     assert np.isnan(a.loc[("sub-02", "ses-01"), "Left-Hippocampus"])
-    assert a.loc[("ds000005_sub-01", ""), "Left-Hippocampus"] > 0
+    assert a.loc[("sub-ds000005_sub-01", "n/a"), "Left-Hippocampus"] > 0
 
 
 # --------------------------------------------------------------------------- bad files
@@ -520,12 +558,15 @@ def test_cli_end_to_end(subjects_dir, tmp_path):
     lg = pd.read_parquet(out / "freesurfer_stats_long.parquet")
     tsv = pd.read_csv(out / "freesurfer_stats_long.tsv", sep="\t", keep_default_na=False,
                       na_values={"value": ["n/a"]})
-    assert len(tsv) == len(lg) and list(tsv.columns)[:10] == [
-        "subject", "session", "atlas", "hemisphere", "structure", "measure", "value", "unit",
-        "freesurfer_version", "source_file"]
+    assert len(tsv) == len(lg) and list(tsv.columns) == [
+        "participant_id", "session_id", "atlas", "hemisphere", "structure", "measure", "value",
+        "unit", "label", "hemi", "region", "freesurfer_version", "source_file"]
     np.testing.assert_array_equal(tsv.value.to_numpy(), lg.value.to_numpy())
     assert (tsv.structure == lg.structure.astype(str)).all()
-    assert set(zip(lg.subject, lg.session)) == {("Subj001", ""), ("sub-01", "ses-A")}
+    assert set(zip(lg.participant_id, lg.session_id.astype(object).fillna("n/a"))) == {
+        ("sub-Subj001", "n/a"), ("sub-01", "ses-A")}
+    assert set(zip(tsv.participant_id, tsv.session_id)) == {("sub-Subj001", "n/a"),
+                                                            ("sub-01", "ses-A")}
     expected = sum(len(_read_table(f)[2]) * (len(_read_table(f)[0]) - 1)
                    for f in TABLE_FILES) + sum(len(_curv_numbers(f)) for f in CURV_FILES)
     assert len(lg) == expected
@@ -533,13 +574,19 @@ def test_cli_end_to_end(subjects_dir, tmp_path):
     assert len(gl) == sum(len(_read_measures(f)) for f in MEASURE_FILES)
     wide = out / "wide" / "aparc_lh_thickness.tsv"
     w = pd.read_csv(wide, sep="\t", keep_default_na=False, na_values=["n/a"])
-    assert w.subject.tolist() == ["Subj001", "sub-01"]
-    assert w.loc[w.subject == "Subj001", "lh_bankssts_thickness"].item() == 2.764
+    assert w.participant_id.tolist() == ["sub-Subj001", "sub-01"]
+    assert w.session_id.isna().tolist() == [True, False] and w.session_id[1] == "ses-A"
+    assert w.loc[w.participant_id == "sub-Subj001", "lh_bankssts_thickness"].item() == 2.764
+    for name in ("freesurfer_stats_long", "freesurfer_global_measures", "wide/aparc_lh_thickness"):
+        cols = (out / f"{name}.tsv").read_text().split("\n", 1)[0].split("\t")
+        doc = json.loads((out / f"{name}.json").read_text())
+        assert all("Description" in doc[c] for c in cols), name  # a data dictionary
     # only some subjects
     out2 = tmp_path / "out2"
     r = _run_cli(subjects_dir, "--output-dir", out2, "--subjects", "Subj001")
     assert r.returncode == 0, r.stderr
-    assert set(pd.read_parquet(out2 / "freesurfer_stats_long.parquet").subject) == {"Subj001"}
+    assert set(pd.read_parquet(out2 / "freesurfer_stats_long.parquet").participant_id) == {
+        "sub-Subj001"}
 
 
 def test_cli_subject_dir_argument_and_no_subjects(tmp_path):
@@ -562,18 +609,18 @@ def test_outlier_flags(long):
     base = long[(long.source_file == str(FS7 / "lh.aparc.stats"))]
     frames = []
     for i, scale in enumerate([1.0, 1.01, 0.99, 1.02, 0.98, 1.5]):
-        f = base.assign(subject=f"s{i}", value=base.value * scale)
+        f = base.assign(participant_id=f"sub-s{i}", value=base.value * scale)
         frames.append(f)
     df = pd.concat(frames, ignore_index=True)
     o = qc.outlier_flags(df)
-    thick = o[(o.structure == "cuneus") & (o.measure == "ThickAvg")].set_index("subject")
-    assert thick.loc["s5", "outlier"] and not thick.loc["s1", "outlier"]
+    thick = o[(o.structure == "cuneus") & (o.measure == "ThickAvg")].set_index("participant_id")
+    assert thick.loc["sub-s5", "outlier"] is True and thick.loc["sub-s1", "outlier"] is False
     med = np.median(base[(base.structure == "cuneus") & (base.measure == "ThickAvg")].value.item()
                     * np.array([1.0, 1.01, 0.99, 1.02, 0.98, 1.5]))
-    assert thick.loc["s0", "median"] == pytest.approx(med)
-    # fewer than 3 subjects -> NaN z, never flagged
+    assert thick.loc["sub-s0", "median"] == pytest.approx(med)
+    # fewer than 3 subjects -> NaN z: the flag is missing (n/a), not False
     o2 = qc.outlier_flags(pd.concat(frames[:2], ignore_index=True))
-    assert o2.robust_z.isna().all() and not o2.outlier.any()
+    assert o2.robust_z.isna().all() and o2.outlier.isna().all()
 
 
 def test_group_plots(long, glob, tmp_path):
@@ -625,20 +672,33 @@ def test_snakemake_scripts(subjects_dir, tmp_path):
         longs.append(out["long"])
         globs.append(out["global_"])
     g = tmp_path / "group"
-    out = {"long_tsv": str(g / "long.tsv"), "long_parquet": str(g / "long.parquet"),
-           "global_tsv": str(g / "global.tsv"), "global_parquet": str(g / "global.parquet"),
+    out = {"long_tsv": str(g / "freesurfer_stats_long.tsv"),
+           "long_parquet": str(g / "freesurfer_stats_long.parquet"),
+           "global_tsv": str(g / "freesurfer_global_measures.tsv"),
+           "global_parquet": str(g / "freesurfer_global_measures.parquet"),
            "wide_dir": str(g / "wide"), "qc_dir": str(g / "qc"),
            "outliers": str(g / "outliers.tsv")}
     _run_script("fs_aggregate_group.py", {"long": longs, "global_": globs}, out, {},
                 g / "aggregate.log")
     lg = pd.read_parquet(out["long_parquet"])
-    assert set(zip(lg.subject, lg.session)) == {("Subj001", ""), ("sub-01", "ses-A")}
+    assert set(zip(lg.participant_id, lg.session_id.astype(object).fillna("n/a"))) == {
+        ("sub-Subj001", "n/a"), ("sub-01", "ses-A")}
     direct = long_table(parse_subject_dir(subjects_dir / "Subj001")[0] +
                         parse_subject_dir(subjects_dir / "sub-01_ses-A")[0])
     np.testing.assert_array_equal(lg.value.to_numpy(), direct.value.to_numpy())
     assert (Path(out["wide_dir"]) / "aseg_both_volume.tsv").exists()
     assert (Path(out["qc_dir"]) / "aparc_lh_thickness.png").exists()
-    assert len(pd.read_csv(out["outliers"], sep="\t")) > 0
+    o = pd.read_csv(out["outliers"], sep="\t", keep_default_na=False, na_values=["n/a"])
+    assert len(o) > 0 and o.robust_z.isna().all() and o.outlier.isna().all()  # 2 subjects: n/a
+    # the same writer as neurosmk-stats: byte-identical tables
+    cli = tmp_path / "cli"
+    r = _run_cli(subjects_dir, "--output-dir", cli)
+    assert r.returncode == 0, r.stderr
+    # the CLI names subjects from their folders: the same names as the params above
+    for rel in ["freesurfer_stats_long.tsv", "freesurfer_global_measures.tsv"] + [
+            f"wide/{p.name}" for p in (cli / "wide").glob("*.tsv")]:
+        assert (g / rel).read_bytes() == (cli / rel).read_bytes(), rel
+    assert len(list((cli / "wide").glob("*.tsv"))) == len(list((g / "wide").glob("*.tsv"))) > 100
     man = pd.read_csv(tmp_path / "per" / "sub-01_ses-A" / "skipped.tsv", sep="\t")
     assert len(man) == 0 and list(man.columns) == ["file", "reason", "kind"]
     assert "curv" in set(lg.atlas)
@@ -652,14 +712,14 @@ def test_group_long_combines_every_table_exactly(subjects_dir, tmp_path):
 
     g = tmp_path / "group"
     g.mkdir()
-    tissue = pd.DataFrame({"subject": ["01"] * 4, "session": [""] * 4, "atlas": ["tissue"] * 4,
-                           "hemisphere": [""] * 4,
+    tissue = pd.DataFrame({"participant_id": ["sub-01"] * 4, "session_id": [None] * 4,
+                           "atlas": ["tissue"] * 4, "hemisphere": [None] * 4,
                            "structure": ["CSF", "GM", "WM", "brainmask"],
                            "measure": ["volume"] * 4,
                            "value": [212.34567890123456, 612.1, 498.76543210987654, 1e-17],
                            "unit": ["mL"] * 4})
-    dti = pd.DataFrame({"subject": ["02", "02", "02"], "session": ["", "", ""],
-                        "atlas": ["dti_roi"] * 3, "hemisphere": [""] * 3,
+    dti = pd.DataFrame({"participant_id": ["sub-02"] * 3, "session_id": [None] * 3,
+                        "atlas": ["dti_roi"] * 3, "hemisphere": [None] * 3,
                         "structure": ["brain", "wm_fa0.2", "wm_fa0.2"],
                         "measure": ["MD_mean", "FA_mean", "FA_std"],
                         "value": [0.000712345678901234, np.nan, 0.123456789],
@@ -681,38 +741,44 @@ def test_group_long_combines_every_table_exactly(subjects_dir, tmp_path):
     tsv = pd.read_csv(out["tsv"], sep="\t", keep_default_na=False, na_values={"value": ["n/a"]},
                       float_precision="round_trip",
                       dtype={c: str for c in COMBINED_COLUMNS if c != "value"})
+    doc = json.loads((g / "neurosmk_long.json").read_text())
+    assert list(doc) == sorted(COMBINED_COLUMNS) and all("Description" in d for d in doc.values())
     assert list(pq_.columns) == COMBINED_COLUMNS and list(tsv.columns) == COMBINED_COLUMNS
     assert len(pq_) == len(tsv) == 4 + 3 + len(lg) + len(gl)
     np.testing.assert_array_equal(tsv.value.to_numpy(), pq_.value.to_numpy())  # NaN == NaN
     for c in COMBINED_COLUMNS:
-        if c != "value":
-            assert tsv[c].tolist() == pq_[c].astype(str).tolist(), c
+        if c != "value":  # missing (n/a in the TSV) is null in the Parquet
+            assert tsv[c].tolist() == pq_[c].astype(object).fillna("n/a").tolist(), c
     for source, want, path in (("tissue_volumes", tissue, inp["tissue"]),
                                ("dti_roistats", dti, inp["dti"]),
                                ("freesurfer", lg, None), ("freesurfer_global", gl, None)):
         got = tsv[tsv.source == source].reset_index(drop=True)
         assert len(got) == len(want), source
         np.testing.assert_array_equal(got.value.to_numpy(), want.value.to_numpy())
-        for c in ("subject", "session", "atlas", "hemisphere", "structure", "measure", "unit"):
-            assert got[c].tolist() == want[c].astype(str).tolist(), (source, c)
+        for c in ("participant_id", "session_id", "atlas", "hemisphere", "structure", "measure",
+                  "unit"):
+            assert got[c].tolist() == want[c].astype(object).fillna("n/a").tolist(), (source, c)
         if path:
             # own tables: relative to the output folder (the run does not depend on where it ran)
-            assert set(got.source_file) == {os.path.relpath(path, g.parent)} and set(got.freesurfer_version) == {""}
+            assert set(got.source_file) == {os.path.relpath(path, g.parent)}
+            assert set(got.freesurfer_version) == {"n/a"}
         else:
             assert got.source_file.tolist() == want.source_file.astype(str).tolist()
-            assert got.freesurfer_version.tolist() == want.freesurfer_version.astype(str).tolist()
+            assert got.freesurfer_version.tolist() == want.freesurfer_version.astype(object).fillna(
+                "n/a").tolist()
     assert tsv.loc[tsv.structure == "wm_fa0.2", "value"].isna().sum() == 1
-    assert set(tsv[tsv.source == "tissue_volumes"].subject) == {"01"}  # not 1
+    assert set(tsv[tsv.source == "tissue_volumes"].participant_id) == {"sub-01"}
+    assert set(tsv[tsv.source == "tissue_volumes"].session_id) == {"n/a"}  # never empty
 
 
 def test_group_long_bad_table(tmp_path):
     from neurosmk.tables import combine_long
 
     bad = tmp_path / "t.tsv"
-    bad.write_text("subject\tstructure\tmeasure\tvalue\n01\tGM\tvolume\t3\n")
+    bad.write_text("participant_id\tstructure\tmeasure\tvalue\nsub-01\tGM\tvolume\t3\n")
     with pytest.raises(InputError, match=r"t\.tsv.*missing columns \['unit'\]"):
         combine_long([("tissue_volumes", bad)])
-    bad.write_text("subject\tstructure\tmeasure\tvalue\tunit\n01\tGM\tvolume\tlots\tmL\n")
+    bad.write_text("participant_id\tstructure\tmeasure\tvalue\tunit\nsub-01\tGM\tvolume\tlots\tmL\n")
     with pytest.raises(InputError, match=r"t\.tsv.*'value' is not numeric"):
         combine_long([("tissue_volumes", bad)])
 
@@ -732,3 +798,10 @@ def test_blank_and_comment_lines_among_rows(tmp_path):
     with pytest.raises(StatsParseError) as ei:
         parse_stats_file(f)
     assert ei.value.line == i + 4 and "columns" in str(ei.value)
+
+
+def test_same_subject_twice_is_an_error():
+    p = parse_subject_dir(FIX / "Subj001")[0]
+    with pytest.raises(ValueError, match=r"participant 'sub-Subj001' session 'n/a', atlas 'aparc', "
+                                         r"structure 'bankssts' \(same subject given twice\?\)"):
+        wide_tables(long_table(p + p), global_table(p + p))

@@ -4,6 +4,7 @@ on the content of its outputs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -32,7 +33,8 @@ def test_brain_mask_volume_plausible(pipeline):
 
 def test_tissue_volumes_sum_to_mask(pipeline):
     t = pd.read_csv(pipeline["out"] / "sub-01/anat/sub-01_desc-tissue_volumes.tsv", sep="\t",
-                    dtype={"subject": str})
+                    keep_default_na=False, na_values=["n/a"])
+    assert set(t.participant_id) == {"sub-01"} and t.session_id.isna().all()
     vols = dict(zip(t.structure, t.value))
     assert set(vols) == {"CSF", "GM", "WM", "brainmask"}
     assert (t.unit == "mL").all()
@@ -102,16 +104,27 @@ def test_dti_maps(pipeline):
 
 def test_roi_table_and_group_tables(pipeline):
     out = pipeline["out"]
-    stats = pd.read_csv(out / "sub-02/dwi/sub-02_model-DTI_desc-roi_stats.tsv", sep="\t", dtype={"subject": str})
+    stats = pd.read_csv(out / "sub-02/dwi/sub-02_model-DTI_desc-roi_stats.tsv", sep="\t",
+                        keep_default_na=False, na_values=["n/a"])
     fa_brain = stats.query("structure == 'brain' and measure == 'FA_mean'").value.item()
     fa_wm = stats.query("structure == 'wm_fa0.2' and measure == 'FA_mean'").value.item()
     assert 0.1 < fa_brain < fa_wm < 0.8
-    g = pd.read_csv(out / "group/dwi_dti_roistats.tsv", sep="\t", dtype={"subject": str, "session": str},
-                    keep_default_na=False)
-    assert list(g.columns[:8]) == ["subject", "session", "atlas", "hemisphere", "structure", "measure", "value", "unit"]
-    assert len(g) == len(stats) and set(g.subject) == {"02"}
-    v = pd.read_csv(out / "group/anat_tissue_volumes.tsv", sep="\t", dtype={"subject": str})
-    assert set(v.subject) == {"01"} and (v.atlas == "tissue").all()
+    g = pd.read_csv(out / "group/dwi_dti_roistats.tsv", sep="\t", keep_default_na=False)
+    assert list(g.columns) == ["participant_id", "session_id", "atlas", "hemisphere", "structure", "measure",
+                               "value", "unit"]
+    assert len(g) == len(stats) and set(g.participant_id) == {"sub-02"}
+    assert set(g.session_id) == {"n/a"} and set(g.hemisphere) == {"n/a"}  # never an empty cell
+    v = pd.read_csv(out / "group/anat_tissue_volumes.tsv", sep="\t", keep_default_na=False)
+    assert set(v.participant_id) == {"sub-01"} and (v.atlas == "tissue").all()
+    assert not (v == "").any().any() and not (g == "").any().any()
+    # every group table has a data dictionary documenting each of its columns
+    for t in [out / "group/dwi_dti_roistats.tsv", out / "group/anat_tissue_volumes.tsv",
+              out / "group/neurosmk_long.tsv", *sorted((out / "group/freesurfer").glob("*.tsv")),
+              *sorted((out / "group/freesurfer/wide").glob("*.tsv"))]:
+        cols = t.read_text().split("\n", 1)[0].split("\t")
+        doc = json.loads(t.with_suffix(".json").read_text())
+        missing = [c for c in cols if "Description" not in doc.get(c, {})]
+        assert not missing, (t, missing)
 
 
 def test_qc_figures_are_real_images(pipeline):
@@ -130,8 +143,16 @@ def test_derivatives_metadata_and_logs(pipeline):
     out = pipeline["out"]
     dd = json.loads((out / "dataset_description.json").read_text())
     assert dd["DatasetType"] == "derivative" and dd["GeneratedBy"][0]["Name"] == "neurosmk"
-    bench = sorted(p.parent.name for p in out.glob("benchmarks/*/sub-*.tsv"))
+    from neurosmk.paths import bench_path, log_path
+
+    assert not (out / "benchmarks").exists()  # benchmarks live with the logs (BIDS logs/)
+    bench = sorted(p.parent.name for p in out.glob("logs/*/sub-*.benchmark.tsv"))
     assert "anat_register_ants" in bench and "dwi_tensor_dipy" in bench
+    b = pd.read_csv(bench_path(out, "dwi_tensor_dipy", "sub-02"), sep="\t")
+    assert b["s"].iloc[0] > 0
+    assert "dwi_tensor_dipy" in Path(log_path(out, "dwi_tensor_dipy", "sub-02")).parent.name
+    assert Path(log_path(out, "dwi_tensor_dipy", "sub-02")).is_file()
+    assert Path(log_path(out, "group_long")).is_file() and Path(bench_path(out, "group_long")).is_file()
     # no temporary files left behind by the atomic writers
     assert not [p for p in out.rglob(".*.tmp*")]
 
@@ -145,7 +166,7 @@ def test_sidecars_methods_and_report(pipeline, tmp_path):
         assert sc["Step"] == step and sc["Device"] == "cpu" and sc["SourceChecksums"], sc
     reg = json.loads((anat / "sub-01_space-MNI152NLin2009aSym_desc-brain_T1w.json").read_text())
     assert reg["Versions"]["antspyx"] and reg["Parameters"]["seed"] == 42
-    methods = (out / "methods.md").read_text()
+    methods = (out / "docs" / "methods.md").read_text()
     for text in ("N4", "ANTsPy", "brainextractor", "Atropos", "MNI152NLin2009aSym", "DIPY", "MP-PCA",
                  "Gibbs", "WLS", "Tustison", "Garyfallidis", "Fonov"):
         assert text in methods, text
@@ -193,12 +214,12 @@ def test_freesurfer_aggregation_rules_match_cli(pipeline, tmp_path):
 
     fs = pipeline["out"] / "group" / "freesurfer"
     long = pd.read_parquet(fs / "freesurfer_stats_long.parquet")
-    assert set(long.subject) == {"Subj001", "ds000005_sub-01"}
+    assert set(long.participant_id) == {"sub-Subj001", "sub-ds000005_sub-01"}
     env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src")}
     subprocess.run([sys.executable, "-m", "neurosmk.fsstats.cli", str(REPO / "demo" / "freesurfer"),
                     "--output-dir", str(tmp_path / "cli"), "--skip-bad"], check=True, env=env, timeout=300)
     cli = pd.read_parquet(tmp_path / "cli" / "freesurfer_stats_long.parquet")
-    key = ["subject", "atlas", "hemisphere", "structure", "measure"]
+    key = ["participant_id", "atlas", "hemisphere", "structure", "measure"]
     a = long.sort_values(key).reset_index(drop=True)
     b = cli.sort_values(key).reset_index(drop=True)
     assert len(a) == len(b) > 5000
@@ -206,3 +227,11 @@ def test_freesurfer_aggregation_rules_match_cli(pipeline, tmp_path):
     assert sorted(p.name for p in (fs / "qc").glob("*.png"))
     lh_thick = pd.read_csv(fs / "wide" / "aparc_lh_thickness.tsv", sep="\t")
     assert "lh_bankssts_thickness" in lh_thick.columns and len(lh_thick) == 2
+    # one writer: the pipeline's tables are byte-identical to neurosmk-stats' (same stats paths)
+    names = ["freesurfer_stats_long.tsv", "freesurfer_global_measures.tsv"] + [
+        f"wide/{p.name}" for p in sorted((tmp_path / "cli" / "wide").glob("*.tsv"))]
+    assert len(names) > 100 and sorted((fs / "wide").glob("*.tsv")) != []
+    assert sorted(p.name for p in (fs / "wide").glob("*.tsv")) == sorted(
+        p.name for p in (tmp_path / "cli" / "wide").glob("*.tsv"))
+    for n in names:
+        assert (fs / n).read_bytes() == (tmp_path / "cli" / n).read_bytes(), n

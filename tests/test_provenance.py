@@ -179,14 +179,14 @@ def runs(tmp_path_factory):
     cfg1 = _config(tmp / "mrtrix.yaml", bids, out, MRTRIX_ALL)
     _smk(cfg1, "--cores", "2")
     snap = {p.relative_to(out): p.read_text() for p in out.rglob("*.json")}
-    methods1 = (out / "methods.md").read_text()
+    methods1 = (out / "docs" / "methods.md").read_text()
     cfg2 = _config(tmp / "dipy_denoise.yaml", bids, out, {**MRTRIX_ALL, "denoise": "dipy_mppca"})
     _smk(cfg2, "--cores", "2")
     report = tmp / "report.html"
     _smk(cfg2, "--report", str(report), timeout=300)
     assert json.loads((out / "dataset_description.json").read_text())["DatasetLinks"] == {"raw": f"file://{bids}"}
     return {"out": out, "bids": bids, "run1_json": snap, "methods1": methods1,
-            "methods2": (out / "methods.md").read_text(), "report": report}
+            "methods2": (out / "docs" / "methods.md").read_text(), "report": report}
 
 
 def _dwi(out, name):
@@ -204,6 +204,8 @@ def test_mrtrix_sidecars(runs):
         sc = json.loads(runs["run1_json"][rel])
         assert sc["Step"] == step and sc["Method"] == "mrtrix" and sc["Rule"].endswith("_mrtrix"), sc
         assert sc["Describes"] == [f"sub-02_{name}.nii.gz"]
+        # BIDS: required for derivative images (masks exempt); DTI maps are fitted in the mask
+        assert sc.get("SkullStripped") == (None if name.endswith("_mask") else name.endswith("_dwimap")), name
         assert re.fullmatch(r"== \w+ 3\.\d+\.\d+ ==", sc["ToolVersion"]) and sc["ToolVersion"].split()[2] == version.split()[2]
         assert sc["Device"] == "cpu" and sc["GeneratedBy"] == {"Name": "neurosmk", "Version": P.__version__}
         assert sc["SoftwareEnvironment"] == {"CondaEnv": "envs/mrtrix3.yaml",
@@ -227,7 +229,7 @@ def test_checksums_match_inputs(runs):
     """After run 2 every sidecar on disk describes the inputs as they are now."""
     out, bids = runs["out"], runs["bids"]
     sidecars = [p for p in out.rglob("*.json") if p.name != "dataset_description.json" and ".neurosmk" not in p.parts]
-    assert len(sidecars) == 12  # 10 dwi images + ROI table + group table
+    assert len(sidecars) == 13  # 10 dwi images + ROI table + group table + combined table
     for p in sidecars:
         _check_checksums(json.loads(p.read_text()), out, bids)
 
@@ -246,6 +248,10 @@ def test_python_sidecars(runs):
     grp = json.loads((out / "group" / "dwi_dti_roistats.json").read_text())
     assert grp["Step"] == "group.tables" and grp["Sources"] == ["bids::sub-02/dwi/sub-02_model-DTI_desc-roi_stats.tsv"]
     assert grp["Functions"] == ["neurosmk.tables.concat_long"]
+    # the table's sidecar is also its BIDS data dictionary
+    cols = (out / "group" / "dwi_dti_roistats.tsv").read_text().split("\n", 1)[0].split("\t")
+    assert cols[:2] == ["participant_id", "session_id"]
+    assert all(grp[c]["Description"] for c in cols) and grp["hemisphere"]["Levels"]["lh"]
 
 
 def test_methods_follow_configured_methods(runs):

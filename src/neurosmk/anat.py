@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .tables import visit_ids
 from .io import InputError, atomic_path, load_nifti, save_ants, save_nifti, write_tsv
 
 TISSUES = ("CSF", "GM", "WM")  # label values 1, 2, 3 of the dseg image
@@ -140,10 +141,10 @@ def tissue_volumes(dseg_file: str, mask_file: str, out_tsv: str, subject: str, s
     mask = load_nifti(mask_file, ndim=3)
     vox_ml = float(np.prod(dseg.header.get_zooms()[:3])) / 1000.0
     lab = np.asanyarray(dseg.dataobj)
-    rows = [{"subject": subject, "session": session or "", "structure": name, "measure": "volume",
+    rows = [{**visit_ids(subject, session), "structure": name, "measure": "volume",
              "value": float((lab == k).sum() * vox_ml), "unit": "mL"}
             for k, name in enumerate(TISSUES, start=1)]
-    rows.append({"subject": subject, "session": session or "", "structure": "brainmask", "measure": "volume",
+    rows.append({**visit_ids(subject, session), "structure": "brainmask", "measure": "volume",
                  "value": float((np.asanyarray(mask.dataobj) > 0).sum() * vox_ml), "unit": "mL"})
     write_tsv(out_tsv, pd.DataFrame(rows))
 

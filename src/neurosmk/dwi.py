@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .tables import visit_ids
 from .io import InputError, load_nifti, save_nifti, write_tsv
 
 
@@ -134,10 +135,10 @@ def dti_roi_stats(maps: dict[str, str], mask_file: str, out_tsv: str, subject: s
         for roi, m in rois.items():
             v = vals[m]
             for stat, f in (("mean", np.mean), ("median", np.median), ("std", np.std)):
-                rows.append({"subject": subject, "session": session or "", "structure": roi,
+                rows.append({**visit_ids(subject, session), "structure": roi,
                              "measure": f"{param}_{stat}", "value": float(f(v)) if v.size else np.nan,
                              "unit": units[param]})
             if param == "FA":
-                rows.append({"subject": subject, "session": session or "", "structure": roi,
+                rows.append({**visit_ids(subject, session), "structure": roi,
                              "measure": "nvoxels", "value": float(m.sum()), "unit": "count"})
     write_tsv(out_tsv, pd.DataFrame(rows))

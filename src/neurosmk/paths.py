@@ -33,3 +33,30 @@ def deriv(root: str, datatype: str, suffix: str, ext: str, has_sessions: bool,
     folder = [f"sub-{subject}"] + ([f"ses-{session}"] if has_sessions else []) + [datatype]
     name = f"{entity_string(ents)}_{suffix}{ext}"
     return os.path.join(root, *folder, name)
+
+
+# ---- logs and benchmarks ----------------------------------------------------------------------
+# The one place that knows where job logs and benchmark tables go.  They live under
+# ``{output_dir}/logs/``, a top-level folder that BIDS (1.10+, schema "logs", opaque) sets aside
+# for logs, so the derivative dataset stays valid with no .bidsignore entry for them.
+LOGS_DIR = "logs"
+
+
+def _job_stem(output_dir: str, rule: str, visit: str | None) -> str:
+    if visit:
+        return os.path.join(str(output_dir), LOGS_DIR, rule, visit)
+    return os.path.join(str(output_dir), LOGS_DIR, rule)
+
+
+def log_path(output_dir: str, rule: str, visit: str | None = None) -> str:
+    """Log of one job: ``{output_dir}/logs/{rule}/{visit}.log`` (``visit`` e.g. ``sub-01`` or
+    ``sub-01_ses-A``; a FreeSurfer subject folder name for the per-subject stats parse), or
+    ``{output_dir}/logs/{rule}.log`` for a group job (``visit`` None).  May be a Snakemake
+    pattern (``visit="sub-{subject}"``)."""
+    return _job_stem(output_dir, rule, visit) + ".log"
+
+
+def bench_path(output_dir: str, rule: str, visit: str | None = None) -> str:
+    """Snakemake benchmark table of one job, next to its log:
+    ``{output_dir}/logs/{rule}/{visit}.benchmark.tsv`` (``{rule}.benchmark.tsv`` for a group job)."""
+    return _job_stem(output_dir, rule, visit) + ".benchmark.tsv"

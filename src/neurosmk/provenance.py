@@ -62,22 +62,131 @@ def git_commit() -> str | None:
         return None
 
 
-def write_dataset_description(path: str, bids_dir: str) -> dict:
+# Every desc- label an output of neurosmk can carry (descriptions.tsv of the derivative dataset)
+DESCRIPTIONS = {
+    "preproc": "Preprocessed: the T1w after N4 bias-field correction (full head); the DWI after "
+               "eddy-current and motion correction (dwifslpreproc)",
+    "brain": "Brain only: a brain mask, or the image multiplied by it (skull-stripped)",
+    "affine": "Affine part of the registration to the template",
+    "warp": "Non-linear displacement field of the registration (composite of affine and warp)",
+    "registration": "Registration quality metrics (similarity before and after)",
+    "tissue": "Tissue-class volumes of the T1w segmentation",
+    "denoised": "DWI after MP-PCA denoising",
+    "mppca": "Noise level (sigma) estimated by MP-PCA denoising",
+    "degibbs": "DWI after Gibbs-ringing removal",
+    "roi": "Statistics of DTI metrics in regions of interest (brain mask, white matter)",
+    "fsbrainmask": "FreeSurfer brainmask.mgz resampled to the input T1w grid",
+    "synthseg": "FreeSurfer SynthSeg segmentation and its volumes",
+    "aseg": "FreeSurfer recon-all aseg segmentation statistics",
+    "brainmask": "QC figure: brain mask outline over the T1w",
+    "dseg": "QC figure: tissue segmentation over the T1w",
+    "reg": "QC figure: template edges over the registered T1w",
+    "dti": "QC figure: fractional anisotropy map",
+    "first": "QC figures of FSL FIRST subcortical segmentation",
+}
+
+# .bidsignore of the derivative dataset: (pattern, why BIDS-Derivatives cannot express it yet)
+BIDSIGNORE = [
+    ("/group", "group-level tables (long, wide, FreeSurfer, QC plots): BIDS-Derivatives has no "
+                "layout for group tables yet (phenotype/ requires one row per participant)"),
+    ("*_xfm.*", "transforms (ANTs/FSL affine .mat, displacement fields): the transforms "
+                "specification (BEP014) is not part of BIDS yet"),
+    ("*_dwimap.*", "DTI parameter maps (model-DTI_param-FA ...): the diffusion-derivatives "
+                   "specification (BEP016) is not part of BIDS yet"),
+    ("*_noise.*", "MP-PCA noise-level map: no BIDS suffix for noise maps yet (BEP016)"),
+    ("*_volumes.*", "per-visit volume tables (tissue volumes; SynthSeg CSV): no BIDS suffix for "
+                    "derived measures yet"),
+    ("*_stats.*", "per-visit DTI ROI statistics tables: as above"),
+    ("*_segstats.*", "mri_segstats tables (FreeSurfer's own text format)"),
+    ("*_metrics.json", "registration quality metrics: no BIDS suffix"),
+    ("/sub-*/figures", "QC figures: BIDS has no figure datatype (fMRIPrep ignores its figures "
+                        "the same way)"),
+    ("*_desc-preproc_dwi.bval", "the eddy-rotated gradients of the dwifslpreproc series: BIDS "
+                                "allows .bval/.bvec only without desc- (the inherited "
+                                "sub-X_dwi.bval/.bvec hold the raw table, right for the denoised "
+                                "and degibbs series)"),
+    ("*_desc-preproc_dwi.bvec", "as above"),
+    ("/freesurfer", "recon-all SUBJECTS_DIR (FreeSurfer's own layout), when recon-all runs"),
+]
+
+
+def bidsignore_text() -> str:
+    return "".join(f"{pat}\n" for pat, _ in BIDSIGNORE)
+
+
+def derivative_readme(desc: dict) -> str:
+    """README.md of the derivative dataset: what it holds and how to read the tables."""
+    lines = [
+        f"# {desc['Name']}", "",
+        "BIDS-Derivatives written by neurosmk "
+        f"{desc['GeneratedBy'][0].get('Version', '')} from the raw BIDS dataset "
+        f"{desc['SourceDatasets'][0]['URL']}.", "",
+        "- `sub-<label>/[ses-<label>/]anat|dwi/`: per-visit images, masks, segmentations, "
+        "transforms and tables, each with a JSON sidecar (provenance; for tables also the data "
+        "dictionary of every column).",
+        "- `group/`: group tables keyed on `participant_id` and `session_id`; "
+        "`group/neurosmk_long.tsv` holds every number of every table.",
+        "- `descriptions.tsv`: the meaning of every `desc-` label.",
+        "- `docs/methods.md`: a methods paragraph (tools, versions, parameters, references).",
+        "- `logs/`: one log (`.log`) and one benchmark table (`.benchmark.tsv`) per job.", "",
+        "Tables are tab-separated, missing values are `n/a`:", "",
+        "```python",
+        "import pandas as pd",
+        "df = pd.read_csv('group/neurosmk_long.tsv', sep='\\t', na_values='n/a', "
+        "keep_default_na=False)",
+        "```", "",
+        "```r",
+        "df <- read.delim('group/neurosmk_long.tsv', na.strings = 'n/a')",
+        "```", "",
+        "## .bidsignore", "",
+        "What BIDS-Derivatives cannot express yet is listed in `.bidsignore`:", "",
+    ]
+    lines += [f"- `{pat}`: {why}" for pat, why in BIDSIGNORE]
+    return "\n".join(lines) + "\n"
+
+
+def write_dataset_description(path: str, bids_dir: str, *, readme: str | None = None,
+                              descriptions: str | None = None, bidsignore: str | None = None,
+                              desc_labels=(), authors=(), container: str | None = None) -> dict:
+    """dataset_description.json of the derivative dataset (and, when their paths are given, its
+    README.md, descriptions.tsv for ``desc_labels`` and .bidsignore)."""
     gen = {"Name": "neurosmk", "Version": __version__, "CodeURL": "https://github.com/neurosmk/neurosmk"}
     commit = git_commit()
     if commit:
         gen["Description"] = f"git commit {commit}"
+    if container:
+        kind, _, tag = container.partition("://")
+        gen["Container"] = {"Type": kind, "Tag": tag, "URI": container}
     raw = "file://" + os.path.abspath(bids_dir)
+    raw_authors = []
+    try:
+        with open(os.path.join(bids_dir, "dataset_description.json")) as fh:
+            raw_authors = list(json.load(fh).get("Authors") or [])
+    except (OSError, ValueError):
+        pass
     desc = {
         "Name": "neurosmk derivatives",
-        "BIDSVersion": "1.9.0",
+        "BIDSVersion": "1.10.0",
         "DatasetType": "derivative",
         "GeneratedBy": [gen],
         "SourceDatasets": [{"URL": raw}],
         # resolves the "bids:raw:" URIs in the sidecars' Sources
         "DatasetLinks": {"raw": raw},
     }
+    if list(authors) or raw_authors:  # the configured authors, else the raw dataset's
+        desc["Authors"] = list(authors) or raw_authors
     write_json(path, desc)
+    if readme:
+        write_text(readme, derivative_readme(desc))
+    if descriptions:
+        unknown = sorted(set(desc_labels) - set(DESCRIPTIONS))
+        if unknown:
+            raise ValueError(f"{descriptions}: desc- labels without a description in "
+                             f"neurosmk.provenance.DESCRIPTIONS: {unknown}")
+        rows = "".join(f"desc-{d}\t{DESCRIPTIONS[d]}\n" for d in sorted(set(desc_labels)))
+        write_text(descriptions, "desc_id\tdescription\n" + rows)
+    if bidsignore:
+        write_text(bidsignore, bidsignore_text())
     return desc
 
 
@@ -177,12 +286,44 @@ def script_functions(script: str) -> list[str]:
     return out
 
 
+# NIfTI suffixes BIDS exempts from SkullStripped (and transforms, which are no images of the head)
+_NO_SKULLSTRIPPED = ("dseg", "probseg", "mask", "xfm")
+
+
+def skull_stripped(path: str) -> bool | None:
+    """BIDS ``SkullStripped`` of a derivative NIfTI from its name: True for brain-only images
+    (``desc-brain``, FreeSurfer's ``desc-fsbrainmask`` brain, DTI maps fitted in the brain
+    mask), False for full-head images (``desc-preproc`` T1w, every ``_dwi``, noise maps); None
+    for files it does not apply to (not NIfTI, dseg/probseg/mask, transforms)."""
+    name = os.path.basename(str(path))
+    if not name.endswith((".nii", ".nii.gz")):
+        return None
+    suffix = name.split(".")[0].rsplit("_", 1)[-1]
+    if suffix in _NO_SKULLSTRIPPED:
+        return None
+    return "_desc-brain_" in name or "_desc-fsbrainmask_" in name or suffix == "dwimap"
+
+
+def skull_stripped_of(outputs) -> bool | None:
+    """The one SkullStripped value of a job's image outputs (they share a provenance record);
+    ValueError if they disagree."""
+    vals = {v for v in (skull_stripped(o) for o in outputs) if v is not None}
+    if len(vals) > 1:
+        raise ValueError(f"outputs {[str(o) for o in outputs]}: some skull-stripped, some not; "
+                         "their sidecars share one record")
+    return vals.pop() if vals else None
+
+
 def static_record(*, step: str, method: str, rule: str, parameters: dict, conda_env: str | None,
-                  container: str | None, device: str = "cpu", command_template: str | None = None, script: str | None = None) -> dict:
+                  container: str | None, device: str = "cpu", command_template: str | None = None,
+                  script: str | None = None, skull_stripped: bool | None = None) -> dict:
     """The DAG-time part of a sidecar. It is a param, i.e. a rerun trigger: no paths, no thread
-    counts and no neurosmk version (added when the sidecar is written)."""
+    counts and no neurosmk version (added when the sidecar is written).  ``skull_stripped``:
+    the BIDS ``SkullStripped`` of the job's images (required for derivative images)."""
     rec = {"Step": step, "Method": method, "Rule": rule, "Parameters": parameters, "Device": device,
            "SoftwareEnvironment": {"CondaEnv": conda_env, "Container": container}}
+    if skull_stripped is not None:
+        rec["SkullStripped"] = skull_stripped
     if command_template is not None:
         rec["CommandTemplate"] = command_template
     if script is not None:
@@ -223,9 +364,21 @@ def write_python_sidecars(smk, notes: dict) -> list[str]:
     rec["GeneratedBy"] = {"Name": "neurosmk", "Version": __version__}
     rec.update(notes)
     for target in targets:
-        described = [os.path.basename(o) for o in outputs if o != target and sidecar_path(o) == target]
-        write_json(target, {**rec, "Describes": described})
+        tables = [o for o in outputs if o != target and sidecar_path(o) == target]
+        write_json(target, {**table_dictionary(tables), **rec,
+                            "Describes": [os.path.basename(o) for o in tables]})
     return targets
+
+
+def table_dictionary(outputs) -> dict:
+    """The BIDS data dictionary (column -> Description/Units/Levels) of the first TSV or Parquet
+    among ``outputs`` (a sidecar describes one table, maybe in both formats); {} if none."""
+    from .tables import data_dictionary, table_columns
+
+    for o in outputs:
+        if str(o).endswith((".tsv", ".parquet")):
+            return data_dictionary(table_columns(o))
+    return {}
 
 
 # ---- methods paragraph ------------------------------------------------------------------------

@@ -23,12 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 from neurosmk.fsstats.parser import NotATableError, parse_stats_file, split_subject_session
-from neurosmk.fsstats.tables import (concat_tables, global_table, long_table, wide_tables,
-                                     write_long_tsv, write_table_parquet)
-from neurosmk.io import InputError, write_tsv
+from neurosmk.fsstats.tables import (GLOBAL_NAME, LONG_NAME, concat_tables, global_table,
+                                     long_table, write_group_tables)
+from neurosmk.io import InputError
 
-LONG_NAME = "freesurfer_stats_long"
-GLOBAL_NAME = "freesurfer_global_measures"
 SKIPPED_COLUMNS = ["file", "reason", "kind"]
 
 
@@ -149,26 +147,10 @@ class StatsError(Exception):
 
 def write_outputs(out_dir, long: pd.DataFrame, glob: pd.DataFrame, skipped=(), wide=True,
                   long_tsv=True, threads=2):
-    """Write all tables atomically.  The long Parquet and long TSV are written in background
-    threads (pyarrow releases the GIL) while the global and wide tables are built here."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=max(threads, 1)) as ex:
-        futures = [ex.submit(write_table_parquet, out / f"{LONG_NAME}.parquet", long)]
-        if long_tsv:
-            futures.append(ex.submit(write_long_tsv, out / f"{LONG_NAME}.tsv", long))
-        futures.append(ex.submit(write_table_parquet, out / f"{GLOBAL_NAME}.parquet", glob))
-        futures.append(ex.submit(write_long_tsv, out / f"{GLOBAL_NAME}.tsv", glob))
-        if wide:
-            for name, t in wide_tables(long, glob).items():
-                futures.append(ex.submit(write_long_tsv, out / "wide" / f"{name}.tsv", t))
-        if skipped:
-            write_tsv(out / "skipped_files.tsv",
-                      pd.DataFrame(list(skipped), columns=SKIPPED_COLUMNS))
-        for f in futures:
-            f.result()
+    """Write all tables atomically (neurosmk.fsstats.tables.write_group_tables, the one writer
+    the pipeline uses too)."""
+    write_group_tables(out_dir, long, glob, skipped, wide=wide, long_tsv=long_tsv,
+                       threads=threads)
 
 
 def main(argv=None) -> int:

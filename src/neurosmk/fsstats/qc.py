@@ -20,10 +20,10 @@ def outlier_flags(long_df: pd.DataFrame, threshold: float = Z_THRESHOLD,
     atlas x hemisphere x structure x measure across subjects (+sessions).
 
     z is NaN where MAD is 0 or fewer than ``min_subjects`` values exist; ``outlier`` is
-    |z| > threshold (False where z is NaN).
+    |z| > threshold, and missing (written ``n/a``) where z is NaN: undecidable, not "no".
     """
     keys = ["atlas", "hemisphere", "structure", "measure"]
-    cols = ["subject", "session"] + keys + ["value"]
+    cols = ["participant_id", "session_id"] + keys + ["value"]
     df = long_df[cols]
     df = df[~df["measure"].isin(["Index", "SegId"])]
     g = df.groupby(keys, observed=True, sort=False)["value"]
@@ -35,7 +35,8 @@ def outlier_flags(long_df: pd.DataFrame, threshold: float = Z_THRESHOLD,
         z = (df["value"] - med) / (_MAD_SCALE * mad)
     z = z.where((mad > 0) & (n >= min_subjects))
     out = df.assign(median=med, mad=mad, n_subjects=n, robust_z=z)
-    out["outlier"] = out["robust_z"].abs() > threshold
+    flag = (out["robust_z"].abs() > threshold).astype(object)
+    out["outlier"] = flag.where(out["robust_z"].notna(), None)
     return out.reset_index(drop=True)
 
 
@@ -79,22 +80,21 @@ def group_plots(long_df: pd.DataFrame, global_df: pd.DataFrame | None, out_dir) 
     aparc = long_df[(long_df["atlas"] == "aparc") & (long_df["measure"] == "ThickAvg")]
     for hemi in ("lh", "rh"):
         d = aparc[aparc["hemisphere"] == hemi]
-        n = d["subject"].nunique()
+        n = d["participant_id"].nunique()
         _box(d, "cortical thickness (mm)", f"aparc {hemi} thickness, {n} subject(s)",
              out / f"aparc_{hemi}_thickness.png")
 
     if global_df is not None and not global_df.empty:
-        etiv = global_df[(global_df["atlas"] == "aseg") & (global_df["structure"] == "eTIV")]
-        etiv = etiv.assign(subject=etiv["subject"].astype(str),
-                           session=etiv["session"].astype(str))
-        etiv = etiv.drop_duplicates(["subject", "session"]).set_index(["subject", "session"])
+        ids = ["participant_id", "session_id"]
+        etiv = global_df[(global_df["atlas"] == "aseg") & (global_df["measure"] == "eTIV")]
+        etiv = etiv.assign(**{c: etiv[c].astype(object).fillna("n/a") for c in ids})
+        etiv = etiv.drop_duplicates(ids).set_index(ids)
         seg = long_df[(long_df["atlas"] == "aseg") & (long_df["measure"] == "Volume_mm3")]
         if not seg.empty and not etiv.empty:
-            seg = seg.assign(subject=seg["subject"].astype(str),
-                             session=seg["session"].astype(str))
-            e = etiv["value"].reindex(pd.MultiIndex.from_frame(seg[["subject", "session"]]))
+            seg = seg.assign(**{c: seg[c].astype(object).fillna("n/a") for c in ids})
+            e = etiv["value"].reindex(pd.MultiIndex.from_frame(seg[ids]))
             seg = seg.assign(value=seg["value"].to_numpy() / e.to_numpy() * 100.0)
-            n = seg["subject"].nunique()
+            n = seg["participant_id"].nunique()
             _box(seg, "volume (% of eTIV)", f"aseg volumes / eTIV, {n} subject(s)",
                  out / "aseg_volume_etiv.png")
     return written

@@ -1,0 +1,33 @@
+# BIDS-Derivatives completeness: the gradient table of the preprocessed DWI series.
+# Denoising and Gibbs removal do not change the gradients. BIDS (1.11 schema) allows .bval/.bvec
+# only without a desc- entity, so one sub-X[_ses-Y]_dwi.bval/.bvec beside the series applies to
+# all of them by inheritance (desc-denoised, desc-degibbs). dwifslpreproc writes its own rotated
+# desc-preproc_dwi.bval/.bvec (rules/mrtrix.smk; listed in .bidsignore, see README).
+
+_DWI_GRAD_DESCS = [d for d, step in (("denoised", "dwi.denoise"), ("degibbs", "dwi.degibbs"))
+                   if METHOD[step] != "none"]
+
+if config["steps"]["dwi"] and DWI and _DWI_GRAD_DESCS:
+    DWI_GRADIENTS = {e: dwi("dwi", ext=f".{e}") for e in ("bval", "bvec")}
+    DWI_TARGETS += list(DWI_GRADIENTS.values())
+
+    rule dwi_gradients:
+        input:
+            bval=lambda wc: raw_dwi(wc)["bval"],
+            bvec=lambda wc: raw_dwi(wc)["bvec"],
+        output:
+            **DWI_GRADIENTS,
+        threads: 1
+        resources:
+            mem_mb=200,
+            runtime=5,
+        log:
+            logfile("dwi_gradients"),
+        benchmark:
+            benchfile("dwi_gradients")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/dwi_gradients.py"
