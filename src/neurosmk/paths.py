@@ -33,3 +33,68 @@ def deriv(root: str, datatype: str, suffix: str, ext: str, has_sessions: bool,
     folder = [f"sub-{subject}"] + ([f"ses-{session}"] if has_sessions else []) + [datatype]
     name = f"{entity_string(ents)}_{suffix}{ext}"
     return os.path.join(root, *folder, name)
+
+
+# ---- per-job logs and benchmarks -------------------------------------------------------------
+# The one place that knows where job logs and benchmark records live (rules/common.smk's
+# logfile()/benchfile() and neurosmk.status read them from here). A per-visit job of rule R
+# logs to {output_dir}/logs/R/{visit}.log, a cohort-level job to {output_dir}/logs/R.log;
+# visit = sub-X or sub-X_ses-Y.
+
+LOG_DIR = "logs"
+BENCH_DIR = "benchmarks"
+
+
+def log_path(output_dir: str, rule: str, visit: str | None = None) -> str:
+    """Log of one job: per visit (``visit`` = ``sub-X[_ses-Y]``, may hold wildcards) or cohort-level."""
+    root = os.path.join(output_dir, LOG_DIR)
+    return os.path.join(root, rule, f"{visit}.log") if visit else os.path.join(root, f"{rule}.log")
+
+
+def bench_path(output_dir: str, rule: str, visit: str | None = None) -> str:
+    """Benchmark record of one job (written by Snakemake when the job succeeded)."""
+    root = os.path.join(output_dir, BENCH_DIR)
+    return os.path.join(root, rule, f"{visit}.tsv") if visit else os.path.join(root, f"{rule}.tsv")
+
+
+def iter_job_logs(output_dir: str):
+    """Every job log under ``output_dir``: yields ``(rule, visit or None, log path, benchmark
+    path, log mtime)``; one directory scan per rule, no per-file stat beyond the scan's own."""
+    root = os.path.join(output_dir, LOG_DIR)
+    try:
+        top = list(os.scandir(root))
+    except FileNotFoundError:
+        return
+    for entry in top:
+        if entry.is_dir():
+            rule = entry.name
+            for f in os.scandir(entry.path):
+                if f.name.endswith(".log") and f.is_file():
+                    visit = f.name[:-4]
+                    yield rule, visit, f.path, bench_path(output_dir, rule, visit), f.stat().st_mtime
+        elif entry.name.endswith(".log") and entry.is_file():
+            rule = entry.name[:-4]
+            yield rule, None, entry.path, bench_path(output_dir, rule), entry.stat().st_mtime
+
+
+def benchmark_mtimes(output_dir: str) -> dict[str, float]:
+    """Path -> mtime of every benchmark record under ``output_dir`` (one scan per rule)."""
+    root = os.path.join(output_dir, BENCH_DIR)
+    out: dict[str, float] = {}
+    try:
+        top = list(os.scandir(root))
+    except FileNotFoundError:
+        return out
+    for entry in top:
+        if entry.is_dir():
+            for f in os.scandir(entry.path):
+                if f.name.endswith(".tsv"):
+                    out[f.path] = f.stat().st_mtime
+        elif entry.name.endswith(".tsv"):
+            out[entry.path] = entry.stat().st_mtime
+    return out
+
+
+def status_tsv(output_dir: str) -> str:
+    """Where `neurosmk-status` writes its table (beside the logs it summarises)."""
+    return os.path.join(output_dir, LOG_DIR, "neurosmk_status.tsv")
