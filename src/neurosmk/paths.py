@@ -68,10 +68,13 @@ def iter_job_logs(output_dir: str):
     for entry in top:
         if entry.is_dir():
             rule = entry.name
+            # bench_path(output_dir, rule, visit) without a join per file (10,000s of files)
+            bench_prefix = os.path.join(output_dir, BENCH_DIR, rule, "")
             for f in os.scandir(entry.path):
-                if f.name.endswith(".log") and f.is_file():
-                    visit = f.name[:-4]
-                    yield rule, visit, f.path, bench_path(output_dir, rule, visit), f.stat().st_mtime
+                name = f.name
+                if name.endswith(".log"):
+                    visit = name[:-4]
+                    yield rule, visit, f.path, bench_prefix + visit + ".tsv", f.stat().st_mtime
         elif entry.name.endswith(".log") and entry.is_file():
             rule = entry.name[:-4]
             yield rule, None, entry.path, bench_path(output_dir, rule), entry.stat().st_mtime
