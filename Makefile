@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 CONFIG ?= config/config.yaml
 
-.PHONY: venv demo test report why clean-demo
+.PHONY: venv demo test report why status clean-demo
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "neurosmk needs Python >= 3.11; run: make PYTHON=python3.11 ..."'
@@ -33,6 +33,12 @@ test: venv
 # files, newer inputs, missing outputs), then the jobs that only follow. make why CONFIG=my.yaml
 why: venv
 	$(BIN)/python scripts/why.py --cores $(CORES) --configfile $(CONFIG)
+
+# Subject x stage status of a run: done / failed (first error line + log) / not run, counts per
+# stage, and a TSV (OUTPUT_DIR/logs/neurosmk_status.tsv). make status OUTPUT_DIR=/data/derivatives/neurosmk
+OUTPUT_DIR ?= results/demo
+status: venv
+	$(BIN)/python -m neurosmk.status $(OUTPUT_DIR)
 
 clean-demo:
 	rm -rf results/demo

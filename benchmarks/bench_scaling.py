@@ -6,11 +6,15 @@
 Builds a temporary BIDS dataset with N copies of demo sub-02 (DWI only; by default cropped to
 its central 40x40x20 voxels so a leg takes a minute or two, --crop 0 keeps the full 72x72x36),
 then runs the DWI stages (anat off) through --profile profiles/laptop at each --cores value and,
-with --slurm, through --profile profiles/slurm on the local cluster of scripts/slurm_local.sh
-(start it first; SLURM_CONF defaults to /tmp/neurosmk-slurm/slurm.conf); --slurm-grouped adds
-a SLURM leg with each subject's DWI chain in one SLURM job (the profile's optional grouping).
-The SLURM legs pay the plugin's fixed costs per SLURM job (a 5 s sleep before every sbatch,
-status polling every 5-15 s), so their wall is far above ideal for jobs of a few seconds.
+with --slurm, through --profile profiles/slurm on a local one-node cluster that the benchmark
+starts for itself (scripts/slurm_local.sh with a state dir inside its temporary dir; stopped at
+the end; needs root and slurm-wlm/munge). Two SLURM legs, side by side:
+  slurm-1job  the profile with grouping switched off (--groups none=none): one SLURM job per
+              Snakemake job, as before grouping was the default;
+  slurm-grp   the profile as shipped: a subject's DWI chain is one group job, group-components
+              packs --group-components (default: the profile's) chains per SLURM job, and the
+              group tables + methods are one last job.
+For each SLURM leg `sbatch` is the number of SLURM jobs submitted and `sb/subj` that per subject.
 
 How "ideal" is computed, per leg:
   job s      each job's own wall time, from the rule's `benchmark:` file (column `s`; it covers
@@ -25,8 +29,9 @@ How "ideal" is computed, per leg:
              (group table) cannot be shortened by more cores;
   start-up   snakemake's own start (parse, config validation, BIDS index, DAG), timed with a
              dry run of the same leg; it is serial and counted in wall;
-  eff        ideal / wall (the goal: >= 85 %); eff-st = ideal / (wall - start-up), the
-             scheduling efficiency once snakemake has started; ovh/job = (wall - ideal) / jobs.
+  eff        ideal / wall (the goal: >= 85 % on the laptop, >= 70 % through SLURM);
+             eff-st = ideal / (wall - start-up), the scheduling efficiency once snakemake has
+             started; ovh/job = (wall - ideal) / jobs.
 A per-rule table shows each rule's declared threads against the cores its jobs used
 (cpu_time / s): a rule that reserves 2 threads but uses 1 wastes a core on a small machine.
 Timings on a shared machine are noisy: compare legs of one invocation only.
@@ -49,8 +54,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-# one subject's DWI rules (default DIPY backends), grouped into one SLURM job by --slurm-grouped
-DWI_CHAIN = ("dwi_denoise_dipy", "dwi_degibbs_dipy", "dwi_mask_dipy", "dwi_tensor_dipy", "dwi_stats_qc")
+SLURM_LOCAL = REPO / "scripts" / "slurm_local.sh"
+SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
 
 
 def make_bids(dst: Path, n: int, crop: int) -> None:
@@ -134,9 +139,9 @@ def setup_leg(label: str, work: Path, bids: Path) -> tuple[Path, Path]:
 
 
 def run(label: str, work: Path, bids: Path, profile: str, extra: list[str], cores: int, timeout: int,
-        serial_sum: float | None):
+        serial_sum: float | None, n_subjects: int, env_extra: dict | None = None):
     wd, out = setup_leg(label, work, bids)
-    env = dict(os.environ)
+    env = dict(os.environ, **(env_extra or {}))
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     args = ["--profile", str(REPO / "profiles" / profile), *extra]
     t0 = time.monotonic()
@@ -153,9 +158,11 @@ def run(label: str, work: Path, bids: Path, profile: str, extra: list[str], core
     ideal = busy / cores
     bound = max(ideal, critical_path(jobs))
     ideal1 = f"{serial_sum / cores:7.1f}" if serial_sum else "      -"
+    n_sbatch = len(SUBMITTED.findall(proc.stdout + proc.stderr))
+    sb = f"{n_sbatch:>6} {n_sbatch / n_subjects:7.2f}" if "slurm" in profile else f"{'-':>6} {'-':>7}"
     print(f"{label:<10} {cores:>5} {len(jobs):>4} {wall:7.1f} {busy:7.1f} {ideal:7.1f} {ideal1} {bound:7.1f} "
           f"{startup:7.1f} {ideal / wall:5.0%} {ideal / max(wall - startup, 1e-9):5.0%} "
-          f"{(wall - ideal) / max(len(jobs), 1):7.1f}", flush=True)
+          f"{(wall - ideal) / max(len(jobs), 1):7.1f} {sb}", flush=True)
     return jobs, threads, busy
 
 
@@ -171,9 +178,9 @@ def per_rule(label: str, jobs: list[dict], threads: dict[str, int]) -> None:
         print(f"  {rule:<22} {threads.get(rule, '?'):>7} {len(js):>5} {s / len(js):7.2f}  {used}")
 
 
-def slurm_cores() -> int:
+def slurm_cores(env) -> int:
     out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %c"], capture_output=True, text=True, timeout=30,
-                         check=True).stdout
+                         check=True, env=env).stdout
     nodes = {}
     for line in out.split("\n"):
         if line.strip():
@@ -182,15 +189,26 @@ def slurm_cores() -> int:
     return sum(nodes.values())
 
 
+def slurm_env(state: Path) -> dict:
+    """Start a cluster of our own in `state`; the exports its clients need."""
+    proc = subprocess.run(["bash", str(SLURM_LOCAL), "start", str(state)], capture_output=True, text=True,
+                          timeout=120)
+    if proc.returncode != 0:
+        sys.exit(f"slurm_local.sh start failed:\n{proc.stdout}\n{proc.stderr}")
+    return {"SLURM_CONF": str(state / "slurm.conf"),
+            "PATH": str(state / "bin") + os.pathsep + os.environ.get("PATH", "")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--subjects", type=int, default=4)
     ap.add_argument("--cores", type=int, nargs="*", default=[1, 2],
                     help="laptop legs (cores each); none given: SLURM legs only")
     ap.add_argument("--crop", type=int, default=40, help="in-plane crop size (0: full image)")
-    ap.add_argument("--slurm", action="store_true", help="also run through profiles/slurm")
-    ap.add_argument("--slurm-grouped", action="store_true",
-                    help="also through profiles/slurm with each subject's DWI chain in one SLURM job")
+    ap.add_argument("--slurm", action="store_true",
+                    help="also run through profiles/slurm, ungrouped and grouped, on a local cluster")
+    ap.add_argument("--group-components", nargs="*", default=[],
+                    help="override the profile's group-components in the grouped leg, e.g. dwi=2")
     ap.add_argument("--timeout", type=int, default=1800)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="neurosmk-bench-") as tmp:
@@ -200,28 +218,32 @@ def main() -> None:
         make_bids(bids, a.subjects, a.crop)
         print(f"{a.subjects} subjects (DWI of demo sub-02, crop {a.crop or 'none'}), machine: {os.cpu_count()} CPUs")
         print(f"{'leg':<10} {'cores':>5} {'jobs':>4} {'wall':>7} {'sum':>7} {'ideal':>7} {'ideal1c':>7} "
-              f"{'bound':>7} {'startup':>7} {'eff':>5} {'eff-st':>5} {'ovh/job':>7}   (seconds)")
+              f"{'bound':>7} {'startup':>7} {'eff':>5} {'eff-st':>5} {'ovh/job':>7} {'sbatch':>6} {'sb/subj':>7}"
+              "   (seconds)")
         serial_sum, tables = None, []
+        n = a.subjects
         for c in sorted(a.cores):
             jobs, threads, busy = run(f"laptop-c{c}", work, bids, "laptop", ["--cores", str(c)], c, a.timeout,
-                                      serial_sum)
+                                      serial_sum, n)
             if c == 1:
                 serial_sum = busy
             tables.append((f"laptop-c{c}", jobs, threads))
         if a.slurm:
-            os.environ.setdefault("SLURM_CONF", "/tmp/neurosmk-slurm/slurm.conf")
-            ncpu = slurm_cores()
-            jobs, threads, _ = run("slurm", work, bids, "slurm", ["--slurm-logdir", str(work / "slurm_logs")],
-                                   ncpu, a.timeout, serial_sum)
-            tables.append(("slurm", jobs, threads))
-        if a.slurm_grouped:
-            os.environ.setdefault("SLURM_CONF", "/tmp/neurosmk-slurm/slurm.conf")
-            ncpu = slurm_cores()
-            groups = [f"{r}=dwi" for r in DWI_CHAIN]
-            jobs, threads, _ = run("slurm-grp", work, bids, "slurm",
-                                   ["--slurm-logdir", str(work / "slurm_logs_grp"), "--groups", *groups,
-                                    "--group-components", "dwi=1"], ncpu, a.timeout, serial_sum)
-            tables.append(("slurm-grp", jobs, threads))
+            state = work / "slurm-state"
+            try:
+                env = slurm_env(state)
+                ncpu = slurm_cores(dict(os.environ, **env))
+                jobs, threads, _ = run("slurm-1job", work, bids, "slurm",
+                                       ["--slurm-logdir", str(work / "slurm_logs"), "--groups", "none=none"],
+                                       ncpu, a.timeout, serial_sum, n, env)
+                tables.append(("slurm-1job", jobs, threads))
+                gc = ["--group-components", *a.group_components] if a.group_components else []
+                jobs, threads, _ = run("slurm-grp", work, bids, "slurm",
+                                       ["--slurm-logdir", str(work / "slurm_logs_grp"), *gc],
+                                       ncpu, a.timeout, serial_sum, n, env)
+                tables.append(("slurm-grp", jobs, threads))
+            finally:
+                subprocess.run(["bash", str(SLURM_LOCAL), "stop", str(state)], capture_output=True, timeout=120)
         for label, jobs, threads in tables:
             per_rule(label, jobs, threads)
 

@@ -161,9 +161,9 @@ if METHOD["anat.register"] == "fsl":
             mem_mb=500,
             runtime=5,
         log:
-            f"{OUT}/logs/anat_template_fsl.log",
+            logfile("anat_template_fsl", visit=False),
         benchmark:
-            f"{OUT}/benchmarks/anat_template_fsl.tsv"
+            benchfile("anat_template_fsl", visit=False)
         conda:
             ENVS["fsl"]
         container:

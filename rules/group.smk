@@ -101,8 +101,14 @@ if (config["steps"]["anat"] and T1W) or (config["steps"]["dwi"] and DWI) or (
     EXTRA_TARGETS.append(GROUP_LONG)
 
 
+# Light cohort-level jobs run beside snakemake, not as cluster jobs (on SLURM each job costs
+# seconds to minutes of submission and polling, and these sit at the end of every run).
 localrules:
     group_long,
+    group_anat_volumes,
+    group_dti_stats,
+    dataset_description,
+    methods,
 
 
 rule group_long:

@@ -122,3 +122,30 @@ def test_profile_rule_names_exist_in_workflow():
         cfg = yaml.safe_load((root / "profiles" / prof / "config.v8+.yaml").read_text())
         unknown = set(cfg.get("set-resources", {}) or {}) - defined
         assert not unknown, (prof, unknown)
+
+
+def test_slurm_profile_groups_every_subject_chain():
+    """profiles/slurm groups each subject's anat and dwi chain: every anat_*/dwi_* rule of every
+    backend is in group anat or dwi (a rule left out would cost one SLURM job per subject), the
+    names are real rules, group-components covers both groups, and slurm-gpu stays ungrouped
+    (a GPU rule in a group would put the whole chain on the GPU partition)."""
+    root = Path(__file__).resolve().parents[1]
+    defined = set()
+    for smk in (root / "rules").glob("*.smk"):
+        defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.M))
+    p = load("slurm")
+    groups = p["groups"]
+    assert set(groups) <= defined, set(groups) - defined
+    chain_rules = {r for r in defined if r.startswith(("anat_", "dwi_"))}
+    assert {r for r, g in groups.items() if g in ("anat", "dwi")} == chain_rules
+    for r in chain_rules:
+        assert groups[r] == r.split("_")[0], r
+    assert set(p["group-components"]) == set(groups.values())
+    assert all(isinstance(n, int) and n >= 1 for n in p["group-components"].values())
+    assert "groups" not in load("slurm-gpu")
+
+
+def test_slurm_profile_group_jobs_dry_run():
+    """A dry run of the demo through profiles/slurm forms one anat and one dwi group job per subject."""
+    out = snakemake(["-n", "--forceall", "--profile", str(PROFILES / "slurm"), "--executor", "dryrun"])
+    assert out.count("Group job anat") == 1 and out.count("Group job dwi") == 1, out[-3000:]

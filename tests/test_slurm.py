@@ -2,12 +2,15 @@
 
 Skipped when `sbatch` is missing, unless NEUROSMK_REQUIRE_SLURM=1 (CI), which turns the skip
 into a failure. Needs root (the script starts munged/slurmctld/slurmd). The session fixture
-starts the cluster and always stops it. Every subprocess has a timeout.
+starts a cluster of its own (state dir under this run's pytest tmp dir, free ports, its own
+munged) and always stops exactly that cluster, so test runs side by side on one machine do not
+touch each other. Every subprocess has a timeout.
 
 What is checked, from `scontrol show job` (no accounting DB, so no sacct; the cluster keeps
 finished jobs for MinJobAge=600 s):
-  * the DWI part of the neurosmk demo runs through --profile profiles/slurm: one SLURM job per
-    Snakemake job, each with the partition/CPUs/memory/time its rule and the profile ask for;
+  * the DWI part of the neurosmk demo (2 subjects) runs through --profile profiles/slurm as
+    shipped, i.e. grouped: one SLURM job per subject's DWI chain, asking for the chain's
+    largest CPUs and memory and its summed time limit; the cohort-level jobs run locally;
   * a gpu=1 rule (tests/data/slurm/Snakefile, --profile profiles/slurm-gpu) lands on
     partition gpu with CUDA_VISIBLE_DEVICES=0;
   * a rule over its memory is killed by SLURM ("exceeded memory limit") and succeeds on attempt 2 with
@@ -30,29 +33,31 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-STATE = Path(os.environ.get("NEUROSMK_SLURM_STATE", "/tmp/neurosmk-slurm"))
 
 pytestmark = pytest.mark.slurm
 
-SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+)")
 
 
 @pytest.fixture(scope="session")
-def slurm_env():
+def slurm_env(tmp_path_factory):
     if shutil.which("sbatch") is None or shutil.which("slurmctld") is None:
         msg = "SLURM not installed (apt-get install -y slurm-wlm munge)"
         if os.environ.get("NEUROSMK_REQUIRE_SLURM") == "1":
             pytest.fail(msg + " but NEUROSMK_REQUIRE_SLURM=1")
         pytest.skip(msg)
-    env = dict(os.environ, NEUROSMK_SLURM_STATE=str(STATE), SLURM_CONF=str(STATE / "slurm.conf"))
+    state = tmp_path_factory.mktemp("slurm_state")
+    env = dict(os.environ, SLURM_CONF=str(state / "slurm.conf"),
+               PATH=str(state / "bin") + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("NEUROSMK_SLURM_STATE", None)
     try:
-        proc = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True,
+        proc = subprocess.run(["bash", str(SCRIPT), "start", str(state)], env=env, capture_output=True,
                               text=True, timeout=90)
         if proc.returncode != 0:
             pytest.fail(f"slurm_local.sh start failed:\n{proc.stdout}\n{proc.stderr}")
         yield env
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=90)
+        subprocess.run(["bash", str(SCRIPT), "stop", str(state)], env=env, capture_output=True, timeout=90)
 
 
 def run_snakemake(args, cwd, env, timeout):
@@ -63,7 +68,7 @@ def run_snakemake(args, cwd, env, timeout):
         proc = subprocess.run(SNAKEMAKE + list(args), cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        subprocess.run(["scancel", "--full", "--user", "root"], env=env, timeout=20)
+        subprocess.run(["scancel", "--full", "--user", "root"], env=env, timeout=20)  # this run's cluster only
         out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         pytest.fail(f"snakemake timed out after {timeout} s:\n{out[-3000:]}\n{err[-6000:]}")
@@ -122,70 +127,86 @@ def minutes(limit: str) -> int:
     return h * 60 + mi
 
 
-def _small_bids(dst: Path) -> Path:
-    """sub-02's DWI cropped to its central 24x24x12 voxels: same pipeline, seconds per job."""
+def _small_bids(dst: Path, subjects=("02",)) -> Path:
+    """sub-02's DWI cropped to its central 24x24x12 voxels, as each of `subjects`: same
+    pipeline, seconds per job."""
     import nibabel as nib
     import numpy as np
 
     src = REPO / "demo" / "bids"
-    (dst / "sub-02" / "dwi").mkdir(parents=True)
-    for f in ("dataset_description.json", "participants.tsv"):
-        shutil.copy(src / f, dst / f)
+    dst.mkdir(parents=True)
+    shutil.copy(src / "dataset_description.json", dst / "dataset_description.json")
+    (dst / "participants.tsv").write_text("participant_id\n" + "".join(f"sub-{s}\n" for s in subjects))
     img = nib.load(src / "sub-02" / "dwi" / "sub-02_dwi.nii.gz")
     x, y, z = (s // 2 for s in img.shape[:3])
     sl = (slice(x - 12, x + 12), slice(y - 12, y + 12), slice(z - 6, z + 6))
     data = np.asarray(img.dataobj)[sl]
     aff = img.affine.copy()
     aff[:3, 3] = img.affine[:3, :3] @ np.array([s.start for s in sl]) + img.affine[:3, 3]
-    nib.Nifti1Image(data, aff, img.header).to_filename(dst / "sub-02" / "dwi" / "sub-02_dwi.nii.gz")
-    for ext in ("bval", "bvec"):
-        shutil.copy(src / "sub-02" / "dwi" / f"sub-02_dwi.{ext}", dst / "sub-02" / "dwi" / f"sub-02_dwi.{ext}")
+    for sub in subjects:
+        d = dst / f"sub-{sub}" / "dwi"
+        d.mkdir(parents=True)
+        nib.Nifti1Image(data, aff, img.header).to_filename(d / f"sub-{sub}_dwi.nii.gz")
+        for ext in ("bval", "bvec"):
+            shutil.copy(src / "sub-02" / "dwi" / f"sub-02_dwi.{ext}", d / f"sub-{sub}_dwi.{ext}")
     return dst
 
 
-# rule -> (mem_mb, runtime min, cpus) that the SLURM job must have asked for: the rule's
-# resources, overridden by profiles/slurm set-resources at attempt 1; cpus = threads (config).
-EXPECTED_DWI = {
-    "dataset_description": (500, 5, 1),
-    "dwi_mask_dipy": (2000, 10, 2),
-    "dwi_tensor_dipy": (3000, 20, 1),
-    "dwi_stats_qc": (2000, 10, 1),
-    "group_dti_stats": (1000, 10, 1),
-    "methods": (500, 5, 1),  # rules/provenance.smk: the methods paragraph from the sidecars
-}
+# The DWI chain with denoise/degibbs off: mask -> tensor -> stats, one group job per subject.
+# Per rule (mem_mb, runtime min, cpus) as the rule and profiles/slurm ask (cpus = threads).
+CHAIN = {"dwi_mask_dipy": (2000, 10, 2), "dwi_tensor_dipy": (3000, 20, 1), "dwi_stats_qc": (2000, 10, 1)}
+# Snakemake's layered group resources for a linear chain: the max of memory and CPUs, the sum of time
+GROUP_JOB = (max(v[0] for v in CHAIN.values()), sum(v[1] for v in CHAIN.values()), max(v[2] for v in CHAIN.values()))
+# cohort-level rules run beside snakemake (localrules), not as SLURM jobs
+LOCAL = {"dataset_description", "group_dti_stats", "methods"}
 
 
-def test_dwi_demo_runs_as_slurm_jobs(slurm_env, tmp_path):
+def test_dwi_demo_runs_as_grouped_slurm_jobs(slurm_env, tmp_path):
     work = tmp_path / "work"
     (work / "config").mkdir(parents=True)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(bids_dir=str(_small_bids(tmp_path / "bids")), output_dir=str(tmp_path / "out"),
+    cfg.update(bids_dir=str(_small_bids(tmp_path / "bids", ("01", "02"))), output_dir=str(tmp_path / "out"),
                freesurfer_dir=None, steps={"anat": False, "dwi": True, "freesurfer_stats": False})
-    # Each SLURM job costs ~20 s here however short (the plugin sleeps 5 s before every
-    # sbatch and backs its polling off by 10 s per idle round), so the test keeps the chain
-    # short: denoise/degibbs off -> dataset_description || mask -> tensor -> stats -> group.
+    # Keep the chain short: denoise/degibbs off -> mask -> tensor -> stats per subject.
     cfg["dwi"]["denoise"]["method"] = "none"
     cfg["dwi"]["degibbs"]["method"] = "none"
-    cfg["dwi"]["mask"]["threads"] = 2       # checks --cpus-per-task follows threads
+    cfg["dwi"]["mask"]["threads"] = 2       # checks --cpus-per-task follows the chain's largest threads
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
 
     log, wall = run_snakemake(
         ["-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "slurm"),
          "--slurm-logdir", str(tmp_path / "slurm_logs")],
-        cwd=work, env=slurm_env, timeout=300)
+        cwd=work, env=slurm_env, timeout=600)
 
     jobs = submitted_jobs(log, slurm_env)
-    report_timing("DWI demo through SLURM", jobs, wall)
-    assert sorted(j["rule"] for j in jobs) == sorted(EXPECTED_DWI), log[-3000:]
+    report_timing("DWI demo through SLURM, grouped", jobs, wall)
+    # one sbatch per subject: its whole chain
+    assert len(jobs) == 2, [j.get("Comment") for j in jobs]
     for j in jobs:
-        mem, runtime, cpus = EXPECTED_DWI[j["rule"]]
         assert j["JobState"] == "COMPLETED", j
         assert j["Partition"] == "cpu", j
-        assert mem_mb(j) == mem, (j["rule"], j["MinMemoryNode"])
-        assert minutes(j["TimeLimit"]) == runtime, (j["rule"], j["TimeLimit"])
-        assert int(j["NumCPUs"]) == cpus, (j["rule"], j["NumCPUs"])
-    assert (tmp_path / "out" / "group" / "dwi_dti_roistats.tsv").is_file()
-    assert (tmp_path / "out" / "sub-02" / "dwi" / "sub-02_model-DTI_param-FA_dwimap.nii.gz").is_file()
+        assert j["rule"].startswith("dwi_"), j["rule"]                    # group name first
+        assert all(r in j["rule"] for r in CHAIN), j["rule"]              # then its rules
+        assert (mem_mb(j), minutes(j["TimeLimit"]), int(j["NumCPUs"])) == GROUP_JOB, j
+    for rule in LOCAL:
+        assert re.search(rf"localrule {rule}:", log), rule
+    # every job of every chain ran (inside its group job) and succeeded
+    for sub in ("01", "02"):
+        for rule in CHAIN:
+            assert (tmp_path / "out" / "benchmarks" / rule / f"sub-{sub}.tsv").is_file(), (rule, sub)
+        assert (tmp_path / "out" / f"sub-{sub}" / "dwi" / f"sub-{sub}_model-DTI_param-FA_dwimap.nii.gz").is_file()
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "out" / "group" / "dwi_dti_roistats.tsv", sep="\t", dtype=str)
+    col = "participant_id" if "participant_id" in table else "subject"   # the new or the old key
+    assert {v.removeprefix("sub-") for v in table[col]} == {"01", "02"}
+
+    # the status command reads the SLURM run like a laptop run
+    from neurosmk import status
+
+    df = status.collect(tmp_path / "out", work)
+    assert set(df["state"]) == {"done"}, df[df["state"] != "done"]
+    assert sorted(df["participant_id"].unique()) == ["n/a", "sub-01", "sub-02"]
 
 
 def test_gpu_rule_and_memory_retry(slurm_env, tmp_path):

@@ -59,4 +59,52 @@ def log_path(output_dir: str, rule: str, visit: str | None = None) -> str:
 def bench_path(output_dir: str, rule: str, visit: str | None = None) -> str:
     """Snakemake benchmark table of one job, next to its log:
     ``{output_dir}/logs/{rule}/{visit}.benchmark.tsv`` (``{rule}.benchmark.tsv`` for a group job)."""
-    return _job_stem(output_dir, rule, visit) + ".benchmark.tsv"
+    return _job_stem(output_dir, rule, visit) + BENCH_SUFFIX
+
+
+BENCH_SUFFIX = ".benchmark.tsv"
+
+
+def iter_job_logs(output_dir: str):
+    """Every job log under ``output_dir``: yields ``(rule, visit or None, log path, benchmark
+    path, log mtime)``; one directory scan per rule, no per-file stat beyond the scan's own."""
+    root = os.path.join(str(output_dir), LOGS_DIR)
+    try:
+        top = list(os.scandir(root))
+    except FileNotFoundError:
+        return
+    for entry in top:
+        if entry.is_dir():
+            rule = entry.name
+            prefix = os.path.join(entry.path, "")  # bench_path(...) without a join per file
+            for f in os.scandir(entry.path):
+                name = f.name
+                if name.endswith(".log"):
+                    visit = name[:-4]
+                    yield rule, visit, f.path, prefix + visit + BENCH_SUFFIX, f.stat().st_mtime
+        elif entry.name.endswith(".log") and entry.is_file():
+            rule = entry.name[:-4]
+            yield rule, None, entry.path, bench_path(output_dir, rule), entry.stat().st_mtime
+
+
+def benchmark_mtimes(output_dir: str) -> dict[str, float]:
+    """Path -> mtime of every benchmark record under ``output_dir`` (one scan per rule)."""
+    root = os.path.join(str(output_dir), LOGS_DIR)
+    out: dict[str, float] = {}
+    try:
+        top = list(os.scandir(root))
+    except FileNotFoundError:
+        return out
+    for entry in top:
+        if entry.is_dir():
+            for f in os.scandir(entry.path):
+                if f.name.endswith(BENCH_SUFFIX):
+                    out[f.path] = f.stat().st_mtime
+        elif entry.name.endswith(BENCH_SUFFIX):
+            out[entry.path] = entry.stat().st_mtime
+    return out
+
+
+def status_tsv(output_dir: str) -> str:
+    """Where `neurosmk-status` writes its table (beside the logs it summarises)."""
+    return os.path.join(str(output_dir), LOGS_DIR, "neurosmk_status.tsv")

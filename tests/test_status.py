@@ -1,0 +1,221 @@
+"""neurosmk.status / neurosmk-status: the cohort's subject x stage table.
+
+* a synthetic output tree (logs, benchmark records, Snakemake incomplete markers) with every
+  state: collect() gives exactly the expected rows, the CLI prints them and writes the TSV;
+* a real run (laptop, --keep-going) where one subject's DWI is corrupt past its header: that
+  subject fails alone, the other finishes, and the status names the failed stage with the
+  first error line of its log.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import time
+from base64 import urlsafe_b64encode
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from neurosmk import paths, status
+
+from .conftest import DEMO_BIDS, REPO, run_snakemake, write_config
+
+
+def _job(out: Path, rule: str, visit: str | None, log_text: str, done: bool, age: float = 100.0) -> Path:
+    log = Path(paths.log_path(str(out), rule, visit))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(log_text)
+    t = time.time() - age
+    os.utime(log, (t, t))
+    if done:
+        b = Path(paths.bench_path(str(out), rule, visit))
+        b.parent.mkdir(parents=True, exist_ok=True)
+        b.write_text("s\th:m:s\n1.0\t0:00:01\n")
+        os.utime(b, (t + 1, t + 1))
+    return log
+
+
+def _mark_incomplete(workdir: Path, output: str) -> None:
+    d = workdir / ".snakemake" / "incomplete"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / urlsafe_b64encode(output.encode()).decode()).write_text('{"external_jobid": null}')
+
+
+TRACEBACK = """denoising sub-02
+Traceback (most recent call last):
+  File "/x/scripts/dwi_tensor.py", line 10, in <module>
+    raise ValueError("oops")
+neurosmk.io.InputError: /data/sub-02_dwi.nii.gz: 3 of 21 volumes are all NaN
+"""
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    out = tmp_path / "out"
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / ".snakemake").mkdir()
+    # sub-01: everything done (the mask stage's earlier failed backend is older than its success)
+    _job(out, "dwi_denoise_dipy", "sub-01", "ok\n", True)
+    _job(out, "dwi_mask_mrtrix", "sub-01", "dwi2mask: [ERROR] old failure\n", False, age=500)
+    _job(out, "dwi_mask_dipy", "sub-01", "ok\n", True)
+    _job(out, "dwi_tensor_dipy", "sub-01", "ok\n", True)
+    # sub-02: tensor failed with a traceback
+    _job(out, "dwi_denoise_dipy", "sub-02", "ok\n", True)
+    _job(out, "dwi_mask_dipy", "sub-02", "ok\n", True)
+    _job(out, "dwi_tensor_dipy", "sub-02", TRACEBACK, False)
+    # sub-03: denoise was killed (log without error, newer than an old record, outputs incomplete);
+    # later stages never ran
+    _job(out, "dwi_denoise_dipy", "sub-03", "started\n", True, age=1000)
+    _job(out, "dwi_denoise_dipy", "sub-03", "started\n", False, age=10)
+    _mark_incomplete(wd, str(out / "sub-03" / "dwi" / "sub-03_desc-denoised_dwi.nii.gz"))
+    # cohort level: one done, one failed
+    _job(out, "group_dti_stats", None, "ok\n", True)
+    _job(out, "methods", None, "Error: sidecar missing for x.nii.gz\n", False)
+    return out, wd
+
+
+def test_rule_stage_names():
+    assert status.rule_stage("dwi_tensor_mrtrix") == "dwi.tensor"
+    assert status.rule_stage("anat_skullstrip_freesurfer_fslmaths") == "anat.skullstrip"
+    assert status.rule_stage("anat_register_metrics_fsl") == "anat.register"
+    assert status.rule_stage("anat_volumes_qc") == "anat.volumes"
+    assert status.rule_stage("dwi_stats_qc") == "dwi.stats"
+    assert status.rule_stage("dwi_preproc_dwifslpreproc") == "dwi.preproc"
+    assert status.rule_stage("validate_inputs") == "validate"
+    assert status.rule_stage("group_dti_stats") == "group"
+    assert status.rule_stage("freesurfer_recon_all") == "freesurfer.recon_all"
+
+
+def test_first_error_line(tmp_path):
+    f = tmp_path / "a.log"
+    f.write_text(TRACEBACK)
+    assert status.first_error_line(f) == "neurosmk.io.InputError: /data/sub-02_dwi.nii.gz: 3 of 21 volumes are all NaN"
+    f.write_text("step 1\nmrconvert: [ERROR] failed to open key/value file\nmore\n")
+    assert status.first_error_line(f) == "mrconvert: [ERROR] failed to open key/value file"
+    f.write_text("all fine\n")
+    assert status.first_error_line(f) == ""
+
+
+def test_collect_synthetic_tree(tree):
+    out, wd = tree
+    df = status.collect(out, wd)
+    assert list(df.columns) == status.COLUMNS
+    got = {(r.participant_id, r.stage): (r.state, r.error, r.log) for r in df.itertuples()}
+    assert set(df["session_id"]) == {"n/a"}
+    L = lambda rule, v=None: paths.log_path(str(out), rule, v)  # noqa: E731
+    assert got == {
+        ("sub-01", "dwi.denoise"): ("done", "", L("dwi_denoise_dipy", "sub-01")),
+        ("sub-01", "dwi.mask"): ("done", "", L("dwi_mask_dipy", "sub-01")),
+        ("sub-01", "dwi.tensor"): ("done", "", L("dwi_tensor_dipy", "sub-01")),
+        ("sub-02", "dwi.denoise"): ("done", "", L("dwi_denoise_dipy", "sub-02")),
+        ("sub-02", "dwi.mask"): ("done", "", L("dwi_mask_dipy", "sub-02")),
+        ("sub-02", "dwi.tensor"): ("failed", "neurosmk.io.InputError: /data/sub-02_dwi.nii.gz: 3 of 21 volumes "
+                                   "are all NaN", L("dwi_tensor_dipy", "sub-02")),
+        ("sub-03", "dwi.denoise"): ("failed", "interrupted: dwi_denoise_dipy did not finish (1 output(s) marked "
+                                    "incomplete by Snakemake; --rerun-incomplete redoes them)",
+                                    L("dwi_denoise_dipy", "sub-03")),
+        ("sub-03", "dwi.mask"): ("not run", "", ""),
+        ("sub-03", "dwi.tensor"): ("not run", "", ""),
+        ("n/a", "group"): ("failed", "Error: sidecar missing for x.nii.gz", L("methods")),
+    }
+    # stages in pipeline order
+    assert list(dict.fromkeys(df["stage"])) == ["dwi.denoise", "dwi.mask", "dwi.tensor", "group"]
+    s = status.summary(df)
+    assert s.loc["dwi.tensor"].tolist() == [1, 1, 1]
+    assert s.loc["dwi.denoise"].tolist() == [2, 1, 0]
+    assert s.loc["group"].tolist() == [0, 1, 0]
+
+
+def test_sessions_and_missing_dir(tmp_path):
+    out = tmp_path / "out"
+    _job(out, "anat_biascorrect_ants", "sub-01_ses-pre", "ok\n", True)
+    _job(out, "anat_biascorrect_ants", "sub-01_ses-post", "RuntimeError: bad\n", False)
+    df = status.collect(out, None)
+    visits = df[df["participant_id"] != "n/a"]
+    assert sorted(zip(visits["session_id"], visits["state"])) == [("ses-post", "failed"), ("ses-pre", "done")]
+    assert df[df["stage"] == "group"]["state"].tolist() == ["not run"]
+    with pytest.raises(FileNotFoundError, match="output directory not found"):
+        status.collect(tmp_path / "nope")
+
+
+def test_cli_prints_and_writes_tsv(tree, capsys):
+    out, wd = tree
+    dest = out.parent / "st.tsv"
+    rc = status.main([str(out), "--workdir", str(wd), "--tsv", str(dest)])
+    text = capsys.readouterr().out
+    assert rc == 1  # failures present
+    assert ("FAILED sub-02 dwi.tensor: neurosmk.io.InputError: /data/sub-02_dwi.nii.gz: 3 of 21 volumes are all NaN\n"
+            f"       log: {paths.log_path(str(out), 'dwi_tensor_dipy', 'sub-02')}") in text
+    grid = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines() if ln.startswith("sub-0")}
+    assert grid["sub-01"] == ["done", "done", "done"]
+    assert grid["sub-02"] == ["done", "done", "FAILED"]
+    assert grid["sub-03"] == ["FAILED", "-", "-"]
+    written = pd.read_csv(dest, sep="\t", keep_default_na=False)
+    expected = status.collect(out, wd)
+    pd.testing.assert_frame_equal(written, expected)
+    assert not list(dest.parent.glob(".st.tsv*"))  # no temp file left
+    # default destination, and a bad workdir is a clear error
+    assert status.main([str(out), "--workdir", str(wd)]) == 1
+    assert Path(paths.status_tsv(str(out))).is_file()
+    assert status.main([str(out), "--workdir", str(out)]) == 2
+    assert "has no .snakemake/" in capsys.readouterr().err
+
+
+def _small_dwi(dst: Path, sub: str) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    src = DEMO_BIDS / "sub-02" / "dwi" / "sub-02_dwi"
+    img = nib.load(f"{src}.nii.gz")
+    x, y, z = (s // 2 for s in img.shape[:3])
+    sl = (slice(x - 12, x + 12), slice(y - 12, y + 12), slice(z - 6, z + 6))
+    aff = img.affine.copy()
+    aff[:3, 3] = img.affine[:3, :3] @ np.array([s.start for s in sl]) + img.affine[:3, 3]
+    d = dst / f"sub-{sub}" / "dwi"
+    d.mkdir(parents=True)
+    nib.Nifti1Image(np.asarray(img.dataobj)[sl], aff, img.header).to_filename(d / f"sub-{sub}_dwi.nii.gz")
+    for ext in (".bval", ".bvec"):
+        shutil.copy(f"{src}{ext}", d / f"sub-{sub}_dwi{ext}")
+
+
+def test_keep_going_run_names_the_failed_subject(tmp_path):
+    """sub-02's DWI is cut short past its header (a truncated download): its first DWI job fails,
+    sub-01 finishes under --keep-going, and neurosmk-status names sub-02's stage and error."""
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    shutil.copy(DEMO_BIDS / "dataset_description.json", bids)
+    for sub in ("01", "02"):
+        _small_dwi(bids, sub)
+    bad = bids / "sub-02" / "dwi" / "sub-02_dwi.nii.gz"
+    raw = gzip.decompress(bad.read_bytes())
+    bad.write_bytes(gzip.compress(raw[: 352 + (len(raw) - 352) // 3]))  # header intact, data cut
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "config.yaml", bids_dir=str(bids), output_dir=str(out), freesurfer_dir=None,
+                       steps={"anat": False, "dwi": True, "freesurfer_stats": False},
+                       validate_inputs=False, **{"dwi.denoise.method": "none", "dwi.degibbs.method": "none"})
+    proc = run_snakemake(["--cores", "2", "--keep-going", "--configfile", str(cfg)], cwd=tmp_path,
+                         timeout=900, check=False)
+    assert proc.returncode != 0
+    assert (out / "sub-01" / "dwi" / "sub-01_model-DTI_param-FA_dwimap.nii.gz").is_file()
+    assert not (out / "sub-02" / "dwi" / "sub-02_model-DTI_param-FA_dwimap.nii.gz").exists()
+
+    df = status.collect(out, tmp_path)
+    by = {(r.participant_id, r.stage): r for r in df.itertuples()}
+    assert {r.state for (p, _), r in by.items() if p == "sub-01"} == {"done"}
+    failed = df[df["state"] == "failed"]
+    assert failed["participant_id"].tolist() == ["sub-02"], failed
+    row = failed.iloc[0]
+    assert row["stage"] == "dwi.mask"
+    assert row["log"] == paths.log_path(str(out), "dwi_mask_dipy", "sub-02")
+    # the exception line of the log (nibabel's message goes on over two lines: kept whole)
+    assert row["error"].startswith("OSError: Expected "), row["error"]
+    assert row["error"].endswith("- could the file be damaged?"), row["error"]
+    assert row["error"].split(" - ")[0].strip() in Path(row["log"]).read_text()
+    later = df[(df["participant_id"] == "sub-02") & (df["stage"].isin(["dwi.tensor", "dwi.stats"]))]
+    assert set(later["state"]) == {"not run"}
+    # the group table waits for every subject: not run under --keep-going
+    assert by[("n/a", "group")].state == "not run"
