@@ -203,7 +203,9 @@ def test_kill9_of_one_job_mid_write_then_rerun(clean):
     work = copy_of(clean, "kill_job")
     proc = start(work, "--cores", "2", "--forcerun", "dwi_tensor_dipy")
     wait_for(temp_of_tensor_map(work), proc, "tensor map being written")
-    job = [p for p in processes_of(proc.pid) if any("dwi_tensor" in a for a in p.cmdline())]
+    # the job's Python process (bash may run it as its child or exec it)
+    job = [p for p in processes_of(proc.pid)
+           if p.name().startswith("python") and any(a.endswith(".dwi_tensor.py") for a in p.cmdline())]
     assert len(job) == 1, [p.cmdline() for p in processes_of(proc.pid)]
     job[0].send_signal(signal.SIGKILL)
     rc = proc.wait(timeout=300)

@@ -70,6 +70,7 @@ def scan_paths(paths, subjects=None, exclude=()) -> tuple[list[Path], list[Path]
     pass over, e.g. the output folder).  Raises UsageError for a path that is not a directory
     and for ``subjects`` that match nothing."""
     skip = {Path(e).resolve() for e in exclude}
+    skip_names = {e.name for e in skip}
     found, no_stats = [], []
     for p in map(Path, paths):
         if p.name == "stats" and p.is_dir():
@@ -82,7 +83,7 @@ def scan_paths(paths, subjects=None, exclude=()) -> tuple[list[Path], list[Path]
             no_stats.append(p)
         else:
             for c in sorted(p.iterdir()):
-                if not c.is_dir() or c.resolve() in skip:
+                if not c.is_dir() or (c.name in skip_names and c.resolve() in skip):
                     continue
                 if (c / "stats").is_dir():
                     found.append(c)
