@@ -569,11 +569,13 @@ WIDE_ID_DOC = "participant_id and session_id replace the first column FreeSurfer
 
 
 def write_group_tables(out_dir, long: pd.DataFrame, glob: pd.DataFrame, skipped=(), wide=True,
-                       long_tsv=True, threads=2) -> None:
+                       long_tsv=True, threads=2) -> list[str] | None:
     """The one writer of the FreeSurfer group tables (``neurosmk-stats`` and the pipeline's
     fs_aggregate_group both call it, so their tables are byte-identical): long and global
-    tables (TSV + Parquet), ``wide/<atlas>_<hemi>_<meas>.tsv``, ``skipped_files.tsv`` when any
-    file was skipped, and a BIDS data dictionary (``<name>.json``) beside every TSV.  All
+    tables (TSV + Parquet), ``wide/<atlas>_<hemi>_<meas>.tsv``, ``skipped_files.tsv`` (rewritten
+    every run, header only when nothing was skipped: never a stale manifest), and a BIDS data
+    dictionary (``<name>.json``) beside every TSV.  Returns the wide table names written (None
+    without ``wide``).  All
     written atomically; the long Parquet/TSV in background threads (pyarrow releases the GIL)
     while the wide tables are built here."""
     from concurrent.futures import ThreadPoolExecutor
@@ -583,6 +585,7 @@ def write_group_tables(out_dir, long: pd.DataFrame, glob: pd.DataFrame, skipped=
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    wide_written = None
     with ThreadPoolExecutor(max_workers=max(threads, 1)) as ex:
         futures = [ex.submit(write_table_parquet, out / f"{LONG_NAME}.parquet", long)]
         if long_tsv:
@@ -594,17 +597,17 @@ def write_group_tables(out_dir, long: pd.DataFrame, glob: pd.DataFrame, skipped=
         if wide:
             wdir = out / "wide"
             wdir.mkdir(exist_ok=True)
+            wide_written = []
             for name, t in wide_tables(long, glob).items():
                 docs = t.attrs.get("columns", {})
                 futures.append(ex.submit(write_long_tsv, wdir / f"{name}.tsv", t))
                 write_json(wdir / f"{name}.json",
                            {**data_dictionary(["participant_id", "session_id"]),
                             **docs, "Notes": WIDE_ID_DOC})
-        if skipped:
-            import pandas as _pd
-
-            sk = _pd.DataFrame(list(skipped), columns=["file", "reason", "kind"])
-            futures.append(ex.submit(write_long_tsv, out / "skipped_files.tsv", sk))
-            write_data_dictionary(out / "skipped_files.tsv", list(sk.columns))
+                wide_written.append(name)
+        sk = pd.DataFrame(list(skipped), columns=["file", "reason", "kind"])
+        futures.append(ex.submit(write_long_tsv, out / "skipped_files.tsv", sk))
+        write_data_dictionary(out / "skipped_files.tsv", list(sk.columns))
         for f in futures:
             f.result()
+    return wide_written
