@@ -74,6 +74,9 @@ def parse_dry_run(text: str) -> dict[str, dict]:
             key, val = m.groups()
             if key in ("input", "output"):
                 cur[key] = val.split(", ")
+                if key == "input":  # the visit's input-check report (rules/validate.smk) apart
+                    cur["valid"] = [i for i in cur[key] if "/.neurosmk/validate/" in i]
+                    cur[key] = [i for i in cur[key] if i not in cur["valid"]]
                 if key == "output":  # provenance sidecars (X.json beside X.nii.gz) apart
                     stems = {re.sub(r"\.(nii\.gz|mat|bval|bvec|tsv|csv|stats)$", "", o) for o in cur[key] if not o.endswith(".json")}
                     cur["sidecars"] = [o for o in cur[key] if o.endswith(".json") and o[:-5] in stems]
