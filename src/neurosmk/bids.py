@@ -13,12 +13,12 @@ header level in :func:`validate_inputs` (at start, cached), data level in the pe
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 
 from .io import InputError, split_ext
+from .validate import read_bval, read_bvec  # noqa: F401 - the gradient-table readers (neurosmk.dwi)
 
 _ENTITY_RE = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9]+)$")
 NIFTI_EXTS = (".nii.gz", ".nii")

@@ -72,10 +72,13 @@ def read_header(path: str):
         if len(raw) < 348:
             raise ValueError(f"only {len(raw)} bytes, a NIfTI header has 348")
         size = int(np.frombuffer(raw[:4], "<i4")[0])
+        # check=False: nibabel's check would silently "fix" zero/negative voxel sizes
         if size in (540, 0x1C020000):
-            hdr = nib.Nifti2Header.from_fileobj(io.BytesIO(raw))
+            hdr = nib.Nifti2Header.from_fileobj(io.BytesIO(raw), check=False)
         else:
-            hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(raw[:348]))
+            hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(raw[:348]), check=False)
+        if hdr["sizeof_hdr"] not in (348, 540) or bytes(hdr["magic"])[:3] not in (b"n+1", b"ni1", b"n+2", b"ni2"):
+            raise ValueError(f"no NIfTI header (sizeof_hdr {int(hdr['sizeof_hdr'])}, magic {bytes(hdr['magic'])!r})")
     except Exception as exc:  # nibabel raises several types; gzip: OSError/EOFError
         raise InputError(path, f"cannot be read as NIfTI ({type(exc).__name__}: {exc})") from exc
     return hdr
