@@ -36,6 +36,9 @@ rule trivial:
     output: "out/{i}.txt"
     shell: "touch {output}"
 """
+# the same with a `script:` rule: Snakemake's own per-job cost of script jobs (it reads the script
+# source of every job, even in a dry run), which neurosmk's Python rules pay too
+BARE_SCRIPT = BARE.replace('shell: "touch {output}"', 'script: "noop.py"')
 
 
 def real_size_images() -> dict:
@@ -130,8 +133,13 @@ def main():
         bare = ["-n", "--cores", "2", "--quiet", "rules", "--config", f"njobs={jobs - 1}"]
         t_bare, c_bare, jobs_bare = timed(SNAKEMAKE + bare, td / "bare")
         t_bare2, c_bare2, _ = timed(SNAKEMAKE + bare, td / "bare")
+        (td / "bare_script").mkdir()
+        (td / "bare_script" / "Snakefile").write_text(BARE_SCRIPT)
+        (td / "bare_script" / "noop.py").write_text("open(snakemake.output[0], 'w').close()\n")
+        t_bs, c_bs, _ = timed(SNAKEMAKE + bare, td / "bare_script")
     rows = [("bare Snakefile, trivial jobs (first)", jobs_bare, t_bare, c_bare, t_bare, c_bare),
             ("bare Snakefile, trivial jobs (again)", jobs_bare, t_bare2, c_bare2, t_bare, c_bare),
+            ("bare Snakefile, script: jobs (reference)", jobs_bare, t_bs, c_bs, t_bare, c_bare),
             (f"neurosmk, {n} subjects, first run", jobs, t_first, c_first, t_bare, c_bare),
             (f"neurosmk, {n} subjects, again", jobs, t_again, c_again, t_bare2, c_bare2)]
     print(f"{'dry run':<40}{'jobs':>7}{'wall s':>9}{'ratio':>7}{'CPU s':>9}{'ratio':>7}")

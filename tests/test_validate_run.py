@@ -105,3 +105,23 @@ def test_header_problem_stops_at_start_and_warnings_are_shown(tmp_path):
     assert f"neurosmk: warning: {bids}: no dataset_description.json" in text
     assert f"{bval}: negative b-value(s) [-2000.0, -2000.0] at volume(s) 1, 2" in text
     assert not (out / "logs").exists()  # no job ran, not even the good subject's
+
+
+def test_first_raw_reading_rule_waits_for_validation(tmp_path):
+    """The report is an input of exactly the rules that read the raw DWI: with denoising off,
+    Gibbs removal reads the raw series and takes it; the mask (reading the degibbs output) not."""
+    from .test_tool_rules import parse_dry_run
+
+    bids = _cohort(tmp_path, ("02",))
+    out = tmp_path / "out"
+    report = f"{out}/.neurosmk/validate/sub-02.json"
+    for over, first, later in ((dict(), "dwi_denoise_dipy", "dwi_degibbs_dipy"),
+                               ({"dwi.denoise.method": "none"}, "dwi_degibbs_dipy", "dwi_mask_dipy"),
+                               ({"dwi.denoise.method": "none", "dwi.degibbs.method": "none"},
+                                "dwi_mask_dipy", "dwi_tensor_dipy")):
+        cfg = write_config(tmp_path / "c.yaml", bids_dir=str(bids), output_dir=str(out), **DWI_ONLY, **over)
+        jobs = parse_dry_run(run_snakemake(["-n", "--cores", "1", "--configfile", str(cfg)], cwd=tmp_path).stdout)
+        assert jobs[first]["valid"] == [report], (over, jobs[first])
+        assert jobs[later]["valid"] == [], (over, jobs[later])
+        assert jobs["validate_visit"]["input"] == [str(bids / f"sub-02/dwi/sub-02_dwi{e}")
+                                                   for e in (".nii.gz", ".bval", ".bvec")]
