@@ -552,7 +552,7 @@ def test_recon_all_chains_into_fs_aggregation(tmp_path):
     res = snakemake(cfg, "-n", "-p", "--cores", "2", f"{out}/group/freesurfer/subjects/sub-01_long.parquet")
     assert res.returncode == 0, res.stderr[-3000:]
     one = parse_dry_run(res.stdout)
-    assert set(one) == {"freesurfer_recon_all", "fs_parse_subject"}
+    assert set(one) == {"validate_visit", "freesurfer_recon_all", "fs_parse_subject"}  # validate_visit: rules/validate.smk
     assert one["fs_parse_subject"]["input"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats",
                                                 f"{fs}/stats/rh.aparc.stats", f"{fs}/scripts/neurosmk_recon-all_all.done"]
     group = jobs["fs_aggregate_group"]
