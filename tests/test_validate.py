@@ -415,3 +415,31 @@ def test_demo_passes(tmp_path):
     assert rep["sub-01_T1w.nii.gz"]["shape"] == [192, 256, 256]
     rep = check_visit_data(None, {"nii": d.nifti, "bval": d.bval, "bvec": d.bvec})
     assert rep["sub-02_dwi.nii.gz"]["shape"] == [72, 72, 36, 21]
+
+
+def test_validation_report_is_not_a_source_in_sidecars(tmp_path):
+    """The report is an input of the first rules but neurosmk's record, not data: neither sidecar
+    writer (Python, scripts/sidecar.sh) lists it in Sources."""
+    import json
+    import subprocess
+
+    from neurosmk import provenance as P
+
+    from .conftest import REPO
+
+    out, bids = tmp_path / "out", _slab(tmp_path)
+    raw = bids / f"{DWI}.nii.gz"
+    report = out / ".neurosmk" / "validate" / "sub-02.json"
+    report.parent.mkdir(parents=True)
+    report.write_text('{"status": "passed"}')
+    img = out / "sub-02" / "dwi" / "sub-02_desc-x_dwi.nii.gz"
+    img.parent.mkdir(parents=True)
+    img.write_bytes(b"img")
+    sc = img.with_name("sub-02_desc-x_dwi.json")
+    static = json.dumps(P.static_record(step="dwi.x", method="m", rule="r", parameters={}, conda_env=None,
+                                        container=None))
+    res = subprocess.run(["sh", str(REPO / "scripts" / "sidecar.sh"), static, "echo t 1", str(out), str(bids),
+                          str(img), str(sc), "--", str(raw), str(report)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(sc.read_text())["Sources"] == ["bids:raw:sub-02/dwi/sub-02_dwi.nii.gz"]
+    assert P.sources([raw, report], str(out), str(bids))[0] == ["bids:raw:sub-02/dwi/sub-02_dwi.nii.gz"]
