@@ -18,6 +18,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/provenance.smk"
+include: "rules/validate.smk"
 include: "rules/anat.smk"
 include: "rules/dwi.smk"
 include: "rules/mrtrix.smk"

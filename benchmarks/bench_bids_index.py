@@ -2,6 +2,11 @@
 with a naive baseline (pathlib glob over the same tree).
 
     .venv/bin/python benchmarks/bench_bids_index.py [N]
+    .venv/bin/python benchmarks/bench_bids_index.py N --headers   # + the start-up input checks
+
+--headers also times the header-level input checks (neurosmk.bids.validate_inputs) on N subjects
+with real-size images (benchmarks/bench_dag.py's symlinked T1w and DWI), first (no cache) and
+again (size+mtime cache), in wall and CPU seconds.
 """
 
 import sys
@@ -24,8 +29,28 @@ def make_tree(root: Path, n: int) -> None:
             (root / s / "dwi" / f"{s}_dwi{ext}").touch()
 
 
+def bench_headers(n: int) -> None:
+    from bench_dag import make_bids, real_size_images
+
+    from neurosmk.bids import validate_inputs
+
+    files = real_size_images()
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent / "_work") as td:
+        td = Path(td)
+        make_bids(td / "bids", n, files)
+        print(f"{'header checks, ' + str(n) + ' real-size subjects':<40}{'wall s':>9}{'CPU s':>9}")
+        for label in ("first (no cache)", "again (cached)"):
+            t, c = time.perf_counter(), time.process_time()
+            validate_inputs(index_bids(td / "bids"), cache_path=str(td / "cache.json"))
+            print(f"{'index + checks, ' + label:<40}{time.perf_counter() - t:>9.2f}{time.process_time() - c:>9.2f}")
+
+
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    if "--headers" in sys.argv:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        bench_headers(n)
+        return
     with tempfile.TemporaryDirectory() as td:
         root = Path(td)
         t = time.perf_counter()

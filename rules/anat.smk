@@ -28,6 +28,7 @@ if METHOD["anat.biascorrect"] == "ants":
     rule anat_biascorrect_ants:
         input:
             t1w=raw_t1w,
+            **validated("anat"),  # rules/validate.smk: the visit's voxel checks first
         output:
             t1w=T1_PREPROC,
             **sidecars(T1_PREPROC),

@@ -15,6 +15,7 @@ if config["steps"]["dwi"] and DWI and _DWI_GRAD_DESCS:
         input:
             bval=lambda wc: raw_dwi(wc)["bval"],
             bvec=lambda wc: raw_dwi(wc)["bvec"],
+            **validated("dwi"),  # rules/validate.smk (also joins the dwi SLURM group job)
         output:
             **DWI_GRADIENTS,
         threads: 1

@@ -44,8 +44,16 @@ for _key, _visit in sorted(_index.visits.items(), key=lambda kv: (kv[0][0], kv[0
     _d = _bids.pick_dwi(_visit, _filters.get("dwi"))
     if _d:
         DWI[_key] = _d
+for _w in _index.warnings:
+    print(f"neurosmk: warning: {_w}", file=sys.stderr)
+# Header-level input checks (NIfTI headers, gradient tables: no voxel data, cached by size and
+# mtime); the voxel-level checks run per visit in the validate_anat/validate_dwi jobs (rules/validate.smk).
+from neurosmk import validate as _validate
+
+VALIDATE_SETTINGS = _validate.settings_from_config(config, METHOD)
 if config["validate_inputs"]:
-    _bids.validate_inputs(_index, _filters, cache_path=os.path.join(OUT, ".neurosmk", "validated_inputs.json"))
+    _bids.validate_inputs(_index, _filters, settings=VALIDATE_SETTINGS,
+                          cache_path=os.path.join(OUT, ".neurosmk", "validated_headers.json"))
 
 wildcard_constraints:
     subject="[a-zA-Z0-9]+",

@@ -36,6 +36,7 @@ if METHOD["dwi.denoise"] == "dipy_mppca":
     rule dwi_denoise_dipy:
         input:
             unpack(raw_dwi),
+            **validated("dwi"),  # rules/validate.smk: the visit's voxel checks first
         output:
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
@@ -69,6 +70,7 @@ if METHOD["dwi.denoise"] == "torch":
     rule dwi_denoise_torch:
         input:
             unpack(raw_dwi),
+            **validated("dwi"),  # rules/validate.smk: the visit's voxel checks first
         output:
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
@@ -99,6 +101,7 @@ if METHOD["dwi.degibbs"] == "dipy":
     rule dwi_degibbs_dipy:
         input:
             dwi=dwi_after_denoise,
+            **validated("dwi", "dwi.degibbs"),  # rules/validate.smk: the visit's voxel checks first
         output:
             dwi=DWI_DEGIBBS,
             **sidecars(DWI_DEGIBBS),
@@ -128,6 +131,7 @@ if METHOD["dwi.mask"] == "dipy":
     rule dwi_mask_dipy:
         input:
             unpack(dwi_for_model),
+            **validated("dwi", "dwi.mask"),  # rules/validate.smk: the visit's voxel checks first
         output:
             mask=DWI_MASK,
             **sidecars(DWI_MASK),

@@ -24,6 +24,7 @@ if METHOD["anat.biascorrect"] == "freesurfer":
     rule anat_biascorrect_freesurfer:
         input:
             t1w=raw_t1w,
+            **validated("anat"),  # rules/validate.smk: the visit's voxel checks first
         output:
             t1w=T1_PREPROC,
             **sidecars(T1_PREPROC),
@@ -266,6 +267,7 @@ if _FS_CFG["enabled"]:
         # subject runs here (scripts/fs_clear_stale_lock.py). Outputs are protected (hours of work).
         input:
             t1w=raw_t1w,
+            **validated("anat"),  # rules/validate.smk: the visit's voxel checks first
         output:
             **{k: protected(v) for k, v in FS_OUTPUTS.items()},
             done=protected(FS_DONE),
@@ -337,6 +339,7 @@ if METHOD["anat.synthseg"] == "freesurfer":
         # SynthSeg's own CSV (one row, mm^3), kept as written.
         input:
             t1w=raw_t1w,
+            **validated("anat"),  # rules/validate.smk: the visit's voxel checks first
         output:
             dseg=SYNTHSEG_DSEG,
             **({"vol": SYNTHSEG_VOL} if _SYN["vol"] else {}),

@@ -24,6 +24,7 @@ if METHOD["dwi.denoise"] == "mrtrix":
     rule dwi_denoise_mrtrix:
         input:
             dwi=lambda wc: raw_dwi(wc)["nii"],
+            **validated("dwi"),  # rules/validate.smk: the visit's voxel checks first
         output:
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
@@ -57,6 +58,7 @@ if METHOD["dwi.degibbs"] == "mrtrix":
     rule dwi_degibbs_mrtrix:
         input:
             dwi=dwi_after_denoise,
+            **validated("dwi", "dwi.degibbs"),  # rules/validate.smk: the visit's voxel checks first
         output:
             dwi=DWI_DEGIBBS,
             **sidecars(DWI_DEGIBBS),
@@ -91,6 +93,7 @@ if METHOD["dwi.mask"] == "mrtrix":
     rule dwi_mask_mrtrix:
         input:
             unpack(dwi_for_model),
+            **validated("dwi", "dwi.mask"),  # rules/validate.smk: the visit's voxel checks first
         output:
             mask=DWI_MASK,
             **sidecars(DWI_MASK),
@@ -204,6 +207,7 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
             dwi=dwi_after_degibbs,
             bval=lambda wc: raw_dwi(wc)["bval"],
             bvec=lambda wc: raw_dwi(wc)["bvec"],
+            **validated("dwi", "dwi.preproc"),  # rules/validate.smk: the visit's voxel checks first
         output:
             dwi=DWI_PREPROC,
             bval=DWI_PREPROC_BVAL,

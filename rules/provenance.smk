@@ -42,13 +42,19 @@ def _prov_rule(fn):
     return _PROV_RULES[fn]
 
 
+_PARAM_ARGS = {}  # param function -> the names of its arguments after wildcards (inspect is slow)
+_PROV_CACHE = {}  # (rule, evaluated params) -> the record: the same for every job with those params
+
+
 def _param_value(value, wildcards, input, output):
     if callable(value):
-        import inspect
+        names = _PARAM_ARGS.get(value)
+        if names is None:
+            import inspect
 
+            names = _PARAM_ARGS[value] = list(inspect.signature(value).parameters)[1:]
         aux = {"input": input, "output": output}
-        names = list(inspect.signature(value).parameters)
-        return value(wildcards, **{k: aux[k] for k in names[1:] if k in aux})
+        return value(wildcards, **{k: aux[k] for k in names if k in aux})
     if isinstance(value, str):
         return _apply_wildcards(value, wildcards)
     return value
@@ -61,25 +67,35 @@ def prov(step, versions=None):
     def _prov(wildcards, input, output):
         r_ = _prov_rule(_prov)
         params = {k: _param_value(v, wildcards, input, output) for k, v in r_.params.items() if k != "prov"}
-        method = params.get("method", "neurosmk")
-        backend = _backends.STEPS.get(step, {}).get(method)
-        tools = backend.tools if backend else ()
-        env = os.path.basename(r_.conda_env).rsplit(".", 1)[0] if isinstance(r_.conda_env, str) else None
-        resources = dict(r_.resources.items()) if r_.resources is not None else {}
-        shell = r_.shellcmd is not None
-        rec = _provenance.static_record(
-            step=step, method=method, rule=r_.name, parameters=params,
-            conda_env=f"envs/{env}.yaml" if env else None, container=r_.container_img,
-            device="gpu" if resources.get("gpu") else "cpu",
-            command_template=r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
-            script=os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
-            skull_stripped=_provenance.skull_stripped_of(output))
-        text = _json.dumps(rec, default=str)
-        if not shell:
-            return text
-        return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools))
+        # the rest of the record depends on the rule, these params and whether the outputs are
+        # skull-stripped only: one per rule at scale
+        ss = _provenance.skull_stripped_of(output)
+        key = (r_.name, _json.dumps(params, sort_keys=True, default=str), ss)
+        if key not in _PROV_CACHE:
+            _PROV_CACHE[key] = _prov_text(r_, step, versions, params, ss)
+        return _PROV_CACHE[key]
 
     return _prov
+
+
+def _prov_text(r_, step, versions, params, skull_stripped):
+    method = params.get("method", "neurosmk")
+    backend = _backends.STEPS.get(step, {}).get(method)
+    tools = backend.tools if backend else ()
+    env = os.path.basename(r_.conda_env).rsplit(".", 1)[0] if isinstance(r_.conda_env, str) else None
+    resources = dict(r_.resources.items()) if r_.resources is not None else {}
+    shell = r_.shellcmd is not None
+    rec = _provenance.static_record(
+        step=step, method=method, rule=r_.name, parameters=params,
+        conda_env=f"envs/{env}.yaml" if env else None, container=r_.container_img,
+        device="gpu" if resources.get("gpu") else "cpu",
+        command_template=r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
+        script=os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
+        skull_stripped=skull_stripped)
+    text = _json.dumps(rec, default=str)
+    if not shell:
+        return text
+    return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools))
 
 
 # ---- methods paragraph ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ if METHOD["dwi.preproc"] == "drbuddi":
     rule dwi_preproc_drbuddi_inputs:
         input:
             unpack(_drb_inputs),
+            **validated("dwi", "dwi.preproc"),  # rules/validate.smk: the visit's voxel checks first
         output:
             up=temp(f"{_DRB_WORK}/up_b0.nii"),
             down=temp(f"{_DRB_WORK}/down_b0.nii"),

@@ -46,6 +46,7 @@ done
 # Sources and checksums, once for all sidecars of the job
 srcs=""; sums=""
 for f in "$@"; do
+    case $(absp "$f") in "$(absp "$outdir")"/.neurosmk/*) continue ;; esac  # neurosmk's records, not data
     u=$(jesc "$(uri "$f")")
     case ",$srcs," in *",\"$u\","*) continue ;; esac
     srcs="${srcs:+$srcs, }\"$u\""

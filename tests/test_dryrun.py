@@ -41,10 +41,11 @@ def _tiny_session_dataset(root):
         for ses in ("pre", "post"):
             d = root / f"sub-{sub}" / f"ses-{ses}" / "dwi"
             d.mkdir(parents=True)
-            nib.save(nib.Nifti1Image(rng.random((6, 6, 6, 4)).astype(np.float32) + 1, np.eye(4)),
+            nib.save(nib.Nifti1Image(rng.random((6, 6, 6, 7)).astype(np.float32) + 1, np.eye(4)),
                      str(d / f"sub-{sub}_ses-{ses}_dwi.nii.gz"))
-            (d / f"sub-{sub}_ses-{ses}_dwi.bval").write_text("0 1000 1000 1000\n")
-            (d / f"sub-{sub}_ses-{ses}_dwi.bvec").write_text("0 1 0 0\n0 0 1 0\n0 0 0 1\n")
+            # 7 volumes, unit vectors: the least a tensor fit takes (neurosmk.validate)
+            (d / f"sub-{sub}_ses-{ses}_dwi.bval").write_text("0 1000 1000 1000 1000 1000 1000\n")
+            (d / f"sub-{sub}_ses-{ses}_dwi.bvec").write_text("0 1 0 0 0.6 0.8 0\n0 0 1 0 0.8 0 0.6\n0 0 0 1 0 0.6 0.8\n")
 
 
 def test_sessions_and_participant_selection(tmp_path):
@@ -64,7 +65,7 @@ def test_bad_input_stops_before_any_job(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", bids_dir=str(tmp_path / "bids"), output_dir=str(tmp_path / "out"))
     p = run_snakemake(["--cores", "1", "--configfile", str(cfg)], cwd=tmp_path, check=False)
     assert p.returncode != 0
-    assert f"{bad}: 2 b-values but the DWI series sub-A1_ses-pre_dwi.nii.gz has 4 volumes" in p.stdout + p.stderr
+    assert f"{bad}: 2 b-values but the DWI series sub-A1_ses-pre_dwi.nii.gz has 7 volumes" in p.stdout + p.stderr
     assert not list((tmp_path / "out").glob("sub-*"))  # nothing ran
 
 

@@ -133,13 +133,17 @@ def test_slurm_profile_groups_every_subject_chain():
     defined = set()
     for smk in (root / "rules").glob("*.smk"):
         defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.M))
+    # rules/validate.smk defines validate_anat and validate_dwi in one loop (name: f"validate_{_dt}")
+    assert 'f"validate_{_dt}"' in (root / "rules" / "validate.smk").read_text()
+    defined |= {"validate_anat", "validate_dwi"}
     p = load("slurm")
     groups = p["groups"]
     assert set(groups) <= defined, set(groups) - defined
-    chain_rules = {r for r in defined if r.startswith(("anat_", "dwi_"))}
+    # per-visit rules; anat_template_fsl runs once per run (grouped, it would join every chain)
+    chain_rules = {r for r in defined if r.startswith(("anat_", "dwi_", "validate_"))} - {"anat_template_fsl"}
     assert {r for r, g in groups.items() if g in ("anat", "dwi")} == chain_rules
     for r in chain_rules:
-        assert groups[r] == r.split("_")[0], r
+        assert groups[r] == (r.split("_")[1] if r.startswith("validate_") else r.split("_")[0]), r
     assert set(p["group-components"]) == set(groups.values())
     assert all(isinstance(n, int) and n >= 1 for n in p["group-components"].values())
     assert "groups" not in load("slurm-gpu")

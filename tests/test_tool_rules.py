@@ -74,6 +74,9 @@ def parse_dry_run(text: str) -> dict[str, dict]:
             key, val = m.groups()
             if key in ("input", "output"):
                 cur[key] = val.split(", ")
+                if key == "input":  # the visit's input-check report (rules/validate.smk) apart
+                    cur["valid"] = [i for i in cur[key] if "/.neurosmk/validate/" in i]
+                    cur[key] = [i for i in cur[key] if i not in cur["valid"]]
                 if key == "output":  # provenance sidecars (X.json beside X.nii.gz) apart
                     stems = {re.sub(r"\.(nii\.gz|mat|bval|bvec|tsv|csv|stats)$", "", o) for o in cur[key] if not o.endswith(".json")}
                     cur["sidecars"] = [o for o in cur[key] if o.endswith(".json") and o[:-5] in stems]
@@ -594,7 +597,7 @@ def test_recon_all_chains_into_fs_aggregation(tmp_path):
     res = snakemake(cfg, "-n", "-p", "--cores", "2", f"{out}/group/freesurfer/subjects/sub-01_long.parquet")
     assert res.returncode == 0, res.stderr[-3000:]
     one = parse_dry_run(res.stdout)
-    assert set(one) == {"freesurfer_recon_all", "fs_parse_subject"}
+    assert set(one) == {"validate_anat", "freesurfer_recon_all", "fs_parse_subject"}  # validate_anat: rules/validate.smk
     assert one["fs_parse_subject"]["input"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats",
                                                 f"{fs}/stats/rh.aparc.stats", f"{fs}/scripts/neurosmk_recon-all_all.done"]
     group = jobs["fs_aggregate_group"]

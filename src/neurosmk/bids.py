@@ -4,18 +4,21 @@ It walks ``sub-*/[ses-*/]{anat,dwi}/`` with ``os.scandir`` only (no per-file sta
 parsing), which indexes 10,000 subjects in well under a second.  pybids is far more general but
 orders of magnitude slower at this scale (see ``benchmarks/bench_bids_index.py``).
 
-Validation of the selected files (readable NIfTI, dimensionality, not empty/NaN, DWI volume
-count against ``.bval``/``.bvec``) is separate, in :func:`validate_inputs`, and cached.
+File names must parse as BIDS (``sub-<label>[_<key>-<label>...]_<suffix><ext>``, labels
+alphanumeric): a T1w/DWI-looking file that does not is refused with an error naming it, never
+picked up (names reach tool command lines). Validation of the selected files is separate:
+header level in :func:`validate_inputs` (at start, cached), data level in the per-visit job
+(:mod:`neurosmk.validate`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 
 from .io import InputError, split_ext
+from .validate import read_bval, read_bvec  # noqa: F401 - the gradient-table readers (neurosmk.dwi)
 
 _ENTITY_RE = re.compile(r"^([a-zA-Z]+)-([a-zA-Z0-9]+)$")
 NIFTI_EXTS = (".nii.gz", ".nii")
@@ -32,6 +35,39 @@ def parse_entities(filename: str) -> tuple[dict[str, str], str, str]:
         if m:
             ents[m.group(1)] = m.group(2)
     return ents, suffix, ext
+
+
+_LABEL_RE = re.compile(r"[a-zA-Z0-9]+")
+_EXT_RE = re.compile(r"(\.[a-zA-Z0-9]+)+")
+
+
+def bids_name_problem(filename: str, subject: str, session: str | None) -> str | None:
+    """Why ``filename`` (in sub-<subject>[/ses-<session>]) is not a valid BIDS data file name,
+    or None: ``sub-<label>[_ses-<label>][_<key>-<label>...]_<suffix><.ext>``, labels and
+    suffix alphanumeric, sub/ses matching the folders."""
+    stem, ext = split_ext(filename)
+    if not _EXT_RE.fullmatch(ext):
+        return f"extension {ext!r} is not a BIDS extension"
+    parts = stem.split("_")
+    if len(parts) < 2:
+        return "no entities (expected sub-<label>_..._<suffix>)"
+    if not _LABEL_RE.fullmatch(parts[-1]):
+        return f"suffix {parts[-1]!r} is not alphanumeric"
+    keys = []
+    for p in parts[:-1]:
+        m = _ENTITY_RE.match(p)
+        if not m:
+            return f"{p!r} is not a BIDS entity key-label pair (labels are alphanumeric)"
+        keys.append((m.group(1), m.group(2)))
+    if keys[0] != ("sub", subject):
+        return f"it must start with sub-{subject} (its folder)"
+    if session is not None and (len(keys) < 2 or keys[1] != ("ses", session)):
+        return f"it must start with sub-{subject}_ses-{session} (its folders)"
+    if session is None and any(k == "ses" for k, _ in keys):
+        return "it has a ses- entity but is not in a ses-* folder"
+    if len({k for k, _ in keys}) != len(keys):
+        return "an entity key appears twice"
+    return None
 
 
 @dataclass
@@ -58,6 +94,7 @@ class Visit:
 class BIDSIndex:
     root: str
     visits: dict[tuple[str, str | None], Visit]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def subjects(self) -> list[str]:
@@ -81,7 +118,7 @@ class BIDSIndex:
             if missing:
                 raise InputError(self.root, f"session_label not found in the dataset: {', '.join(missing)}")
             visits = {k: v for k, v in visits.items() if k[1] in set(session_label)}
-        return BIDSIndex(self.root, visits)
+        return BIDSIndex(self.root, visits, self.warnings)
 
 
 def _scan_datadir(path: str, visit: Visit) -> None:
@@ -91,6 +128,14 @@ def _scan_datadir(path: str, visit: Visit) -> None:
     dtype = os.path.basename(path)
     for name in sorted(names):
         if name.startswith("."):
+            continue
+        problem = bids_name_problem(name, visit.subject, visit.session)
+        if problem:
+            # a name that looks like a data file of this subject but does not parse is refused:
+            # it would be silently skipped or, worse, picked up with a hostile name
+            if name.startswith("sub-") or re.search(r"_(T1w|dwi)\.", name):
+                raise InputError(os.path.join(path, name), f"not a valid BIDS file name: {problem}; "
+                                                           "rename or remove it")
             continue
         ents, suffix, ext = parse_entities(name)
         if dtype == "anat" and suffix == "T1w":
@@ -132,6 +177,15 @@ def index_bids(root: str | os.PathLike) -> BIDSIndex:
             entries = sorted((e.name, e.is_dir()) for e in it)
         sessions = [n for n, isdir in entries if isdir and n.startswith("ses-")]
         if sessions:
+            for n, isdir in entries:
+                if isdir and n in ("anat", "dwi"):
+                    stray = Visit(subject, None)
+                    _scan_datadir(os.path.join(spath, n), stray)
+                    files = stray.t1w + [d.nifti for d in stray.dwi] + stray.other
+                    if files:
+                        raise InputError(files[0], f"sub-{subject} has ses-* folders ({', '.join(sessions)}), "
+                                                   "so this file outside them would be ignored; move it into "
+                                                   "its ses-<label>/ folder or remove it")
             for ses in sessions:
                 label = ses[4:]
                 if not re.fullmatch(r"[a-zA-Z0-9]+", label):
@@ -156,7 +210,11 @@ def index_bids(root: str | os.PathLike) -> BIDSIndex:
         raise InputError(root, "some subjects have ses-* folders and others do not "
                                f"(without sessions: {', '.join('sub-' + s for s in nos[:5])}); "
                                "neurosmk needs one layout for the whole dataset")
-    return BIDSIndex(root, visits)
+    warnings = []
+    if not os.path.isfile(os.path.join(root, "dataset_description.json")):
+        warnings.append(f"{root}: no dataset_description.json: is this the root of a BIDS dataset? "
+                        "(neurosmk goes on; the BIDS validator would refuse it)")
+    return BIDSIndex(root, visits, warnings)
 
 
 def _matches(ents: dict, filters: dict) -> bool:
@@ -186,142 +244,24 @@ def pick_dwi(visit: Visit, filters: dict | None = None) -> DWISeries | None:
 
 
 # --------------------------------------------------------------------------------------------
-# validation
+# validation (neurosmk.validate): the header tier here, at start; the data tier in the
+# per-visit validate_anat/validate_dwi jobs (rules/validate.smk)
 
 
-def read_bval(path: str) -> "list[float]":
-    try:
-        with open(path) as fh:
-            vals = [float(x) for x in fh.read().split()]
-    except ValueError as exc:
-        raise InputError(path, f"not a .bval file: {exc}") from exc
-    if not vals:
-        raise InputError(path, "empty .bval file")
-    return vals
+def validate_inputs(index: BIDSIndex, filters: dict | None = None, cache_path: str | None = None,
+                    settings: dict | None = None) -> None:
+    """Header-level checks of every selected T1w and DWI; raise InputError on the first bad file.
 
+    Reads NIfTI headers and gradient tables only (cost independent of image size), cached by
+    size and mtime in ``cache_path``."""
+    from .validate import DEFAULT_SETTINGS, check_headers
 
-def read_bvec(path: str) -> "list[list[float]]":
-    try:
-        with open(path) as fh:
-            rows = [[float(x) for x in line.split()] for line in fh if line.strip()]
-    except ValueError as exc:
-        raise InputError(path, f"not a .bvec file: {exc}") from exc
-    if len(rows) != 3 or len({len(r) for r in rows}) != 1:
-        raise InputError(path, f"a .bvec file must have 3 rows of equal length, got {len(rows)} rows "
-                               f"with lengths {[len(r) for r in rows]}")
-    return rows
-
-
-def _check_image(path: str, ndim, what: str) -> tuple:
-    import numpy as np
-
-    from .io import load_nifti
-
-    img = load_nifti(path, ndim=ndim)
-    try:
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:
-        raise InputError(path, f"image data cannot be read ({type(exc).__name__}: {exc})") from exc
-    if data.size == 0:
-        raise InputError(path, f"{what} has no voxels")
-    if np.issubdtype(data.dtype, np.floating):
-        finite = np.isfinite(data)
-        if not finite.any():
-            raise InputError(path, f"{what} is entirely NaN/Inf")
-        if not np.any(data[finite] != 0):
-            raise InputError(path, f"{what} is entirely zero")
-    elif not np.any(data):
-        raise InputError(path, f"{what} is entirely zero")
-    return img.shape
-
-
-def validate_t1w(path: str) -> None:
-    _check_image(path, 3, "T1w image")
-
-
-def validate_dwi(series: DWISeries) -> None:
-    if series.bval is None:
-        raise InputError(series.nifti, "missing .bval file next to the DWI series "
-                                       f"(expected {series.nifti.rsplit('.nii', 1)[0]}.bval)")
-    if series.bvec is None:
-        raise InputError(series.nifti, "missing .bvec file next to the DWI series "
-                                       f"(expected {series.nifti.rsplit('.nii', 1)[0]}.bvec)")
-    from .io import load_nifti
-
-    img = load_nifti(series.nifti)
-    if img.ndim != 4:
-        raise InputError(series.nifti, f"a DWI series must be 4D, got {img.ndim}D with shape {img.shape}")
-    shape = _check_image(series.nifti, 4, "DWI series")
-    bvals = read_bval(series.bval)
-    bvecs = read_bvec(series.bvec)
-    nvol = shape[3]
-    if len(bvals) != nvol:
-        raise InputError(series.bval, f"{len(bvals)} b-values but the DWI series {os.path.basename(series.nifti)} "
-                                      f"has {nvol} volumes")
-    if len(bvecs[0]) != nvol:
-        raise InputError(series.bvec, f"{len(bvecs[0])} gradient directions but the DWI series "
-                                      f"{os.path.basename(series.nifti)} has {nvol} volumes")
-
-
-class ValidationCache:
-    """Remembers files already validated, keyed by path, size and mtime (ns)."""
-
-    def __init__(self, path: str | None):
-        self.path = path
-        self.data: dict[str, list] = {}
-        if path and os.path.exists(path):
-            try:
-                with open(path) as fh:
-                    self.data = json.load(fh)
-            except (OSError, ValueError):
-                self.data = {}
-        self.dirty = False
-
-    @staticmethod
-    def _key(paths) -> list:
-        out = []
-        for p in paths:
-            if p is None:
-                out.append(None)
-            else:
-                st = os.stat(p)
-                out.append([st.st_size, st.st_mtime_ns])
-        return out
-
-    def ok(self, paths) -> bool:
-        try:
-            return self.data.get(str(paths[0])) == self._key(paths)
-        except FileNotFoundError:
-            return False
-
-    def mark(self, paths) -> None:
-        self.data[str(paths[0])] = self._key(paths)
-        self.dirty = True
-
-    def save(self) -> None:
-        if self.path and self.dirty:
-            from .io import write_json
-
-            write_json(self.path, self.data)
-
-
-def validate_inputs(index: BIDSIndex, filters: dict | None = None, cache_path: str | None = None) -> None:
-    """Validate every selected T1w and DWI; raise InputError on the first bad file."""
     filters = filters or {}
-    cache = ValidationCache(cache_path)
-    try:
+
+    def picks():
         for visit in index.visits.values():
             if visit.other:
                 raise InputError(visit.other[0], "not a NIfTI file (expected .nii or .nii.gz)")
-            t1 = pick_t1w(visit, filters.get("t1w"))
-            if t1 and not cache.ok([t1]):
-                validate_t1w(t1)
-                cache.mark([t1])
-            dwi = pick_dwi(visit, filters.get("dwi"))
-            if dwi:
-                paths = [dwi.nifti, dwi.bval, dwi.bvec]
-                if None in paths or not cache.ok(paths):
-                    validate_dwi(dwi)
-                    cache.mark(paths)
-    finally:
-        cache.save()
+            yield pick_t1w(visit, filters.get("t1w")), pick_dwi(visit, filters.get("dwi"))
+
+    check_headers(picks(), settings or DEFAULT_SETTINGS, cache_path)

@@ -239,7 +239,10 @@ def source_uri(path: str, out_dir: str, bids_dir: str) -> str:
 def sources(inputs, out_dir: str, bids_dir: str) -> tuple[list[str], dict[str, str | None]]:
     """(Sources, SourceChecksums) of a job's inputs; a folder input is listed with checksum null."""
     uris, sums = [], {}
+    internal = os.path.join(os.path.abspath(out_dir), ".neurosmk") + os.sep
     for p in dict.fromkeys(str(i) for i in inputs):
+        if os.path.abspath(p).startswith(internal):  # neurosmk's own records (input-check report): not data
+            continue
         uri = source_uri(p, out_dir, bids_dir)
         uris.append(uri)
         sums[uri] = None if os.path.isdir(p) else "sha256:" + sha256_file(p)

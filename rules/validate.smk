@@ -1,0 +1,65 @@
+# Per-visit input validation: the first job of every subject's (and session's) chains.
+#
+# The header-level checks ran at start (rules/common.smk). This job reads the voxels of the
+# visit's raw T1w and DWI (readable data, no NaN/Inf, no constant image or volume) in parallel
+# with the other visits' jobs, so a bad subject fails only its own chain (`--keep-going` finishes
+# the rest) with an error naming the file and the cause. Its small JSON report lives under
+# output_dir/.neurosmk/validate/{anat,dwi}/ (hidden, not part of the BIDS derivatives).
+#
+# The first rules that read raw data take it as input `valid` (`**validated()`): ancient(), so its mtime
+# never makes finished jobs re-run (a re-validation after a rule-code change re-runs nothing
+# downstream), while a missing report still runs it first. It reads no config into params:
+# the checks do not depend on configuration (those that do are header checks at start), and
+# `validate_inputs: false` (read at run time) only skips the voxel reading.
+
+# one job per visit and datatype (validate_anat, validate_dwi), so that each chain starts as soon
+# as its own data passed, and each joins its chain's SLURM group (profiles/slurm: groups)
+def validated_report(datatype):
+    return f"{OUT}/.neurosmk/validate/{datatype}/{visit_wc()}.json"
+
+
+_DWI_ORDER = ("dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask")
+
+
+def validated(datatype, step=None):
+    """``**validated("anat"|"dwi")`` in a rule's input: the visit's report of that datatype as
+    input ``valid`` (ancient). For a later DWI step, only when every step before it is 'none' (it
+    then reads the raw series); the anatomical first rules and the denoise rules always read raw
+    data."""
+    if step is not None and any(METHOD.get(s, "none") != "none" for s in _DWI_ORDER[:_DWI_ORDER.index(step)]):
+        return {}
+    return {"valid": ancient(validated_report(datatype))}
+
+
+def _validate_t1w(wc):
+    return {"t1w": T1W[_key(wc)]}
+
+
+def _validate_dwi(wc):
+    d = DWI[_key(wc)]
+    return {"dwi": d.nifti, "bval": d.bval, "bvec": d.bvec}
+
+
+for _dt, _inputs in (("anat", _validate_t1w), ("dwi", _validate_dwi)):
+
+    rule:
+        name:
+            f"validate_{_dt}"
+        input:
+            unpack(_inputs),
+        output:
+            report=validated_report(_dt),
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        log:
+            logfile(f"validate_{_dt}"),
+        benchmark:
+            benchfile(f"validate_{_dt}")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/validate_visit.py"
