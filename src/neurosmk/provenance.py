@@ -297,9 +297,11 @@ def skull_stripped(path: str) -> bool | None:
     """BIDS ``SkullStripped`` of a derivative NIfTI from its name: True for brain-only images
     (``desc-brain``, FreeSurfer's ``desc-fsbrainmask`` brain, DTI maps fitted in the brain
     mask), False for full-head images (``desc-preproc`` T1w, every ``_dwi``, noise maps); None
-    for files it does not apply to (not NIfTI, dseg/probseg/mask, transforms)."""
+    for files it does not apply to (not NIfTI, dseg/probseg/mask, transforms, and anything under
+    ``sourcedata/``, e.g. a template's head and brain copied for FSL, which BIDS does not
+    validate as derivatives)."""
     name = os.path.basename(str(path))
-    if not name.endswith((".nii", ".nii.gz")):
+    if not name.endswith((".nii", ".nii.gz")) or "/sourcedata/" in str(path).replace(os.sep, "/"):
         return None
     suffix = name.split(".")[0].rsplit("_", 1)[-1]
     if suffix in _NO_SKULLSTRIPPED:
