@@ -75,7 +75,7 @@ def prov(step, versions=None):
             script=os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None)
         text = _json.dumps(rec, default=str)
         if not shell:
-            return text
+            return _provenance.ProvJSON(text)  # readable in the report (its format()), JSON otherwise
         return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools))
 
     return _prov

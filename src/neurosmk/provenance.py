@@ -177,6 +177,22 @@ def script_functions(script: str) -> list[str]:
     return out
 
 
+class ProvJSON(str):
+    """A Python rule's ``prov`` param (the sidecar's DAG-time JSON). Its value, repr and pickle are
+    the JSON; format() (how Snakemake's report shows params) gives one readable line instead of
+    escaped JSON."""
+
+    def __format__(self, spec):
+        try:
+            rec = json.loads(self)
+        except ValueError:
+            return str.__format__(self, spec)
+        params = ", ".join(f"{k}={v}" for k, v in (rec.get("Parameters") or {}).items())
+        text = (f"{rec.get('Step')} by {rec.get('Method')}" + (f" ({params})" if params else "")
+                + "; versions, command and input checksums: the JSON sidecar beside each output")
+        return format(text, spec)
+
+
 def static_record(*, step: str, method: str, rule: str, parameters: dict, conda_env: str | None,
                   container: str | None, device: str = "cpu", command_template: str | None = None, script: str | None = None) -> dict:
     """The DAG-time part of a sidecar. It is a param, i.e. a rerun trigger: no paths, no thread
