@@ -240,3 +240,13 @@ def test_freesurfer_numbers(tmp_path):
     g.to_parquet(p)
     m = qc_metrics.freesurfer_numbers(str(p))
     assert m == {"fs_etiv_ml": 1500.0, "fs_mean_thickness_mm": pytest.approx(2.5)}
+
+
+def test_empty_mask_still_gives_a_figure(head, tmp_path):
+    """A failed (empty) brain mask is shown over the whole field of view, not a crashed QC job."""
+    empty = _save(tmp_path / "empty.nii.gz", np.zeros(head["shape"], np.uint8), head["aff"])
+    out = tmp_path / "m.png"
+    cuts = qc.mask_mosaic(head["t1"], empty, str(out))
+    assert min(cuts["z"]) < -40 + 10 and max(cuts["z"]) > -40 + 2 * 55 - 10  # spread over the whole volume
+    img, _ = _png(out)
+    assert img[..., :3].std() > 0.05

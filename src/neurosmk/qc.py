@@ -10,6 +10,8 @@ draw) uses the same cut positions and labels, drawn with matplotlib.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from .io import atomic_path, load_nifti
@@ -83,6 +85,18 @@ def brain_cuts(mask_img, n: int = N_CUTS, inset: float = 0.08) -> dict[str, list
     return cuts
 
 
+def _cuts(mask_img, n: int) -> dict[str, list[float]]:
+    """brain_cuts, or cuts over the whole field of view when the mask is empty (the figure then
+    shows the failure instead of the QC job failing)."""
+    try:
+        return brain_cuts(mask_img, n)
+    except ValueError:
+        import nibabel as nib
+
+        print("warning: empty mask, slices cut over the whole field of view", file=sys.stderr)
+        return brain_cuts(nib.Nifti1Image(np.ones(mask_img.shape[:3], np.uint8), mask_img.affine), n)
+
+
 def _figure(n: int):
     plt = _plt()
     return plt.figure(figsize=(1.9 * n, 6.6), facecolor="black")
@@ -129,7 +143,7 @@ def _binary(img, pred):
 def mask_mosaic(t1_file: str, mask_file: str, out_png: str, title: str = "", n_cuts: int = N_CUTS) -> dict:
     """Brain mask (red contour) on the T1w. Returns the cut coordinates."""
     t1, mask = _load_pair(t1_file, mask_file)
-    cuts = brain_cuts(mask, n_cuts)
+    cuts = _cuts(mask, n_cuts)
     display = _mosaic(t1, cuts, title, dim=-0.3)
     display.add_contours(_binary(mask, lambda d: d > 0), levels=[0.5], colors="r", linewidths=0.9)
     _save(display, out_png)
@@ -141,7 +155,7 @@ def dseg_mosaic(t1_file: str, dseg_file: str, mask_file: str, out_png: str, titl
     """Tissue classes as contours on the T1w: CSF (blue), GM (green), WM (yellow)."""
     t1, dseg, mask = _canonical(t1_file), _canonical(dseg_file), _canonical(mask_file)
     (t1, dseg), mask = crop_to_mask([t1, dseg], mask)
-    cuts = brain_cuts(mask, n_cuts)
+    cuts = _cuts(mask, n_cuts)
     display = _mosaic(t1, cuts, title, dim=-0.3)
     for label, (name, colour) in enumerate(TISSUE_COLOURS.items(), start=1):
         display.add_contours(_binary(dseg, lambda d, k=label: d == k), levels=[0.5], colors=colour,
@@ -163,7 +177,7 @@ def registration_mosaic(warped_file: str, template_file: str, out_png: str, titl
                                    copy_header=True)
     brain = nib.Nifti1Image((np.asanyarray(warped.dataobj) > 0).astype(np.uint8), warped.affine)
     (warped, template), brain = crop_to_mask([warped, template], brain)
-    cuts = brain_cuts(brain, n_cuts)
+    cuts = _cuts(brain, n_cuts)
     # background at exactly 0: otherwise the edge detector outlines noise on the outermost slices
     tpl = np.asanyarray(template.dataobj).astype(np.float32)
     if (tpl > 0).any():
@@ -194,7 +208,7 @@ def b0_mask_mosaic(dwi_file: str, bval_file: str, mask_file: str, out_png: str, 
                    b0_threshold: float = 50.0, n_cuts: int = N_CUTS) -> dict:
     """DWI brain mask (red contour) on the mean b=0 image."""
     b0, mask = _load_pair(mean_b0(dwi_file, bval_file, b0_threshold), mask_file)
-    cuts = brain_cuts(mask, n_cuts)
+    cuts = _cuts(mask, n_cuts)
     display = _mosaic(b0, cuts, title, dim=-0.2)
     display.add_contours(_binary(mask, lambda d: d > 0), levels=[0.5], colors="r", linewidths=0.9)
     _save(display, out_png)
@@ -204,7 +218,7 @@ def b0_mask_mosaic(dwi_file: str, bval_file: str, mask_file: str, out_png: str, 
 def fa_mosaic(fa_file: str, mask_file: str, out_png: str, title: str = "", n_cuts: int = N_CUTS) -> dict:
     """FA in grey, 0 to 1, with a colourbar."""
     fa, mask = _load_pair(fa_file, mask_file)
-    cuts = brain_cuts(mask, n_cuts)
+    cuts = _cuts(mask, n_cuts)
     display = _mosaic(fa, cuts, title, plot="img", cmap="gray", vmin=0.0, vmax=1.0, colorbar=True,
                       cbar_tick_format="%.1f")
     _save(display, out_png)
@@ -227,7 +241,7 @@ def colour_fa_mosaic(rgb_file: str, mask_file: str, out_png: str, title: str = "
     if rgb.ndim != 4 or rgb.shape[3] != 3:
         raise ValueError(f"{rgb_file}: colour FA must be 4D with 3 channels, got shape {rgb.shape}")
     (rgb_img,), mask = crop_to_mask([rgb_img], mask)
-    cuts = brain_cuts(mask, n_cuts)
+    cuts = _cuts(mask, n_cuts)
     rgb = _rgb_unit(np.asanyarray(rgb_img.dataobj))
     inv = np.linalg.inv(rgb_img.affine)
     zooms = rgb_img.header.get_zooms()[:3]
