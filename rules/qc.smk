@@ -56,8 +56,8 @@ QC_FIGURES = {
         (figure("dseg", "T1w"), "Tissue classes",
          "Tissue segmentation contours on the bias-corrected T1w: CSF blue, GM green, WM yellow."),
         (figure("reg", "T1w"), "Registration to the template",
-         "T1w brain registered to the template; red lines are the template's edges (ventricles, brain "
-         "outline, grey/white boundary should follow them)."),
+         "T1w brain registered to the template; red lines are the template's brain outline and "
+         "grey/white boundary: the T1w's should follow them (ventricles, sulci, cerebellum)."),
     ],
     "dwi": [
         (FIG_B0MASK, "DWI brain mask", "DWI brain mask (red) on the mean b=0 image."),

@@ -101,7 +101,7 @@ def test_no_temp_files_left_and_overwrite_atomic(head, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.png"]
 
 
-def test_registration_mosaic_draws_template_edges(head, tmp_path):
+def test_registration_mosaic_draws_template_contours(head, tmp_path):
     brain = np.where(head["dseg_arr"] > 0, head["t1_arr"], 0).astype(np.float32)
     warped = _save(tmp_path / "warped.nii.gz", brain, head["aff"])
     tpl = _save(tmp_path / "tpl.nii.gz", (head["dseg_arr"] * 30.0).astype(np.float32), head["aff"])
@@ -250,3 +250,16 @@ def test_empty_mask_still_gives_a_figure(head, tmp_path):
     assert min(cuts["z"]) < -40 + 10 and max(cuts["z"]) > -40 + 2 * 55 - 10  # spread over the whole volume
     img, _ = _png(out)
     assert img[..., :3].std() > 0.05
+
+
+def test_template_levels_outline_and_grey_white():
+    # a brain template: background 0, a thin CSF rim 30, GM 70, WM 100 (+ noise): the outline below
+    # the CSF, the boundary between GM and WM
+    ii, jj, kk = np.indices((40, 40, 40))
+    r = np.sqrt((ii - 20) ** 2 + (jj - 20) ** 2 + (kk - 20) ** 2) / 18
+    tpl = np.select([r < 0.75, r < 0.96, r < 1.0], [100.0, 70.0, 30.0], 0.0)
+    tpl = tpl + np.random.default_rng(2).normal(0, 3, tpl.shape) * (tpl > 0)
+    outline, gw = qc.template_levels(tpl)
+    assert 0 < outline < 30 and 70 < gw < 100
+    with pytest.raises(ValueError, match="empty"):
+        qc.template_levels(np.zeros((3, 3, 3)))

@@ -97,9 +97,15 @@ def _cuts(mask_img, n: int) -> dict[str, list[float]]:
         return brain_cuts(nib.Nifti1Image(np.ones(mask_img.shape[:3], np.uint8), mask_img.affine), n)
 
 
-def _figure(n: int):
+TOP = 0.945  # the mosaic fills the figure below this; the title sits above it
+
+
+def _figure(n: int, title: str = ""):
     plt = _plt()
-    return plt.figure(figsize=(1.9 * n, 6.6), facecolor="black")
+    fig = plt.figure(figsize=(1.9 * n, 7.0), facecolor="black")
+    if title:
+        fig.text(0.006, 0.99, title, color="w", fontsize=13, va="top", ha="left")
+    return fig
 
 
 def _save(fig_or_display, out_png: str) -> None:
@@ -123,8 +129,13 @@ def _mosaic(bg_img, cuts, title, plot="anat", **kw):
     n = max(len(v) for v in cuts.values())
     fn = plotting.plot_anat if plot == "anat" else plotting.plot_img
     kw.setdefault("colorbar", False)
-    return fn(bg_img, display_mode="mosaic", cut_coords=cuts, title=title, figure=_figure(n),
-              annotate=True, draw_cross=False, black_bg=True, **kw)
+    display = fn(bg_img, display_mode="mosaic", cut_coords=cuts, title=None, figure=_figure(n, title),
+                 axes=[0, 0, 1, TOP], annotate=True, draw_cross=False, black_bg=True, **kw)
+    for (direction, _), cut_ax in display.axes.items():
+        if direction == "x":  # nilearn labels L/R on axial and coronal cuts only
+            for x, label in ((0.03, "P"), (0.92, "A")):
+                cut_ax.ax.text(x, 0.93, label, color="w", fontsize=10, transform=cut_ax.ax.transAxes)
+    return display
 
 
 def _load_pair(base_file, mask_file):
@@ -164,9 +175,33 @@ def dseg_mosaic(t1_file: str, dseg_file: str, mask_file: str, out_png: str, titl
     return cuts
 
 
+def otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a 1D sample (the between-class variance maximum)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    return float(centres[np.argmax(w0 * w1 * (mu0 - mu1) ** 2)])
+
+
+def template_levels(tpl: np.ndarray) -> list[float]:
+    """Contour levels of a T1w template: its brain outline (10 % of the 99th percentile) and the
+    grey/white boundary (Otsu's threshold within the brain)."""
+    pos = tpl[tpl > 0]
+    if pos.size == 0:
+        raise ValueError("template image is empty")
+    outline = 0.1 * float(np.percentile(pos, 99))
+    inside = tpl[tpl > outline]
+    return sorted({round(outline, 6), round(otsu(inside), 6)})
+
+
 def registration_mosaic(warped_file: str, template_file: str, out_png: str, title: str = "",
                         n_cuts: int = N_CUTS) -> dict:
-    """Template edges (red) on the T1w registered to the template; cuts over the registered brain."""
+    """Template contours (red: its brain outline and grey/white boundary) on the T1w registered to
+    the template; cuts over the registered brain."""
     import nibabel as nib
 
     warped, template = _canonical(warped_file), _canonical(template_file)
@@ -178,13 +213,13 @@ def registration_mosaic(warped_file: str, template_file: str, out_png: str, titl
     brain = nib.Nifti1Image((np.asanyarray(warped.dataobj) > 0).astype(np.uint8), warped.affine)
     (warped, template), brain = crop_to_mask([warped, template], brain)
     cuts = _cuts(brain, n_cuts)
-    # background at exactly 0: otherwise the edge detector outlines noise on the outermost slices
+    # The template's outline and grey/white boundary as contours (as fMRIPrep draws them): nilearn's
+    # add_edges (a Canny filter with percentile thresholds) outlines numerical noise on the
+    # outermost slices, where the template has few real edges.
     tpl = np.asanyarray(template.dataobj).astype(np.float32)
-    if (tpl > 0).any():
-        tpl[tpl < 0.1 * np.percentile(tpl[tpl > 0], 99)] = 0
-    template = nib.Nifti1Image(tpl, template.affine)
+    levels = template_levels(tpl)
     display = _mosaic(warped, cuts, title)
-    display.add_edges(template, color="r")
+    display.add_contours(nib.Nifti1Image(tpl, template.affine), levels=levels, colors="r", linewidths=0.8)
     _save(display, out_png)
     return cuts
 
@@ -246,12 +281,11 @@ def colour_fa_mosaic(rgb_file: str, mask_file: str, out_png: str, title: str = "
     inv = np.linalg.inv(rgb_img.affine)
     zooms = rgb_img.header.get_zooms()[:3]
     n = max(len(v) for v in cuts.values())
-    plt = _plt()
-    fig = _figure(n)
+    fig = _figure(n, title)
     rows = [("z", 2, ("L", "R")), ("y", 1, ("L", "R")), ("x", 0, ("P", "A"))]
     for r, (name, ax_i, (left, right)) in enumerate(rows):
         for c, coord in enumerate(cuts[name]):
-            ax = fig.add_axes([c / n, 1 - (r + 1) / 3.0, 1.0 / n, 1 / 3.0 - 0.01])
+            ax = fig.add_axes([c / n, TOP * (1 - (r + 1) / 3.0), 1.0 / n, TOP / 3.0 - 0.01])
             ax.set_facecolor("black")
             ax.axis("off")
             point = np.zeros(3)
@@ -265,8 +299,5 @@ def colour_fa_mosaic(rgb_file: str, mask_file: str, out_png: str, title: str = "
             ax.text(0.02, 0.02, f"{name}={coord:.0f}", color="w", fontsize=10, transform=ax.transAxes)
             ax.text(0.03, 0.9, left, color="w", fontsize=10, transform=ax.transAxes)
             ax.text(0.9, 0.9, right, color="w", fontsize=10, transform=ax.transAxes)
-    if title:
-        fig.text(0.005, 0.985, title, color="k", fontsize=12, va="top",
-                 bbox={"facecolor": "w", "edgecolor": "none", "pad": 3})
     _save(fig, out_png)
     return cuts
