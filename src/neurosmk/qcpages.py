@@ -29,7 +29,7 @@ header a{color:#9cd0ff}nav{font-size:.95em;margin-top:4px}nav a{margin-right:14p
 main{padding:8px 24px 40px;max-width:1700px}section{background:#fff;border:1px solid #dde1e6;border-radius:6px;
 padding:10px 18px 14px;margin:16px 0}h2{font-size:1.2em;margin:6px 0 10px}h3{font-size:1.02em;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:.92em}th,td{padding:3px 10px;border-bottom:1px solid #e6e9ed;text-align:left;
-vertical-align:top}td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f0f2f5}
+vertical-align:top}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.scroll{overflow-x:auto}th{background:#f0f2f5}
 figure{margin:10px 0 22px}figure img{width:100%;height:auto;background:#000;border-radius:3px}
 figcaption{font-size:.92em;color:#444;margin-top:4px}.ok{color:#18794e}.bad{color:#c62828;font-weight:600}
 .muted{color:#6b7280}.tag{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.85em;
@@ -362,11 +362,12 @@ def group_page(out_html: str, visits: list[tuple[str, str]], out_tsv: str | None
         otext = "<p>No visit has a measure with |robust z| above the threshold.</p>"
     outlier_names = {o[0] for o in outliers}
     shown = [k for k in METRICS if any(v is not None for v in cols[k])]
-    head = "".join(f"<th>{_e(METRICS[k][0])}</th>" for k in shown)
+    head = "".join(f"<th>{_e(METRICS[k][0])}" + (f" ({_e(METRICS[k][1])})" if METRICS[k][1] not in ("", "corr.") else "")
+                   + "</th>" for k in shown)
     irows = []
     for i, (n, h) in enumerate(zip(names, hrefs)):
         cells = "".join(f'<td class="num{" bad" if is_out(cols[f"{k}_z"][i]) else ""}">'
-                        f"{_e(fmt(cols[k][i], METRICS[k][1]))}</td>" for k in shown)
+                        f"{_e(fmt(cols[k][i]))}</td>" for k in shown)
         flag = ' <span class="tag bad">outlier</span>' if n in outlier_names else ""
         irows.append(f'<tr><td><a href="{_e(h)}">{_e(n)}</a>{flag}</td>{cells}</tr>')
     nav = [("Outliers", "#outliers"), ("Distributions", "#distributions"), ("Subjects", "#subjects")]
@@ -379,8 +380,8 @@ def group_page(out_html: str, visits: list[tuple[str, str]], out_tsv: str | None
             f'<section id="outliers"><h2>Outliers ({len(outliers)})</h2>{otext}</section>'
             f'<section id="distributions"><h2>Distributions</h2><div class="grid">{"".join(plots) or "<p>no numbers</p>"}'
             "</div></section>"
-            f'<section id="subjects"><h2>Subjects</h2><table><tr><th>visit</th>{head}</tr>{"".join(irows)}'
-            "</table></section>")
+            f'<section id="subjects"><h2>Subjects</h2><div class="scroll"><table><tr><th>visit</th>{head}</tr>'
+            f'{"".join(irows)}</table></div></section>')
     text = _page("neurosmk QC: group", nav, body)
     write_text(out_html, text)
     return text
