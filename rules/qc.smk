@@ -8,7 +8,7 @@
 # The anatomical mosaics come from anat_volumes_qc (rules/anat.smk), FA from dwi_stats_qc
 # (rules/dwi.smk); this file adds the DWI mask and colour-FA mosaics.
 
-QC_METRICS = figure("qc", "metrics")[: -len(".png")] + ".json"
+QC_METRICS = os.path.splitext(figure("qc", "metrics"))[0] + ".json"
 QC_PAGE = f"{OUT}/{visit_wc()}.html"
 QC_GROUP_PAGE = f"{OUT}/group/qc.html"
 QC_GROUP_TSV = f"{OUT}/group/qc_metrics.tsv"
@@ -166,6 +166,7 @@ rule qc_group_page:
         **sidecars(QC_GROUP_TSV),
     params:
         pages=expand_visits(QC_PAGE, QC_VISITS),
+        output_dir=OUT,
         prov=prov("qc.group"),
     threads: 1
     resources:

@@ -339,3 +339,29 @@ def test_group_page_sessions_and_bad_metrics_file(tmp_path):
     bad.write_text("{}")
     with pytest.raises(ValueError, match="bad.json: not a neurosmk QC metrics file"):
         qcpages.group_page(str(tmp_path / "g" / "qc.html"), [(str(bad), "x.html")])
+
+
+def test_group_page_status_column(tmp_path, monkeypatch):
+    import types
+
+    import pandas as pd
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    visits = [(str(_metrics(folder, f"sub-0{i}", gm_ml=600.0 + i)), str(tmp_path / f"sub-0{i}.html"))
+              for i in (1, 2)]
+    mod = types.ModuleType("neurosmk.status")
+    mod.collect = lambda d: pd.DataFrame({"participant_id": ["sub-01", "sub-02", "sub-02"],
+                                          "session_id": ["n/a"] * 3, "stage": ["a", "b", "c"],
+                                          "state": ["done", "failed", "failed"], "error": ["", "e", "f"],
+                                          "log": ["", "", ""]})
+    monkeypatch.setitem(sys.modules, "neurosmk.status", mod)
+    failed = qcpages.failed_counts(str(tmp_path))
+    assert failed == {("sub-02", "n/a"): 2}
+    html = qcpages.group_page(str(tmp_path / "g" / "qc.html"), visits, failed=failed)
+    assert "<th>status</th>" in html
+    assert re.search(r'sub-01</a></td><td class="ok">ok</td>', html)
+    assert re.search(r'sub-02</a></td><td class="bad">2 failed</td>', html)
+    monkeypatch.setitem(sys.modules, "neurosmk.status", None)
+    assert qcpages.failed_counts(str(tmp_path)) is None
+    assert "<th>status</th>" not in qcpages.group_page(str(tmp_path / "g" / "qc.html"), visits, failed=None)

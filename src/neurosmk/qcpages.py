@@ -132,6 +132,29 @@ def visit_status(output_dir: str, participant_id: str, session_id: str | None):
     return sub.to_dict("records")
 
 
+def failed_counts(output_dir: str) -> dict | None:
+    """(participant_id, session_id) -> number of failed steps, from one ``neurosmk.status.collect``
+    call; None when the status module is not available."""
+    try:
+        from neurosmk.status import collect
+    except ImportError:
+        return None
+    try:
+        df = collect(output_dir)
+    except Exception:  # noqa: BLE001 - the group page goes on without status
+        return None
+    pid_col = "participant_id" if "participant_id" in df.columns else "subject"
+    counts: dict = {}
+    for row in df[df["state"].astype(str) == "failed"].to_dict("records"):
+        pid = str(row[pid_col])
+        pid = pid if pid.startswith("sub-") else f"sub-{pid}"
+        ses = str(row.get("session_id") or "n/a")
+        ses = ses if ses in ("n/a", "") or ses.startswith("ses-") else f"ses-{ses}"
+        key = (pid, ses or "n/a")
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def _first_line(text) -> str:
     for line in str(text or "").splitlines():
         if line.strip():
@@ -319,9 +342,10 @@ def _tsv_value(v) -> str:
 
 
 def group_page(out_html: str, visits: list[tuple[str, str]], out_tsv: str | None = None,
-               report_html: str | None = None) -> str:
+               report_html: str | None = None, failed: dict | None = None) -> str:
     """Write the group QC page from (metrics JSON, visit page) pairs; optionally the table as TSV
-    (n/a for missing values). Returns the HTML."""
+    (n/a for missing values). ``failed``: (participant_id, session_id) -> failed steps
+    (:func:`failed_counts`; None: no status column). Returns the HTML."""
     here = os.path.dirname(os.path.abspath(out_html))
     records, pages = [], {}
     for metrics_json, page in visits:
@@ -369,6 +393,9 @@ def group_page(out_html: str, visits: list[tuple[str, str]], out_tsv: str | None
         cells = "".join(f'<td class="num{" bad" if is_out(cols[f"{k}_z"][i]) else ""}">'
                         f"{_e(fmt(cols[k][i]))}</td>" for k in shown)
         flag = ' <span class="tag bad">outlier</span>' if n in outlier_names else ""
+        if failed is not None:
+            nf = failed.get((cols["participant_id"][i], cols["session_id"][i]), 0)
+            cells = (f'<td class="bad">{nf} failed</td>' if nf else '<td class="ok">ok</td>') + cells
         irows.append(f'<tr><td><a href="{_e(h)}">{_e(n)}</a>{flag}</td>{cells}</tr>')
     nav = [("Outliers", "#outliers"), ("Distributions", "#distributions"), ("Subjects", "#subjects")]
     if report_html:
@@ -380,7 +407,8 @@ def group_page(out_html: str, visits: list[tuple[str, str]], out_tsv: str | None
             f'<section id="outliers"><h2>Outliers ({len(outliers)})</h2>{otext}</section>'
             f'<section id="distributions"><h2>Distributions</h2><div class="grid">{"".join(plots) or "<p>no numbers</p>"}'
             "</div></section>"
-            f'<section id="subjects"><h2>Subjects</h2><div class="scroll"><table><tr><th>visit</th>{head}</tr>'
+            f'<section id="subjects"><h2>Subjects</h2><div class="scroll"><table><tr><th>visit</th>'
+            + ("<th>status</th>" if failed is not None else "") + f'{head}</tr>'
             f'{"".join(irows)}</table></div></section>')
     text = _page("neurosmk QC: group", nav, body)
     write_text(out_html, text)
