@@ -45,7 +45,7 @@ def main() -> None:
                                                                     a + "desc-brain_mask.nii.gz", o))]
         if warped:
             w = os.path.join(os.path.dirname(a), warped[0])
-            jobs.append(("template edges on registered T1w", lambda o: qc.registration_mosaic(w, tpl, o)))
+            jobs.append(("template contours on registered T1w", lambda o: qc.registration_mosaic(w, tpl, o)))
     if os.path.exists(d + "model-DTI_param-FA_dwimap.nii.gz"):
         jobs += [("FA with colourbar", lambda o: qc.fa_mosaic(d + "model-DTI_param-FA_dwimap.nii.gz",
                                                               d + "desc-brain_mask.nii.gz", o)),
