@@ -28,6 +28,7 @@ include: "rules/freesurfer.smk"
 include: "rules/group.smk"
 include: "rules/aggregate.smk"
 include: "rules/bids.smk"
+include: "rules/qc.smk"
 
 
 rule all:

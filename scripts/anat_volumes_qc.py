@@ -8,7 +8,9 @@ s = snakemake  # noqa: F821
 session = s.wildcards.get("session")
 tissue_volumes(s.input.dseg, s.input.mask, s.output.volumes, s.wildcards.subject, session)
 name = f"sub-{s.wildcards.subject}" + (f" ses-{session}" if session else "")
-qc.mask_overlay(s.input.t1w, s.input.mask, s.output.fig_mask, title=f"{name}: brain mask")
-qc.dseg_overlay(s.input.t1w, s.input.dseg, s.output.fig_dseg, title=f"{name}: tissue segmentation")
+qc.mask_mosaic(s.input.t1w, s.input.mask, s.output.fig_mask, title=f"{name}: brain mask")
+qc.dseg_mosaic(s.input.t1w, s.input.dseg, s.input.mask, s.output.fig_dseg,
+               title=f"{name}: tissue classes")
 if "fig_reg" in s.output.keys():  # anat.register.method none: no registration figure
-    qc.registration_edges(s.input.warped, s.input.template, s.output.fig_reg, title=f"{name}: registration")
+    qc.registration_mosaic(s.input.warped, s.input.template, s.output.fig_reg,
+                           title=f"{name}: registration")

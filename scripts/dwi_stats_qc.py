@@ -10,4 +10,4 @@ maps = {k: s.input[k] for k in ("FA", "MD", "AD", "RD")}
 dti_roi_stats(maps, s.input.mask, s.output.stats, s.wildcards.subject, session,
               wm_fa_threshold=s.params.wm_fa_threshold)
 name = f"sub-{s.wildcards.subject}" + (f" ses-{session}" if session else "")
-qc.fa_figure(s.input.FA, s.input.RGB, s.output.fig_fa, title=f"{name}: DTI")
+qc.fa_mosaic(s.input.FA, s.input.mask, s.output.fig_fa, title=f"{name}: FA")

@@ -132,10 +132,11 @@ def test_qc_figures_are_real_images(pipeline):
 
     figs = sorted((pipeline["out"]).glob("sub-*/figures/*.png"))
     assert [f.name for f in figs] == ["sub-01_desc-brainmask_T1w.png", "sub-01_desc-dseg_T1w.png",
-                                      "sub-01_desc-reg_T1w.png", "sub-02_desc-dti_dwi.png"]
+                                      "sub-01_desc-reg_T1w.png", "sub-02_desc-b0mask_dwi.png",
+                                      "sub-02_desc-colorfa_dwi.png", "sub-02_desc-dti_dwi.png"]
     for f in figs:
         img = mpimg.imread(f)
-        assert img.shape[0] > 200 and img.shape[1] > 500
+        assert img.shape[0] > 900 and img.shape[1] > 2000  # 3 x 8 slices at 150 dpi
         assert img[..., :3].std() > 0.05  # not blank
 
 
@@ -197,9 +198,12 @@ def _dry_jobs(pipeline, tmp_path, **overrides):
 
 def test_param_edit_reruns_exactly_downstream(pipeline, tmp_path):
     jobs = _dry_jobs(pipeline, tmp_path, **{"dwi.tensor.fit_method": "OLS"})
-    assert jobs == {"dwi_tensor_dipy", "dwi_stats_qc", "group_dti_stats", "group_long", "methods", "all"}, jobs
+    qc = {"qc_visit_metrics", "qc_visit_page", "qc_group_page"}  # QC numbers and pages (rules/qc.smk)
+    assert jobs == {"dwi_tensor_dipy", "dwi_stats_qc", "group_dti_stats", "group_long", "methods", "all",
+                    "qc_dwi_figures", *qc}, jobs
     jobs = _dry_jobs(pipeline, tmp_path, **{"anat.segment.mrf_weight": 0.3})
-    assert jobs == {"anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes", "group_long", "methods", "all"}, jobs
+    assert jobs == {"anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes", "group_long", "methods", "all",
+                    *qc}, jobs
 
 
 def test_cosmetic_edit_reruns_nothing(pipeline, tmp_path):

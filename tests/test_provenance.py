@@ -279,7 +279,7 @@ def test_report_contents(runs):
     for name in ("methods.md", "dwi_dti_roistats.tsv", "sub-02_desc-dti_dwi.png"):
         assert name in html, name
     for caption in ("Mean FA, MD, AD and RD of every participant", "Methods section generated from the provenance",
-                    "Fractional anisotropy (top) and colour FA"):
+                    "Fractional anisotropy (grey scale 0 to 1"):
         assert caption in html, caption
 
 

@@ -593,24 +593,30 @@ def test_matrix_spot_checks(matrix):
         return _rules(matrix[cid]["actual"])
 
     # every output change also re-runs group_long (the combined table) and methods (reads the sidecars)
+    # and the QC numbers, the visit's QC page and the group QC page (rules/qc.smk)
+    qc = ["qc_group_page", "qc_visit_metrics", "qc_visit_page"]
     assert rules("real:dwi.tensor.fit_method") == ["dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats", "group_long",
-                                                   "methods"]
-    assert rules("real:dwi.tensor.wm_fa_threshold") == ["dwi_stats_qc", "group_dti_stats", "group_long", "methods"]
+                                                   "methods", "qc_dwi_figures", *qc]
+    assert rules("real:dwi.tensor.wm_fa_threshold") == ["dwi_stats_qc", "group_dti_stats", "group_long", "methods",
+                                                        *qc]
     assert rules("real:anat.segment.mrf_weight") == ["anat_segment_atropos", "anat_volumes_qc", "group_anat_volumes",
-                                                     "group_long", "methods"]
+                                                     "group_long", "methods", *qc]
     assert rules("real:anat.skullstrip.median_radius") == []  # dipy's key, brainextractor runs
-    assert rules("skull_dipy:anat.skullstrip.median_radius")[-3:] == ["group_anat_volumes", "group_long", "methods"]
+    assert rules("skull_dipy:anat.skullstrip.median_radius")[-6:] == ["group_anat_volumes", "group_long", "methods",
+                                                                       *qc]
     assert "anat_skullstrip_python" in rules("skull_dipy:anat.skullstrip.numpass")
     assert rules("real:dwi.degibbs.method=none") == ["dwi_mask_dipy", "dwi_stats_qc", "dwi_tensor_dipy",
-                                                     "group_dti_stats", "group_long", "methods"]
+                                                     "group_dti_stats", "group_long", "methods", "qc_dwi_figures", *qc]
     assert rules("real:dwi.denoise.method=mrtrix") == ["dwi_degibbs_dipy", "dwi_denoise_mrtrix", "dwi_mask_dipy",
                                                        "dwi_stats_qc", "dwi_tensor_dipy", "group_dti_stats",
-                                                       "group_long", "methods"]
+                                                       "group_long", "methods", "qc_dwi_figures", *qc]
     # recon-all's stats join the FreeSurfer tables: parse it, re-aggregate, combined table, methods
+    # (and sub-01's QC numbers: its eTIV and mean thickness now come from recon-all)
     assert rules("real:freesurfer.recon_all.enabled=true") == ["freesurfer_recon_all", "fs_aggregate_group",
-                                                               "fs_parse_subject", "group_long", "methods"]
+                                                               "fs_parse_subject", "group_long", "methods", *qc]
     assert rules("alt:dwi.preproc.pe_dir") == ["dwi_mask_mrtrix", "dwi_preproc_dwifslpreproc", "dwi_stats_qc",
-                                                 "dwi_tensor_mrtrix", "group_dti_stats", "group_long", "methods"]
+                                                 "dwi_tensor_mrtrix", "group_dti_stats", "group_long", "methods",
+                                                 "qc_dwi_figures", *qc]
 
 
 def test_batch_runner_matches_the_cli(real_context, matrix):
@@ -666,9 +672,10 @@ def test_adding_a_subject_runs_only_its_jobs_and_the_group_tables(real_context, 
         assert r["rc"] == 0 and r["actual"] == r["expected"], (case.id, r["actual"] ^ r.get("expected", set()))
     new = res[cases[0].id]["actual"]
     assert {j for j in new if "subject=03" not in j} == {"group_dti_stats[]", "group_long[]", "methods[]",
-                                                                  "all[]"}, new
+                                                          "qc_group_page[]", "all[]"}, new
     assert _rules({j for j in new if "subject=03" in j}) == [
-        "dwi_degibbs_dipy", "dwi_denoise_dipy", "dwi_gradients", "dwi_mask_dipy", "dwi_stats_qc", "dwi_tensor_dipy"]
+        "dwi_degibbs_dipy", "dwi_denoise_dipy", "dwi_gradients", "dwi_mask_dipy", "dwi_stats_qc", "dwi_tensor_dipy",
+        "qc_dwi_figures", "qc_visit_metrics", "qc_visit_page", "validate_dwi"]
     assert res[cases[1].id]["actual"] == new  # the same subjects, listed
     assert res[cases[2].id]["actual"] == set()  # sub-03 present but not selected
     assert res[cases[3].id]["actual"] == new  # the group table drops sub-02: re-aggregated
@@ -709,8 +716,10 @@ def test_finished_recon_all_is_never_redone_without_forcerun(reduced_demo, tmp_p
     dry_edit, touch_edit, touch_all = runs[len(elsewhere):]
     # the dry run shows the job and why; the run itself refuses before any job starts
     # recon-all and what reads its stats (parse, group tables, combined table, methods)
+    # (and the visit's QC numbers and pages: eTIV and mean thickness come from recon-all)
     assert job_counts(dry_edit["out"]) == {"freesurfer_recon_all": 1, "fs_parse_subject": 1, "fs_aggregate_group": 1,
-                                           "group_long": 1, "methods": 1, "all": 1}
+                                           "group_long": 1, "methods": 1, "qc_visit_metrics": 1, "qc_visit_page": 1,
+                                           "qc_group_page": 1, "all": 1}
     assert "Params have changed" in parse_jobs(dry_edit["out"])["freesurfer_recon_all[subject=01]"]["reason"]
     for r in (touch_edit, touch_all):
         assert r["rc"] != 0
@@ -773,6 +782,10 @@ def _registration_kind(rel: str) -> str | None:
         return "metrics"
     if rel.endswith("_desc-reg_T1w.png"):
         return "figure"
+    # QC numbers and pages (rules/qc.smk) carry the registration similarity
+    if rel.endswith("_desc-qc_metrics.json") or re.search(r"(^|/)group/qc(\.html|_metrics\.tsv)$", rel) or \
+            re.fullmatch(r"sub-[^/]+\.html", rel):
+        return "qc"
     return None
 
 
@@ -816,6 +829,16 @@ def compare_outputs(a: Path, b: Path, rels) -> dict:
             assert ma["correlation_before"] == pytest.approx(mb["correlation_before"], abs=1e-9)
             figures[rel] = abs(ma["correlation_after"] - mb["correlation_after"])
             assert figures[rel] < TOL_CORR, (rel, ma, mb)
+        elif kind == "qc" and rel.endswith(".json"):
+            ma, mb = json.loads(pa.read_text()), json.loads(pb.read_text())
+            ra, rb = (m_["metrics"].pop("reg_similarity_after") for m_ in (ma, mb))
+            assert ma == mb, f"{rel} differs between two runs from scratch"
+            assert (ra is None) == (rb is None) and (ra is None or abs(ra - rb) < TOL_CORR), (rel, ra, rb)
+        elif kind == "qc":
+            # pages and the group table: the same text; numbers (the similarity after registration,
+            # its robust z, the positions of its dots) are compared through the metrics JSON above
+            num = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?")
+            assert num.sub("#", pa.read_text()) == num.sub("#", pb.read_text()), f"{rel} differs"
         elif kind == "figure":
             import matplotlib.image as mpimg
 
@@ -840,7 +863,10 @@ def test_two_runs_from_scratch_agree(reduced_run, second_run):
     fa, fb = output_files(a), output_files(b)
     assert fa.keys() == fb.keys(), set(fa) ^ set(fb)
     kinds = {rel: _registration_kind(rel) for rel in fa}
-    assert sorted(k for k in kinds.values() if k) == ["affine", "figure", "metrics", "warp", "warp", "warped"]
+    assert sorted(k for k in kinds.values() if k and k != "qc") == ["affine", "figure", "metrics", "warp", "warp",
+                                                                    "warped"]
+    # 2 visit metrics JSONs, 2 visit pages, the group page and its table
+    assert sum(k == "qc" for k in kinds.values()) == 6, [r for r, k in kinds.items() if k == "qc"]
     figures = compare_outputs(a, b, sorted(fa))
     print("registration differences between two runs:", json.dumps(figures, indent=1))
     exact = [rel for rel, k in kinds.items() if k is None]
@@ -935,7 +961,9 @@ def test_sigkill_then_rerun_incomplete_equals_uninterrupted_run(reduced_run, tmp
         assert np.isfinite(nib.load(nii).get_fdata()).all(), nii
     # equal to the uninterrupted run (the DWI steps are deterministic): every file it wrote
     # (the combined table and docs/methods.md also cover the anatomical steps this DWI-only run left out)
-    ours = {k: v for k, v in output_files(out).items() if not k.startswith(("group/neurosmk_long", "docs/methods.md"))}
+    # (and the group QC page and table, which here have sub-02 only)
+    ours = {k: v for k, v in output_files(out).items()
+            if not k.startswith(("group/neurosmk_long", "docs/methods.md", "group/qc"))}
     theirs = output_files(reduced_run["out"])
     assert set(ours) <= set(theirs), set(ours) - set(theirs)
     assert any(r.endswith("param-FA_dwimap.nii.gz") for r in ours) and "group/dwi_dti_roistats.tsv" in ours

@@ -106,6 +106,8 @@ BIDSIGNORE = [
                                 "sub-X_dwi.bval/.bvec hold the raw table, right for the denoised "
                                 "and degibbs series)"),
     ("*_desc-preproc_dwi.bvec", "as above"),
+    ("/sub-*.html", "per-visit QC pages (fMRIPrep's layout, beside the subject folders; they link "
+                    "the figures in sub-X/figures): HTML is no BIDS file type"),
     ("/freesurfer", "recon-all SUBJECTS_DIR (FreeSurfer's own layout), when recon-all runs"),
 ]
 
@@ -317,6 +319,22 @@ def skull_stripped_of(outputs) -> bool | None:
         raise ValueError(f"outputs {[str(o) for o in outputs]}: some skull-stripped, some not; "
                          "their sidecars share one record")
     return vals.pop() if vals else None
+
+
+class ProvJSON(str):
+    """A Python rule's ``prov`` param (the sidecar's DAG-time JSON). Its value, repr and pickle are
+    the JSON; format() (how Snakemake's report shows params) gives one readable line instead of
+    escaped JSON."""
+
+    def __format__(self, spec):
+        try:
+            rec = json.loads(self)
+        except ValueError:
+            return str.__format__(self, spec)
+        params = ", ".join(f"{k}={v}" for k, v in (rec.get("Parameters") or {}).items())
+        text = (f"{rec.get('Step')} by {rec.get('Method')}" + (f" ({params})" if params else "")
+                + "; versions, command and input checksums: the JSON sidecar beside each output")
+        return format(text, spec)
 
 
 def static_record(*, step: str, method: str, rule: str, parameters: dict, conda_env: str | None,
