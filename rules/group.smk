@@ -104,6 +104,7 @@ if (config["steps"]["anat"] and T1W) or (config["steps"]["dwi"] and DWI) or (
 # Light cohort-level jobs run beside snakemake, not as cluster jobs (on SLURM each job costs
 # seconds to minutes of submission and polling, and these sit at the end of every run).
 localrules:
+    qc_group_page,
     group_long,
     group_anat_volumes,
     group_dti_stats,

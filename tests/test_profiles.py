@@ -141,7 +141,10 @@ def test_slurm_profile_groups_every_subject_chain():
     assert set(groups) <= defined, set(groups) - defined
     # per-visit rules; anat_template_fsl runs once per run (grouped, it would join every chain)
     chain_rules = {r for r in defined if r.startswith(("anat_", "dwi_", "validate_"))} - {"anat_template_fsl"}
-    assert {r for r, g in groups.items() if g in ("anat", "dwi")} == chain_rules
+    assert chain_rules <= set(groups), chain_rules - set(groups)
+    # the QC rules of a visit: its DWI figures join the dwi chain, its numbers and page a qc group
+    assert groups["qc_dwi_figures"] == "dwi"
+    assert groups["qc_visit_metrics"] == groups["qc_visit_page"] == "qc"
     for r in chain_rules:
         assert groups[r] == (r.split("_")[1] if r.startswith("validate_") else r.split("_")[0]), r
     assert set(p["group-components"]) == set(groups.values())
