@@ -173,9 +173,9 @@ rule qc_group_page:
         mem_mb=2000,
         runtime=10,
     log:
-        f"{OUT}/logs/qc_group_page.log",
+        logfile("qc_group_page", visit=False),
     benchmark:
-        f"{OUT}/benchmarks/qc_group_page.tsv"
+        benchfile("qc_group_page", visit=False)
     conda:
         ENVS["neurosmk"]
     container:

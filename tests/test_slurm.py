@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from neurosmk import paths
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -152,13 +154,27 @@ def _small_bids(dst: Path, subjects=("02",)) -> Path:
     return dst
 
 
-# The DWI chain with denoise/degibbs off: mask -> tensor -> stats, one group job per subject.
+# The DWI chain with denoise/degibbs off: validate -> mask -> tensor -> (stats | QC figures), one
+# group job per subject; the visit's QC numbers and page are a second (qc) group job.
 # Per rule (mem_mb, runtime min, cpus) as the rule and profiles/slurm ask (cpus = threads).
-CHAIN = {"dwi_mask_dipy": (2000, 10, 2), "dwi_tensor_dipy": (3000, 20, 1), "dwi_stats_qc": (2000, 10, 1)}
-# Snakemake's layered group resources for a linear chain: the max of memory and CPUs, the sum of time
-GROUP_JOB = (max(v[0] for v in CHAIN.values()), sum(v[1] for v in CHAIN.values()), max(v[2] for v in CHAIN.values()))
+CHAIN = {"validate_dwi": (2000, 10, 1), "dwi_mask_dipy": (2000, 10, 2), "dwi_tensor_dipy": (3000, 20, 1),
+         "dwi_stats_qc": (2000, 10, 1), "qc_dwi_figures": (2000, 10, 1)}
+QC_CHAIN = {"qc_visit_metrics": (2000, 10, 1), "qc_visit_page": (1000, 5, 1)}
+
+
+def layered(chain, parallel=()):
+    """Snakemake's layered group resources: jobs that can run side by side (``parallel``, one
+    layer) add up; along the chain the max of memory and CPUs and the sum of time."""
+    layers = [[r] for r in chain if r not in parallel] + ([list(parallel)] if parallel else [])
+    per = [(sum(chain[r][0] for r in ly), max(chain[r][1] for r in ly), sum(chain[r][2] for r in ly))
+           for ly in layers]
+    return max(p[0] for p in per), sum(p[1] for p in per), max(p[2] for p in per)
+
+
+GROUP_JOB = layered(CHAIN, parallel=("dwi_stats_qc", "qc_dwi_figures"))
+QC_GROUP_JOB = layered(QC_CHAIN)
 # cohort-level rules run beside snakemake (localrules), not as SLURM jobs
-LOCAL = {"dataset_description", "group_dti_stats", "methods"}
+LOCAL = {"dataset_description", "group_dti_stats", "methods", "qc_group_page"}
 
 
 def test_dwi_demo_runs_as_grouped_slurm_jobs(slurm_env, tmp_path):
@@ -180,20 +196,21 @@ def test_dwi_demo_runs_as_grouped_slurm_jobs(slurm_env, tmp_path):
 
     jobs = submitted_jobs(log, slurm_env)
     report_timing("DWI demo through SLURM, grouped", jobs, wall)
-    # one sbatch per subject: its whole chain
-    assert len(jobs) == 2, [j.get("Comment") for j in jobs]
+    # two sbatch per subject: its whole DWI chain, and its QC numbers and page
+    assert len(jobs) == 4, [j.get("Comment") for j in jobs]
     for j in jobs:
         assert j["JobState"] == "COMPLETED", j
         assert j["Partition"] == "cpu", j
-        assert j["rule"].startswith("dwi_"), j["rule"]                    # group name first
-        assert all(r in j["rule"] for r in CHAIN), j["rule"]              # then its rules
-        assert (mem_mb(j), minutes(j["TimeLimit"]), int(j["NumCPUs"])) == GROUP_JOB, j
+        chain, expected = (CHAIN, GROUP_JOB) if j["rule"].startswith("dwi_") else (QC_CHAIN, QC_GROUP_JOB)
+        assert j["rule"].startswith(("dwi_", "qc_")), j["rule"]          # group name first
+        assert all(r in j["rule"] for r in chain), j["rule"]              # then its rules
+        assert (mem_mb(j), minutes(j["TimeLimit"]), int(j["NumCPUs"])) == expected, j
     for rule in LOCAL:
         assert re.search(rf"localrule {rule}:", log), rule
     # every job of every chain ran (inside its group job) and succeeded
     for sub in ("01", "02"):
-        for rule in CHAIN:
-            assert (tmp_path / "out" / "benchmarks" / rule / f"sub-{sub}.tsv").is_file(), (rule, sub)
+        for rule in (*CHAIN, *QC_CHAIN):
+            assert Path(paths.bench_path(str(tmp_path / "out"), rule, f"sub-{sub}")).is_file(), (rule, sub)
         assert (tmp_path / "out" / f"sub-{sub}" / "dwi" / f"sub-{sub}_model-DTI_param-FA_dwimap.nii.gz").is_file()
     import pandas as pd
 

@@ -115,6 +115,25 @@ COLUMNS: dict[str, dict] = {
 }
 
 
+def _qc_metric_columns() -> dict[str, dict]:
+    """Columns of group/qc_metrics.tsv (neurosmk.qcpages.group_table): each QC metric and its
+    robust z-score, documented from neurosmk.qc_metrics.METRICS."""
+    from .qc_metrics import METRICS
+
+    out = {}
+    for key, (label, unit, group) in METRICS.items():
+        units = {"": "unitless", "corr.": "Pearson correlation (unitless)"}.get(unit, unit)
+        out[key] = {"Description": f"{label} ({group}); n/a when that step did not run or the "
+                                   "value is undefined.", "Units": units}
+        out[f"{key}_z"] = {"Description": f"Robust z-score of {key} across visits: (value - median) / "
+                                          "(1.4826 * MAD); n/a with fewer than 3 values or MAD 0.",
+                           "Units": "unitless"}
+    return out
+
+
+COLUMNS.update(_qc_metric_columns())
+
+
 def column_doc(name: str) -> dict:
     """Data-dictionary entry of a long/group table column; KeyError for an unknown column."""
     return dict(COLUMNS[name])
