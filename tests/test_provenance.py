@@ -339,7 +339,7 @@ def test_fsl_freesurfer_rules_write_sidecars(tmp_path):
     assert syn["Device"] == "gpu" and syn["Parameters"]["flags"] == "-g"
     pre = _sidecar_call(cmds["dwi_preproc_dwifslpreproc"])
     assert "dwifslpreproc -version" in pre[3] and "fslversion" in pre[3]  # MRtrix3 and FSL versions
-    assert json.loads(pre[2])["Parameters"]["pe"] == "-rpe_none -pe_dir AP"
+    assert json.loads(pre[2])["Parameters"]["pe"] == ["-rpe_none", "-pe_dir", "AP"]
     # bval/bvec and the image share the one sidecar
     assert [x for x in pre[6:pre.index("--")] if not x.endswith(".json")][-2:] == [
         f"{out}/sub-02/dwi/sub-02_desc-preproc_dwi.bval", f"{out}/sub-02/dwi/sub-02_desc-preproc_dwi.bvec"]

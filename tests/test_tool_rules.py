@@ -148,35 +148,38 @@ def test_mrtrix_backends_commands_wiring_resources(tmp_path):
     den = jobs["dwi_denoise_mrtrix"]
     assert den["input"] == [RAW_DWI]
     assert den["output"] == [p["den"], p["noise"]]
+    # paths shlex-quoted (plain paths here: no quotes needed), temp names from shell variables
     assert den["shell"] == (
-        f'dwidenoise "{RAW_DWI}" "{p["den"]}.tmp.nii.gz" -noise "{p["noise"]}.tmp.nii.gz" -extent 5,5,5 '
-        f'-nthreads 2 -force > "{log(out, "dwi_denoise_mrtrix", "sub-02")}" 2>&1 && ' + tmp_then_mv(p["den"], p["noise"]))
+        f'dwi={p["den"]}; noise={p["noise"]}; '
+        f'dwidenoise {RAW_DWI} "$dwi.tmp.nii.gz" -noise "$noise.tmp.nii.gz" -extent 5,5,5 '
+        f'-nthreads 2 -force > {log(out, "dwi_denoise_mrtrix", "sub-02")} 2>&1 && ' + tmp_then_mv("$dwi", "$noise"))
     assert den["resources"]["mem_mb"] == "4000" and den["resources"]["runtime"] == "60"
 
     gib = jobs["dwi_degibbs_mrtrix"]
     assert gib["input"] == [p["den"]]  # wired to the denoised series
     assert gib["shell"] == (
-        f'mrdegibbs "{p["den"]}" "{p["gibbs"]}.tmp.nii.gz" -axes 0,1 -nshifts 20 -minW 1 -maxW 3 -nthreads 1 '
-        f'-force > "{log(out, "dwi_degibbs_mrtrix", "sub-02")}" 2>&1 && ' + tmp_then_mv(p["gibbs"]))
+        f'dwi={p["gibbs"]}; mrdegibbs {p["den"]} "$dwi.tmp.nii.gz" -axes 0,1 -nshifts 20 -minW 1 -maxW 3 -nthreads 1 '
+        f'-force > {log(out, "dwi_degibbs_mrtrix", "sub-02")} 2>&1 && ' + tmp_then_mv("$dwi"))
 
     mask = jobs["dwi_mask_mrtrix"]
     assert mask["input"] == [p["gibbs"], RAW_BVAL, RAW_BVEC]
     assert mask["shell"] == (
-        f'dwi2mask "{p["gibbs"]}" "{p["mask"]}.tmp.nii.gz" -fslgrad "{RAW_BVEC}" "{RAW_BVAL}" -nthreads 1 '
-        f'-force > "{log(out, "dwi_mask_mrtrix", "sub-02")}" 2>&1 && ' + tmp_then_mv(p["mask"]))
+        f'mask={p["mask"]}; dwi2mask {p["gibbs"]} "$mask.tmp.nii.gz" -fslgrad {RAW_BVEC} {RAW_BVAL} -nthreads 1 '
+        f'-force > {log(out, "dwi_mask_mrtrix", "sub-02")} 2>&1 && ' + tmp_then_mv("$mask"))
 
     ten = jobs["dwi_tensor_mrtrix"]
     assert ten["input"] == [p["gibbs"], RAW_BVAL, RAW_BVEC, p["mask"]]
     assert ten["output"] == [p[k] for k in DTI_PARAMS]
     sh = ten["shell"]
-    assert (f'dwi2tensor "{p["gibbs"]}" "$tmp/tensor.mif" -fslgrad "{RAW_BVEC}" "{RAW_BVAL}" '
-            f'-mask "{p["mask"]}" -ols -iter 1 -nthreads 1') in sh
-    assert (f'tensor2metric "$tmp/tensor.mif" -mask "{p["mask"]}" -fa "{p["FA"]}.tmp.nii.gz" '
-            f'-adc "{p["MD"]}.tmp.nii.gz" -ad "{p["AD"]}.tmp.nii.gz" -rd "{p["RD"]}.tmp.nii.gz" '
-            f'-vector "{p["V1"]}.tmp.nii.gz" -num 1 -modulate none') in sh
+    assert " ".join(f"{k}={p[k]};" for k in ("FA", "MD", "AD", "RD", "V1", "RGB")) in sh
+    assert (f'dwi2tensor {p["gibbs"]} "$tmp/tensor.mif" -fslgrad {RAW_BVEC} {RAW_BVAL} '
+            f'-mask {p["mask"]} -ols -iter 1 -nthreads 1') in sh
+    assert (f'tensor2metric "$tmp/tensor.mif" -mask {p["mask"]} -fa "$FA.tmp.nii.gz" '
+            '-adc "$MD.tmp.nii.gz" -ad "$AD.tmp.nii.gz" -rd "$RD.tmp.nii.gz" '
+            '-vector "$V1.tmp.nii.gz" -num 1 -modulate none') in sh
     assert '-vector "$tmp/rgb.mif" -num 1 -modulate FA' in sh
-    assert f'mrcalc "$tmp/rgb.mif" -abs "{p["RGB"]}.tmp.nii.gz"' in sh
-    assert sh.endswith('do mv "$f.tmp.nii.gz" "$f"; done')
+    assert 'mrcalc "$tmp/rgb.mif" -abs "$RGB.tmp.nii.gz"' in sh
+    assert sh.endswith('for f in "$FA" "$MD" "$AD" "$RD" "$V1" "$RGB"; do mv "$f.tmp.nii.gz" "$f"; done')
     # downstream rule is unchanged and reads the MRtrix outputs
     assert jobs["dwi_stats_qc"]["input"] == [p["mask"], *(p[k] for k in DTI_PARAMS)]
 
@@ -228,15 +231,16 @@ def test_preproc_dwifslpreproc_cpu(tmp_path):
     assert "gpu" not in pre["resources"]
     assert pre["shell"] == (
         "tmp=$(mktemp -d \"${TMPDIR:-/tmp}/neurosmk_eddy.XXXXXX\") && trap 'rm -rf \"$tmp\"' EXIT && "
-        f'CUDA_VISIBLE_DEVICES= dwifslpreproc "{p["gibbs"]}" "{p["pre"]}.tmp.nii.gz" '
-        f'-fslgrad "{RAW_BVEC}" "{RAW_BVAL}" -rpe_none -pe_dir AP -eddy_options " --slm=linear --repol " '
-        f'-export_grad_fsl "{p["pre_bvec"]}.tmp" "{p["pre_bval"]}.tmp" -scratch "$tmp" -nthreads 2 -force '
-        f'> "{log(out, "dwi_preproc_dwifslpreproc", "sub-02")}" 2>&1 && mv "{p["pre_bvec"]}.tmp" "{p["pre_bvec"]}" '
-        f'&& mv "{p["pre_bval"]}.tmp" "{p["pre_bval"]}" && mv "{p["pre"]}.tmp.nii.gz" "{p["pre"]}"')
+        f'dwi={p["pre"]}; bval={p["pre_bval"]}; bvec={p["pre_bvec"]}; '
+        f'CUDA_VISIBLE_DEVICES= dwifslpreproc {p["gibbs"]} "$dwi.tmp.nii.gz" '
+        f"-fslgrad {RAW_BVEC} {RAW_BVAL} -rpe_none -pe_dir AP -eddy_options ' --slm=linear --repol ' "
+        '-export_grad_fsl "$bvec.tmp" "$bval.tmp" -scratch "$tmp" -nthreads 2 -force '
+        f'> {log(out, "dwi_preproc_dwifslpreproc", "sub-02")} 2>&1 && mv "$bvec.tmp" "$bvec" '
+        '&& mv "$bval.tmp" "$bval" && mv "$dwi.tmp.nii.gz" "$dwi"')
     # the mask and the tensor fit use the corrected series and the rotated gradients
     assert jobs["dwi_mask_mrtrix"]["input"] == [p["pre"], p["pre_bval"], p["pre_bvec"]]
     assert jobs["dwi_tensor_mrtrix"]["input"] == [p["pre"], p["pre_bval"], p["pre_bvec"], p["mask"]]
-    assert f'-fslgrad "{p["pre_bvec"]}" "{p["pre_bval"]}"' in jobs["dwi_tensor_mrtrix"]["shell"]
+    assert f'-fslgrad {p["pre_bvec"]} {p["pre_bval"]}' in jobs["dwi_tensor_mrtrix"]["shell"]
 
 
 def test_preproc_gpu_and_sidecar(tmp_path):
@@ -247,7 +251,7 @@ def test_preproc_gpu_and_sidecar(tmp_path):
     pre = jobs["dwi_preproc_dwifslpreproc"]
     assert pre["resources"]["gpu"] == "1"
     assert "CUDA_VISIBLE_DEVICES" not in pre["shell"]
-    assert ' -rpe_none -pe_dir j- -readout_time 0.0589 -eddy_options " --repol " ' in pre["shell"]
+    assert " -rpe_none -pe_dir j- -readout_time 0.0589 -eddy_options ' --repol ' " in pre["shell"]
     # DIPY mask after preproc
     assert jobs["dwi_mask_dipy"]["input"][0] == dwi_paths(out)["pre"]
 
@@ -256,7 +260,7 @@ def test_preproc_rpe_header(tmp_path):
     bids = _bids_with_sidecar(tmp_path, {"PhaseEncodingDirection": "j"})
     over = {"steps": {"anat": False}, "dwi": {"preproc": {"method": "fsl_dwifslpreproc", "rpe": "header"}}}
     jobs, _ = dry_run(tmp_path, over, bids=bids)
-    assert f' -rpe_header -json_import "{bids}/sub-02/dwi/sub-02_dwi.json" ' in jobs["dwi_preproc_dwifslpreproc"]["shell"]
+    assert f' -rpe_header -json_import {bids}/sub-02/dwi/sub-02_dwi.json ' in jobs["dwi_preproc_dwifslpreproc"]["shell"]
 
 
 def test_preproc_needs_phase_encoding(tmp_path):
