@@ -25,6 +25,7 @@ include: "rules/fsl.smk"
 include: "rules/freesurfer.smk"
 include: "rules/group.smk"
 include: "rules/aggregate.smk"
+include: "rules/safety.smk"  # last: wraps the rule files' onstart handler
 
 
 rule all:

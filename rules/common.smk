@@ -21,6 +21,10 @@ from neurosmk.paths import deriv
 
 config.update(validate_config(config))
 OUT = config["output_dir"].rstrip("/")
+# output_dir inside the raw dataset or a subject folder: refused before anything is written
+from neurosmk.outdir import check_output_dir
+
+check_output_dir(OUT, config["bids_dir"])
 
 _sdm = workflow.deployment_settings.deployment_method
 # -n: at parse time workflow.dryrun is still False (no executor yet); output_settings knows
@@ -45,7 +49,9 @@ for _key, _visit in sorted(_index.visits.items(), key=lambda kv: (kv[0][0], kv[0
     if _d:
         DWI[_key] = _d
 if config["validate_inputs"]:
-    _bids.validate_inputs(_index, _filters, cache_path=os.path.join(OUT, ".neurosmk", "validated_inputs.json"))
+    # a dry run writes nothing into output_dir (README "Safety"): no cache there
+    _bids.validate_inputs(_index, _filters, cache_path=None if getattr(workflow.output_settings, "dryrun", False)
+                          else os.path.join(OUT, ".neurosmk", "validated_inputs.json"))
 
 wildcard_constraints:
     subject="[a-zA-Z0-9]+",
