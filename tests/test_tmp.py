@@ -210,7 +210,7 @@ def test_memory_cap_real_job_fails_naming_subject(tmp_path):
     mask = tmp_path / "out" / "sub-01" / "anat" / "sub-01_desc-brain_mask.nii.gz"
     env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONPATH=str(REPO / "src"))
     res = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--configfile", str(tmp_path / "config.yaml"),
-                                      "--cores", "2", "--set-resources", "anat_skullstrip_python:mem_mb=1", str(mask)],
+                                      "--cores", "2", str(mask), "--set-resources", "anat_skullstrip_python:mem_mb=1"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 1
     log = (tmp_path / "out" / "logs" / "anat_skullstrip_python" / "sub-01.log").read_text()
@@ -225,10 +225,10 @@ def test_failed_and_killed_jobs_leave_nothing_after_rerun(tiny_anat, tmp_path):
     a job killed with SIGKILL mid-run: after the run and its re-run, $TMPDIR holds nothing new."""
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
-    # everything up to the registration, and the registration failing on a broken template
-    good = tiny_anat / "tpl.nii.gz"
+    # everything up to the registration, and the registration failing on a template that is not
+    # an image (a truncated .nii.gz is no good: ITK reads it, zero-filled, without an error)
     bad = tmp_path / "tpl_broken.nii.gz"
-    bad.write_bytes(good.read_bytes()[:2000])
+    bad.write_bytes(b"not an image\n" * 100)
     res = _anat_run(tiny_anat, tmp_path, tmpdir, "--keep-going", template=bad)
     assert res.returncode != 0
     log = (tmp_path / "out" / "logs" / "anat_register_ants" / "sub-01.log").read_text()
