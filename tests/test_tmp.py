@@ -206,6 +206,7 @@ def test_memory_cap_real_job_fails_naming_subject(tmp_path):
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg.update(bids_dir=str(bids), output_dir=str(tmp_path / "out"), freesurfer_dir=None,
                steps={"anat": True, "dwi": False})
+    cfg["anat"]["biascorrect"].update(shrink_factor=8, convergence_iters=[5])  # a quick N4 first
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     mask = tmp_path / "out" / "sub-01" / "anat" / "sub-01_desc-brain_mask.nii.gz"
     env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONPATH=str(REPO / "src"))
