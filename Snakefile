@@ -29,6 +29,7 @@ include: "rules/group.smk"
 include: "rules/aggregate.smk"
 include: "rules/bids.smk"
 include: "rules/qc.smk"
+include: "rules/safety.smk"  # last: wraps the rule files' onstart handler
 
 
 rule all:

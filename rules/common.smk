@@ -21,6 +21,10 @@ from neurosmk.paths import bench_path, deriv, log_path
 
 config.update(validate_config(config))
 OUT = config["output_dir"].rstrip("/")
+# output_dir inside the raw dataset or a subject folder: refused before anything is written
+from neurosmk.outdir import check_output_dir
+
+check_output_dir(OUT, config["bids_dir"])
 
 _sdm = workflow.deployment_settings.deployment_method
 # -n: at parse time workflow.dryrun is still False (no executor yet); output_settings knows
@@ -52,8 +56,10 @@ from neurosmk import validate as _validate
 
 VALIDATE_SETTINGS = _validate.settings_from_config(config, METHOD)
 if config["validate_inputs"]:
+    # a dry run writes nothing into output_dir (README "Safety"): it reads the cache only
     _bids.validate_inputs(_index, _filters, settings=VALIDATE_SETTINGS,
-                          cache_path=os.path.join(OUT, ".neurosmk", "validated_headers.json"))
+                          cache_path=os.path.join(OUT, ".neurosmk", "validated_headers.json"),
+                          save_cache=not getattr(workflow.output_settings, "dryrun", False))
 
 wildcard_constraints:
     subject="[a-zA-Z0-9]+",

@@ -5,6 +5,10 @@
 # MRtrix writes outputs in place, so every command writes "<output>.tmp.nii.gz" next to its
 # output and renames it when the command succeeded: a crash never leaves a plausible output.
 # -force is only ever used on those temporary files.
+#
+# Paths reach the shell only through Snakemake's shlex quoting ({input.x:q}, {output.x:q},
+# {log:q}); temporary names are built from shell variables assigned from a quoted placeholder
+# ("$dwi.tmp.nii.gz"), whose value the shell never parses again. tests/test_hostile.py checks it.
 
 DWI_PREPROC = dwi("dwi", desc="preproc")
 DWI_PREPROC_BVAL = dwi("dwi", ext=".bval", desc="preproc")
@@ -46,10 +50,10 @@ if METHOD["dwi.denoise"] == "mrtrix":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            'dwidenoise "{input.dwi}" "{output.dwi}.tmp.nii.gz" -noise "{output.noise}.tmp.nii.gz"'
-            ' -extent {params.extent} -nthreads {threads} -force > "{log}" 2>&1'
-            ' && mv "{output.dwi}.tmp.nii.gz" "{output.dwi}"'
-            ' && mv "{output.noise}.tmp.nii.gz" "{output.noise}"'
+            "dwi={output.dwi:q}; noise={output.noise:q}; "
+            'dwidenoise {input.dwi:q} "$dwi.tmp.nii.gz" -noise "$noise.tmp.nii.gz"'
+            ' -extent {params.extent} -nthreads {threads} -force > {log:q} 2>&1'
+            ' && mv "$dwi.tmp.nii.gz" "$dwi" && mv "$noise.tmp.nii.gz" "$noise"'
             + SIDECAR
 
 
@@ -82,9 +86,10 @@ if METHOD["dwi.degibbs"] == "mrtrix":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            'mrdegibbs "{input.dwi}" "{output.dwi}.tmp.nii.gz" -axes {params.axes} -nshifts {params.nshifts}'
-            ' -minW {params.min_w} -maxW {params.max_w} -nthreads {threads} -force > "{log}" 2>&1'
-            ' && mv "{output.dwi}.tmp.nii.gz" "{output.dwi}"'
+            "dwi={output.dwi:q}; "
+            'mrdegibbs {input.dwi:q} "$dwi.tmp.nii.gz" -axes {params.axes} -nshifts {params.nshifts}'
+            ' -minW {params.min_w} -maxW {params.max_w} -nthreads {threads} -force > {log:q} 2>&1'
+            ' && mv "$dwi.tmp.nii.gz" "$dwi"'
             + SIDECAR
 
 
@@ -113,9 +118,10 @@ if METHOD["dwi.mask"] == "mrtrix":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            'dwi2mask "{input.dwi}" "{output.mask}.tmp.nii.gz" -fslgrad "{input.bvec}" "{input.bval}"'
-            ' -nthreads {threads} -force > "{log}" 2>&1'
-            ' && mv "{output.mask}.tmp.nii.gz" "{output.mask}"'
+            "mask={output.mask:q}; "
+            'dwi2mask {input.dwi:q} "$mask.tmp.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
+            ' -nthreads {threads} -force > {log:q} 2>&1'
+            ' && mv "$mask.tmp.nii.gz" "$mask"'
             + SIDECAR
 
 
@@ -150,17 +156,17 @@ if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py
         # backend rotates its eigenvectors into the same axes (neurosmk.dwi.fsl_bvec_to_world).
         shell:
             'tmp=$(mktemp -d "${{TMPDIR:-/tmp}}/neurosmk_dti.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT && '
-            '( dwi2tensor "{input.dwi}" "$tmp/tensor.mif" -fslgrad "{input.bvec}" "{input.bval}"'
-            ' -mask "{input.mask}" {params.fit} -nthreads {threads}'
-            ' && tensor2metric "$tmp/tensor.mif" -mask "{input.mask}" -fa "{output.FA}.tmp.nii.gz"'
-            ' -adc "{output.MD}.tmp.nii.gz" -ad "{output.AD}.tmp.nii.gz" -rd "{output.RD}.tmp.nii.gz"'
-            ' -vector "{output.V1}.tmp.nii.gz" -num 1 -modulate none -nthreads {threads} -force'
-            ' && tensor2metric "$tmp/tensor.mif" -mask "{input.mask}" -vector "$tmp/rgb.mif" -num 1'
+            "FA={output.FA:q}; MD={output.MD:q}; AD={output.AD:q}; RD={output.RD:q}; V1={output.V1:q}; RGB={output.RGB:q}; "
+            '( dwi2tensor {input.dwi:q} "$tmp/tensor.mif" -fslgrad {input.bvec:q} {input.bval:q}'
+            ' -mask {input.mask:q} {params.fit} -nthreads {threads}'
+            ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -fa "$FA.tmp.nii.gz"'
+            ' -adc "$MD.tmp.nii.gz" -ad "$AD.tmp.nii.gz" -rd "$RD.tmp.nii.gz"'
+            ' -vector "$V1.tmp.nii.gz" -num 1 -modulate none -nthreads {threads} -force'
+            ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -vector "$tmp/rgb.mif" -num 1'
             ' -modulate fa -nthreads {threads}'
-            ' && mrcalc "$tmp/rgb.mif" -abs "{output.RGB}.tmp.nii.gz" -datatype float32 -nthreads {threads} -force'
-            ' ) > "{log}" 2>&1'
-            ' && for f in "{output.FA}" "{output.MD}" "{output.AD}" "{output.RD}" "{output.V1}" "{output.RGB}";'
-            ' do mv "$f.tmp.nii.gz" "$f"; done'
+            ' && mrcalc "$tmp/rgb.mif" -abs "$RGB.tmp.nii.gz" -datatype float32 -nthreads {threads} -force'
+            ' ) > {log:q} 2>&1'
+            ' && for f in "$FA" "$MD" "$AD" "$RD" "$V1" "$RGB"; do mv "$f.tmp.nii.gz" "$f"; done'
             + SIDECAR
 
 
@@ -170,7 +176,8 @@ def _dwi_sidecar(wc):
 
 
 def _preproc_pe_args(wc):
-    """-rpe_none -pe_dir X [-readout_time T], or -rpe_header -json_import sidecar."""
+    """-rpe_none -pe_dir X [-readout_time T], or -rpe_header -json_import sidecar: a list of
+    arguments, each shell-quoted by {params.pe:q}."""
     c = step_cfg("dwi.preproc")
     sidecar = _dwi_sidecar(wc)
     meta = {}
@@ -182,15 +189,15 @@ def _preproc_pe_args(wc):
     if c["rpe"] == "header":
         if not sidecar:
             raise ValueError(f"dwi.preproc.rpe 'header' needs a BIDS sidecar (.json) for {raw_dwi(wc)['nii']}")
-        return f'-rpe_header -json_import "{sidecar}"'
+        return ["-rpe_header", "-json_import", sidecar]
     pe_dir = c["pe_dir"] or meta.get("PhaseEncodingDirection")
     if not pe_dir:
         raise ValueError(f"dwi.preproc: no phase-encoding direction for {raw_dwi(wc)['nii']}: set "
                          f"config key 'dwi.preproc.pe_dir' or PhaseEncodingDirection in its BIDS sidecar")
-    args = f"-rpe_none -pe_dir {pe_dir}"
+    args = ["-rpe_none", "-pe_dir", str(pe_dir)]
     readout = c["readout_time"] or meta.get("TotalReadoutTime")
     if readout:
-        args += f" -readout_time {float(readout):g}"
+        args += ["-readout_time", f"{float(readout):g}"]
     return args
 
 
@@ -235,12 +242,12 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
             CONTAINERS["mrtrix3"]
         shell:
             'tmp=$(mktemp -d "${{TMPDIR:-/tmp}}/neurosmk_eddy.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT && '
-            '{params.cuda}dwifslpreproc "{input.dwi}" "{output.dwi}.tmp.nii.gz" -fslgrad "{input.bvec}" "{input.bval}"'
-            ' {params.pe} -eddy_options "{params.eddy_options}"'
-            ' -export_grad_fsl "{output.bvec}.tmp" "{output.bval}.tmp"'
-            ' -scratch "$tmp" -nthreads {threads} -force > "{log}" 2>&1'
-            ' && mv "{output.bvec}.tmp" "{output.bvec}" && mv "{output.bval}.tmp" "{output.bval}"'
-            ' && mv "{output.dwi}.tmp.nii.gz" "{output.dwi}"'
+            "dwi={output.dwi:q}; bval={output.bval:q}; bvec={output.bvec:q}; "
+            '{params.cuda}dwifslpreproc {input.dwi:q} "$dwi.tmp.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
+            ' {params.pe:q} -eddy_options {params.eddy_options:q}'
+            ' -export_grad_fsl "$bvec.tmp" "$bval.tmp"'
+            ' -scratch "$tmp" -nthreads {threads} -force > {log:q} 2>&1'
+            ' && mv "$bvec.tmp" "$bvec" && mv "$bval.tmp" "$bval" && mv "$dwi.tmp.nii.gz" "$dwi"'
             + SIDECAR
 
     DWI_TARGETS += [DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC]

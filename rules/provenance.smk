@@ -15,8 +15,9 @@ from snakemake.io import apply_wildcards as _apply_wildcards
 from neurosmk import provenance as _provenance
 
 SIDECAR_SH = os.path.join(NEUROSMK_ROOT, "scripts", "sidecar.sh")
-SIDECAR = (' && NEUROSMK_PROV=sidecar NEUROSMK_VERSION={NEUROSMK_VERSION} sh "{SIDECAR_SH}" {params.prov} "{OUT}" "{config[bids_dir]}"'
-           ' {output:q} -- {input:q}')
+# every path shlex-quoted (:q); {params.prov} is already a pair of shlex-quoted words (prov below)
+SIDECAR = (' && NEUROSMK_PROV=sidecar NEUROSMK_VERSION={NEUROSMK_VERSION:q} sh {SIDECAR_SH:q} {params.prov}'
+           ' {OUT:q} {config[bids_dir]:q} {output:q} -- {input:q}')
 SIDECAR_TEMPLATES = []  # every declared sidecar path pattern, for the methods rule
 
 

@@ -218,7 +218,7 @@ def test_mrtrix_sidecars(runs):
     den = json.loads(runs["run1_json"][Path("sub-02/dwi/sub-02_desc-denoised_dwi.json")])
     assert den["Parameters"] == {"method": "mrtrix", "extent": "5,5,5"}
     assert den["Sources"] == ["bids:raw:sub-02/dwi/sub-02_dwi.nii.gz"]
-    assert den["CommandLine"].startswith(f'dwidenoise "{bids}/sub-02/dwi/sub-02_dwi.nii.gz" ')
+    assert f" dwidenoise {bids}/sub-02/dwi/sub-02_dwi.nii.gz " in den["CommandLine"]  # shlex-quoted (plain path)
     ten = json.loads(runs["run1_json"][Path("sub-02/dwi/sub-02_model-DTI_param-FA_dwimap.json")])
     assert ten["Parameters"]["fit"] == "-ols -iter 1"
     assert ten["Sources"] == ["bids::sub-02/dwi/sub-02_desc-degibbs_dwi.nii.gz", "bids:raw:sub-02/dwi/sub-02_dwi.bval",
@@ -346,7 +346,7 @@ def test_fsl_freesurfer_rules_write_sidecars(tmp_path):
     assert syn["Device"] == "gpu" and syn["Parameters"]["flags"] == ["-g"]
     pre = _sidecar_call(cmds["dwi_preproc_dwifslpreproc"])
     assert "dwifslpreproc -version" in pre[3] and "fslversion" in pre[3]  # MRtrix3 and FSL versions
-    assert json.loads(pre[2])["Parameters"]["pe"] == "-rpe_none -pe_dir AP"
+    assert json.loads(pre[2])["Parameters"]["pe"] == ["-rpe_none", "-pe_dir", "AP"]
     # bval/bvec and the image share the one sidecar
     assert [x for x in pre[6:pre.index("--")] if not x.endswith(".json")][-2:] == [
         f"{out}/sub-02/dwi/sub-02_desc-preproc_dwi.bval", f"{out}/sub-02/dwi/sub-02_desc-preproc_dwi.bvec"]

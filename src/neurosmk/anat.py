@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -169,17 +170,23 @@ def register(moving_file: str, template_file: str, out_affine: str, out_warp: st
     moving = ants.image_read(moving_file)
     reg = ants.registration(fixed=fixed, moving=moving, type_of_transform=transform,
                             reg_iterations=tuple(syn_iterations))
+    # ANTsPy leaves its transforms in the temporary folder (the job's own, neurosmk.runtime):
+    # moved, not copied, into the outputs; whatever is left there is removed
     fwd, inv = reg["fwdtransforms"], reg["invtransforms"]
-    affine = [f for f in fwd if f.endswith(".mat")][0]
-    with atomic_path(out_affine) as tmp:
-        shutil.copyfile(affine, tmp)
-    warps = [f for f in fwd if f.endswith(".nii.gz")]
-    iwarps = [f for f in inv if f.endswith(".nii.gz")]
-    for src, dst in ((warps, out_warp), (iwarps, out_invwarp)):
-        if not src:
-            raise RuntimeError(f"ANTs {transform} registration produced no warp field")
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src[0], tmp)
+    try:
+        affine = [f for f in fwd if f.endswith(".mat")][0]
+        warps = [f for f in fwd if f.endswith(".nii.gz")]
+        iwarps = [f for f in inv if f.endswith(".nii.gz")]
+        for src, dst in ((warps, out_warp), (iwarps, out_invwarp)):
+            if not src:
+                raise RuntimeError(f"ANTs {transform} registration produced no warp field")
+        for src, dst in ((affine, out_affine), (warps[0], out_warp), (iwarps[0], out_invwarp)):
+            with atomic_path(dst) as tmp:
+                shutil.move(src, tmp)
+    finally:
+        for f in {*fwd, *inv}:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f)
     save_ants(reg["warpedmovout"], out_warped)
     return registration_metrics(moving, fixed, reg["warpedmovout"], transform, metrics_json)
 

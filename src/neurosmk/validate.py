@@ -258,8 +258,10 @@ class HeaderCache:
             write_json(self.path, {"settings": self.fingerprint, "files": self.data}, indent=None)
 
 
-def check_headers(visits, settings: dict = DEFAULT_SETTINGS, cache_path: str | None = None) -> None:
-    """Header tier for ``visits``: an iterable of (t1w path or None, DWISeries or None)."""
+def check_headers(visits, settings: dict = DEFAULT_SETTINGS, cache_path: str | None = None,
+                  save_cache: bool = True) -> None:
+    """Header tier for ``visits``: an iterable of (t1w path or None, DWISeries or None).
+    ``save_cache`` False (a dry run, which writes nothing into output_dir): read the cache only."""
     cache = HeaderCache(cache_path, settings)
     try:
         for t1, dwi in visits:
@@ -272,7 +274,8 @@ def check_headers(visits, settings: dict = DEFAULT_SETTINGS, cache_path: str | N
                     check_dwi_header(dwi, settings)
                     cache.mark(paths)
     finally:
-        cache.save()
+        if save_cache:
+            cache.save()
 
 
 # ---- data tier --------------------------------------------------------------------------------

@@ -1,0 +1,27 @@
+# Damage guards (neurosmk.outdir): the output_dir lock against runs from another checkout.
+# Included last, so that it wraps the onstart handler a rule file may have set (one handler per
+# workflow): the lock is taken first, then that handler runs. onstart is not called by dry runs
+# (-n) or when there is nothing to do, so those write nothing into output_dir. The output_dir
+# placement checks run earlier, in rules/common.smk, before anything is read or written.
+
+from snakemake.exceptions import WorkflowError as _WorkflowError
+
+from neurosmk import outdir as _outdir
+
+_RULE_FILES_ONSTART = workflow._onstart
+
+
+onstart:
+    try:
+        _outdir.acquire_lock(OUT, checkout=NEUROSMK_ROOT)
+    except _outdir.OutputDirError as exc:
+        raise _WorkflowError(str(exc)) from None
+    _RULE_FILES_ONSTART(log)
+
+
+onsuccess:
+    _outdir.release_lock(OUT)
+
+
+onerror:
+    _outdir.release_lock(OUT)
