@@ -98,9 +98,22 @@ def dry_run(tmp_path: Path, overrides: dict, bids: Path = BIDS) -> tuple[dict[st
 def calls(job: dict, tool: str) -> list[list[str]]:
     """The argv (shlex words) of every call of ``tool`` in a job's shell command: behaviour is
     checked on the parsed words, whatever the quoting; the interfaces in test_niwrap_interfaces.py."""
+    import re
+
     from .niwrap_oracle import simple_commands, tool_name
 
-    return [a for a in simple_commands(job["shell"]) if tool_name(a[0]) == tool]
+    # shell variables the command sets (`dwi=<output>; ... "$dwi.tmp.nii.gz"`) are expanded, so
+    # the words are what the tool receives
+    env, out = {}, []
+    for a in simple_commands(job["shell"]):
+        if len(a) == 1 and re.fullmatch(r"[A-Za-z_]\w*=.*", a[0], re.S):
+            k, v = a[0].split("=", 1)
+            env[k] = v
+            continue
+        a = [re.sub(r"\$\{?([A-Za-z_]\w*)\}?", lambda m: env.get(m.group(1), m.group(0)), w) for w in a]
+        if tool_name(a[0]) == tool:
+            out.append(a)
+    return out
 
 
 def call(job: dict, tool: str) -> list[str]:
