@@ -340,10 +340,11 @@ def test_fsl_structural_family(tmp_path):
     aw = call(reg, "applywarp")
     assert opt(aw, "--ref=") == tpl["head"] and opt(aw, "--in=") == a["brain"] and opt(aw, "--warp=") == opt(fn, "--fout=")
     assert moves(reg)[a["invwarp"]] == opt(iw, "--out=")
-    t = jobs["anat_template_fsl"]
-    assert t["output"] == [tpl["head"], tpl["brain"], tpl["mask_dil"]]
-    assert '"$FSLDIR/data/standard"/MNI152_T1_2mm' in t["shell"]
-    assert "_brain.nii.gz" in t["shell"] and "_brain_mask_dil.nii.gz" in t["shell"]
+    t, tb = jobs["anat_template_fsl"], jobs["anat_template_fsl_brain"]
+    assert t["output"] == [tpl["head"]] and tb["output"] == [tpl["brain"], tpl["mask_dil"]]
+    assert '"$FSLDIR/data/standard"/MNI152_T1_2mm' in t["shell"] and '"$s.nii.gz"' in t["shell"]
+    assert '"$FSLDIR/data/standard"/MNI152_T1_2mm' in tb["shell"]
+    assert "_brain.nii.gz" in tb["shell"] and "_brain_mask_dil.nii.gz" in tb["shell"]
     assert jobs["anat_register_metrics_fsl"]["output"] == [a["metrics"]]
     assert jobs["anat_register_metrics_fsl"]["input"][2] == tpl["brain"]
 
