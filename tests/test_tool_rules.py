@@ -807,6 +807,49 @@ def test_env_files_pin_every_package(env):
         assert re.fullmatch(r"[A-Za-z0-9_.\-]+(={1,2})[0-9][A-Za-z0-9_.\-]*", d), f"{env}: {d!r} is not pinned exactly"
 
 
+def fsl_release_problems(env_text: str, common_text: str, manifest: dict) -> list[str]:
+    """Why envs/fsl.yaml and the FSL container are not one FSL release ([] if they are): the env's
+    '# release:' line, the release in the container's name (vnmd/fsl_6.0.7.18:20250928) and the
+    env's fsl* pins against that release's environment file (``manifest``)."""
+    releases = re.findall(r"^# release: (\S+)$", env_text, re.M)
+    if len(releases) != 1:
+        return [f"envs/fsl.yaml: {len(releases)} '# release:' lines"]
+    release, problems = releases[0], []
+    image = re.search(r'^\s*"fsl": "(docker://[^"]+)"', common_text, re.M).group(1)
+    m = re.search(r"(?<![\d.])(\d+\.\d+\.\d+(?:\.\d+)?)(?![\d.])", image)
+    if not m or m.group(1) != release:
+        problems.append(f"container {image} is FSL {m.group(1) if m else '?'}, envs/fsl.yaml FSL {release}")
+    if release not in manifest:
+        return problems + [f"no transcribed environment of FSL {release} (tests/data/interfaces/fsl_releases.yaml)"]
+    pins = dict(d.split("=", 1) for d in _deps(yaml.safe_load(env_text)["dependencies"]))
+    fsl_pins = {k: v for k, v in pins.items() if k.startswith("fsl")}
+    if not fsl_pins:
+        problems.append("envs/fsl.yaml pins no FSL package")
+    problems += [f"{k}={v}, FSL {release} has {manifest[release].get(k)}" for k, v in fsl_pins.items()
+                 if manifest[release].get(k) != v]
+    return problems
+
+
+FSL_RELEASES = REPO / "tests" / "data" / "interfaces" / "fsl_releases.yaml"
+
+
+def test_fsl_env_and_container_are_one_release():
+    env = (REPO / "envs" / "fsl.yaml").read_text()
+    common = (REPO / "rules" / "common.smk").read_text()
+    manifest = yaml.safe_load(FSL_RELEASES.read_text())
+    assert fsl_release_problems(env, common, manifest) == []
+    # the check fails for what it must catch
+    other_image = re.sub(r'("fsl": )"docker://[^"]+"', r'\1"docker://brainlife/fsl:6.0.7.22"', common)
+    assert fsl_release_problems(env, other_image, manifest) == [
+        "container docker://brainlife/fsl:6.0.7.22 is FSL 6.0.7.22, envs/fsl.yaml FSL 6.0.7.18"]
+    other_pin = env.replace("fsl-bet2=2111.8", "fsl-bet2=2111.9")
+    assert fsl_release_problems(other_pin, common, manifest) == ["fsl-bet2=2111.9, FSL 6.0.7.18 has 2111.8"]
+    unlisted = env.replace("  - fsl-topup=", "  - fsl-bianca=2209.3\n  - fsl-topup=")
+    assert fsl_release_problems(unlisted, common, manifest) == ["fsl-bianca=2209.3, FSL 6.0.7.18 has None"]
+    no_line = env.replace("# release: ", "# FSL ")
+    assert fsl_release_problems(no_line, common, manifest) == ["envs/fsl.yaml: 0 '# release:' lines"]
+
+
 def test_schema_method_descriptions_list_every_backend():
     schema = yaml.safe_load((REPO / "config" / "schema" / "config.schema.yaml").read_text())
     for step, backends in STEPS.items():
@@ -952,7 +995,7 @@ def test_methods_text_for_the_seed_steps():
           "Parameters": {"template": "MNI152NLin2009aSym"}}
     text = P.methods_text([sm], {"anat.register": "synthmorph"})
     assert "with SynthMorph (affine, then deformable" in text and "Hoffmann M" in text
-    fsl = {"Step": "anat.register", "Method": "fsl", "ToolVersion": "FSL 6.0.7.22",
+    fsl = {"Step": "anat.register", "Method": "fsl", "ToolVersion": "FSL 6.0.7.18",
            "Parameters": {"template": "MNI152NLin6Asym", "fnirt_config": "T1_2_MNI152_2mm"}}
     text = P.methods_text([fsl], {"anat.register": "fsl"})
     assert "Grabner G" in text and "Fonov V" not in text  # FSL's MNI152, not the 2009 template
