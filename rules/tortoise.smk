@@ -57,7 +57,7 @@ if METHOD["dwi.preproc"] == "drbuddi":
             b0=temp(f"{_DRB_WORK}/b0_corrected_final.nii"),
         params:
             method="drbuddi",
-            exe="DRBUDDI_cuda" if _DRB["use_gpu"] else "DRBUDDI",
+            exe=_backends.STEPS["dwi.preproc"]["drbuddi"].tools_for(_DRB)[0],  # DRBUDDI_cuda with use_gpu
         threads: _DRB["threads"]
         resources:
             mem_mb=16000,

@@ -974,6 +974,26 @@ def test_dsi_scheme_stops_eddy_at_start(tmp_path):
     assert "dwi_preproc_dwifslpreproc" in jobs
 
 
+@pytest.mark.parametrize("use_gpu", [False, True])
+def test_drbuddi_start_check_looks_for_the_binary_use_gpu_runs(use_gpu):
+    """The start-up tool check asks for the binary the rule will call: DRBUDDI on the CPU,
+    DRBUDDI_cuda with use_gpu (the other one being on PATH does not satisfy it)."""
+    from neurosmk.backends import BackendError, check_methods
+    from neurosmk.config import validate_config
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg.setdefault("dwi", {}).setdefault("preproc", {}).update(method="drbuddi", use_gpu=use_gpu)
+    cfg = validate_config(cfg)
+    needed, other = ("DRBUDDI_cuda", "DRBUDDI") if use_gpu else ("DRBUDDI", "DRBUDDI_cuda")
+    with pytest.raises(BackendError) as err:
+        check_methods(cfg, which=lambda t: f"/opt/bin/{t}" if t == other else None)
+    gpu = " (use_gpu: true)" if use_gpu else ""
+    assert f"step 'dwi.preproc' with method 'drbuddi'{gpu} needs {needed} on PATH" in str(err.value)
+    assert check_methods(cfg, which=lambda t: f"/opt/bin/{t}" if t == needed else None)["dwi.preproc"] == "drbuddi"
+    # the rule calls the same binary
+    assert STEPS["dwi.preproc"]["drbuddi"].tools_for(cfg["dwi"]["preproc"]) == (needed,)
+
+
 def test_drbuddi_needs_reverse_phase_encoding(tmp_path):
     bids = _bids_with_sidecar(tmp_path, {"PhaseEncodingDirection": "j-"})
     cfg, _ = write_config(tmp_path, {"steps": {"anat": False}, "dwi": {"preproc": {"method": "drbuddi"}}}, bids)
