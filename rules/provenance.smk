@@ -77,7 +77,7 @@ def prov(step, versions=None):
         text = _json.dumps(rec, default=str)
         if not shell:
             return text
-        return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools))
+        return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools, image=r_.container_img))
 
     return _prov
 

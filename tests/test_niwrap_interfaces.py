@@ -15,7 +15,9 @@ commands with shlex, and every option and value is checked.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -193,6 +195,18 @@ def test_drbuddi_call_matches_qsiprep_interface(tmp_path):
     pre = f"{out}/sub-02/dwi/sub-02_desc-preproc_dwi.nii.gz"
     assert jobs["dwi_preproc_drbuddi_apply"]["output"][0] == pre
     assert jobs["dwi_mask_dipy"]["input"][0] == pre
+    # DRBUDDI's version (it has no version option: the image it ran in) goes from its job to the
+    # sidecars of the corrected series
+    version_file = [o for o in drb["output"] if o.endswith("drbuddi_version.txt")]
+    assert len(version_file) == 1 and version_file[0] in jobs["dwi_preproc_drbuddi_apply"]["input"]
+    sh = [c for c in simple_commands(drb["shell"]) if c[:2] == ["sh", "-c"]]
+    assert len(sh) == 1
+    image = "docker://pennlinc/qsiprep-drbuddicuda:24.4.29"
+    env = {k: v for k, v in os.environ.items() if k not in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")}
+    inside = subprocess.run(sh[0], env={**env, "APPTAINER_CONTAINER": "/x/img.sif"}, capture_output=True, text=True)
+    assert inside.stdout == f"TORTOISE DRBUDDI_cuda from {image} (DRBUDDI has no version option: the image tag is the version)"
+    outside = subprocess.run(sh[0], env=env, capture_output=True, text=True)
+    assert outside.stdout.startswith("TORTOISE DRBUDDI_cuda, version unknown") and image in outside.stdout
 
 
 # ---- the oracle itself must reject what the tools reject -----------------------------------

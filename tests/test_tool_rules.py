@@ -994,6 +994,17 @@ def test_drbuddi_start_check_looks_for_the_binary_use_gpu_runs(use_gpu):
     assert STEPS["dwi.preproc"]["drbuddi"].tools_for(cfg["dwi"]["preproc"]) == (needed,)
 
 
+def test_drbuddi_tool_version_line(tmp_path):
+    from neurosmk.drbuddi import tool_version
+
+    f = tmp_path / "drbuddi_version.txt"
+    f.write_text("TORTOISE DRBUDDI from docker://pennlinc/qsiprep-drbuddi:24.4.29 (x)\n")
+    assert tool_version(str(f)) == "TORTOISE DRBUDDI from docker://pennlinc/qsiprep-drbuddi:24.4.29 (x)"
+    f.write_text("\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(f))}: no DRBUDDI version line"):
+        tool_version(str(f))
+
+
 def test_drbuddi_needs_reverse_phase_encoding(tmp_path):
     bids = _bids_with_sidecar(tmp_path, {"PhaseEncodingDirection": "j-"})
     cfg, _ = write_config(tmp_path, {"steps": {"anat": False}, "dwi": {"preproc": {"method": "drbuddi"}}}, bids)
