@@ -72,8 +72,9 @@ CONTAINERS = {
     "neurosmk": "docker://condaforge/miniforge3:24.11.3-0",
     # official MRtrix3 image; it also carries the FSL parts its scripts call (dwifslpreproc -> eddy)
     "mrtrix3": "docker://mrtrix3/mrtrix3:3.0.4",
-    # FSL 6.0.7.x in both deployment paths: envs/fsl.yaml pins the FSL 6.0.7.22 release packages
-    "fsl": "docker://brainlife/fsl:6.0.7.22",
+    # FSL 6.0.7.18 in both deployment paths: envs/fsl.yaml pins that release's packages; this is
+    # Neurodesk's image of it (vnmd/<tool>_<version>:<build date>)
+    "fsl": "docker://vnmd/fsl_6.0.7.18:20250928",
     "freesurfer": "docker://freesurfer/freesurfer:7.4.1",
     # TORTOISE 4 (DRBUDDI / DRBUDDI_cuda) as QSIPrep builds it (its Dockerfile's build_tortoise
     # stages, TAG_TORTOISE=24.4.29): binaries in /src/TORTOISEV4/bin

@@ -15,7 +15,7 @@ if _FS_CFG["license"]:
     # cosmetic: exported rather than passed as a param, so moving the file never re-runs recon-all
     os.environ["FS_LICENSE"] = os.path.abspath(os.path.expandvars(_FS_CFG["license"]))
 
-_FS_TMP = ('tmp=$(mktemp -d "$(dirname {output[0]:q})/.{rule}.XXXXXX")'
+_FS_TMP = ('tmp=$(mktemp -d "$(dirname {output[0]:q})/.neurosmk-tmp.XXXXXX")'
            ' && trap \'rm -rf "$tmp"\' EXIT && ')
 
 
@@ -350,6 +350,8 @@ if METHOD["anat.synthseg"] == "freesurfer":
             flags=[f for f, on in (("--robust", _SYN["robust"]), ("--parc", _SYN["parc"]),
                                    ("--cpu", not _SYN["use_gpu"])) if on],
             vol=_SYN["vol"],
+            # where the volumes CSV goes: [] without --vol (the shell loop then moves nothing)
+            vol_dest=[SYNTHSEG_VOL] if _SYN["vol"] else [],
         threads: _SYN["threads"]
         resources:
             mem_mb=16000 if _SYN["robust"] else 12000,
@@ -365,11 +367,10 @@ if METHOD["anat.synthseg"] == "freesurfer":
             CONTAINERS["freesurfer"]
         shell:
             _FS_TMP +
-            'mri_synthseg --i {input.t1w:q} --o "$tmp/synthseg.nii.gz"'
-            + (' --vol "$tmp/volumes.csv"' if _SYN["vol"] else "")
-            + ' {params.flags:q} --threads {threads} > {log:q} 2>&1'
+            'mri_synthseg --i {input.t1w:q} --o "$tmp/synthseg.nii.gz" --vol "$tmp/volumes.csv"'
+            ' {params.flags:q} --threads {threads} > {log:q} 2>&1'
             ' && mv "$tmp/synthseg.nii.gz" {output.dseg:q}'
-            + (' && mv "$tmp/volumes.csv" {output.vol:q}' if _SYN["vol"] else "")
+            ' && for f in {params.vol_dest:q}; do mv "$tmp/volumes.csv" "$f"; done'
             + SIDECAR
 
     ANAT_TARGETS += [SYNTHSEG_DSEG] + ([SYNTHSEG_VOL] if _SYN["vol"] else [])

@@ -9,7 +9,7 @@ FIRST_QC = f"{OUT}/sub-{{subject}}/figures/{visit_wc()}_desc-first_slicesdir"
 
 # the private folder: "$(dirname …)" keeps the quoted output path one word; {output[0]:q} is
 # shlex-quoted, so nothing in it is expanded
-_FSL_TMP = ('export FSLOUTPUTTYPE=NIFTI_GZ && tmp=$(mktemp -d "$(dirname {output[0]:q})/.{rule}.XXXXXX")'
+_FSL_TMP = ('export FSLOUTPUTTYPE=NIFTI_GZ && tmp=$(mktemp -d "$(dirname {output[0]:q})/.neurosmk-tmp.XXXXXX")'
             ' && trap \'rm -rf "$tmp"\' EXIT && ')
 
 
@@ -135,7 +135,7 @@ if METHOD["anat.register"] == "fsl":
     #   applywarp --ref=MNI152_T1_2mm --in=head --warp=warp
     # The template is FSL's own MNI152 (ICBM 2009 nonlinear 6th generation; TemplateFlow
     # MNI152NLin6Asym) at the resolution the config names, copied out of $FSLDIR/data/standard
-    # by anat_template_fsl so that the QC and metric rules (project env) can read it too.
+    # by anat_template_fsl(_brain) so that the QC and metric rules (project env) can read it too.
     _FNIRT_CONFIG = step_cfg("anat.register")["fnirt_config"]
     if TEMPLATE_NAME != FSL_TEMPLATE_NAME or config["template"]["t1w"]:
         raise ValueError(
@@ -144,14 +144,14 @@ if METHOD["anat.register"] == "fsl":
             f"{FSL_TEMPLATE_NAME}: set template.name: {FSL_TEMPLATE_NAME} and template.t1w: null "
             f"(now template.name {TEMPLATE_NAME!r}, template.t1w {config['template']['t1w']!r})")
 
+    # Two rules because a job's sidecars share one provenance record, and the BIDS SkullStripped
+    # of the head (false) and of the brain (true) differ.
     rule anat_template_fsl:
-        """FSL's MNI152 head, brain and dilated brain mask at the fnirt config's resolution,
-        copied from $FSLDIR/data/standard (fsl-data_standard) into the derivatives' sourcedata."""
+        """FSL's MNI152 head at the fnirt config's resolution, copied from $FSLDIR/data/standard
+        (fsl-data_standard) into the derivatives' sourcedata."""
         output:
             head=FSL_TEMPLATE["head"],
-            brain=FSL_TEMPLATE["brain"],
-            mask_dil=FSL_TEMPLATE["mask_dil"],
-            **sidecars(*FSL_TEMPLATE.values()),
+            **sidecars(FSL_TEMPLATE["head"]),
         params:
             method="fsl",
             standard=f"MNI152_T1_{FSL_TEMPLATE_RES}",
@@ -170,11 +170,39 @@ if METHOD["anat.register"] == "fsl":
             CONTAINERS["fsl"]
         shell:
             _FSL_TMP +
+            '( s="$FSLDIR/data/standard"/{params.standard:q} && cp "$s.nii.gz" "$tmp/head.nii.gz" ) > {log:q} 2>&1'
+            ' && mv "$tmp/head.nii.gz" {output.head:q}'
+            + SIDECAR
+
+    rule anat_template_fsl_brain:
+        """FSL's MNI152 brain and dilated brain mask (the fnirt config's --refmask) at the same
+        resolution, from $FSLDIR/data/standard."""
+        output:
+            brain=FSL_TEMPLATE["brain"],
+            mask_dil=FSL_TEMPLATE["mask_dil"],
+            **sidecars(FSL_TEMPLATE["brain"], FSL_TEMPLATE["mask_dil"]),
+        params:
+            method="fsl",
+            standard=f"MNI152_T1_{FSL_TEMPLATE_RES}",
+            prov=prov("anat.register"),
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=5,
+        log:
+            logfile("anat_template_fsl_brain", visit=False),
+        benchmark:
+            benchfile("anat_template_fsl_brain", visit=False)
+        conda:
+            ENVS["fsl"]
+        container:
+            CONTAINERS["fsl"]
+        shell:
+            _FSL_TMP +
             '( s="$FSLDIR/data/standard"/{params.standard:q}'
-            ' && cp "$s.nii.gz" "$tmp/head.nii.gz" && cp "$s"_brain.nii.gz "$tmp/brain.nii.gz"'
-            ' && cp "$s"_brain_mask_dil.nii.gz "$tmp/mask_dil.nii.gz" ) > {log:q} 2>&1'
-            ' && mv "$tmp/head.nii.gz" {output.head:q} && mv "$tmp/brain.nii.gz" {output.brain:q}'
-            ' && mv "$tmp/mask_dil.nii.gz" {output.mask_dil:q}'
+            ' && cp "$s"_brain.nii.gz "$tmp/brain.nii.gz" && cp "$s"_brain_mask_dil.nii.gz "$tmp/mask_dil.nii.gz"'
+            ' ) > {log:q} 2>&1'
+            ' && mv "$tmp/brain.nii.gz" {output.brain:q} && mv "$tmp/mask_dil.nii.gz" {output.mask_dil:q}'
             + SIDECAR
 
     rule anat_register_fsl:

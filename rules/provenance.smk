@@ -96,7 +96,7 @@ def _prov_text(r_, step, versions, params, skull_stripped):
     text = _json.dumps(rec, default=str)
     if not shell:
         return _provenance.ProvJSON(text)  # readable in the report (its format()), JSON otherwise
-    return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools))
+    return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools, image=r_.container_img))
 
 
 # ---- methods paragraph ------------------------------------------------------------------------

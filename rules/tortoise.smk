@@ -11,6 +11,8 @@ from neurosmk import dwi_scheme as _dwi_scheme
 if METHOD["dwi.preproc"] == "drbuddi":
     _DRB = step_cfg("dwi.preproc")
     _DRB_WORK = f"{OUT}/.neurosmk/work/drbuddi/{visit_wc()}"
+    _DRB_EXE = _backends.STEPS["dwi.preproc"]["drbuddi"].tools_for(_DRB)[0]
+    _DRB_IMAGE = CONTAINERS["tortoise_cuda" if _DRB["use_gpu"] else "tortoise"]
     _DRB_REVERSE = {}  # (subject, session) -> (reverse image, its bval or None, pe of the DWI)
     for _k, _d in DWI.items():
         _rev, _rpe, _upe = _dwi_scheme.reverse_pe_b0(_d.nifti, _d.json)  # refused at start if none
@@ -56,9 +58,13 @@ if METHOD["dwi.preproc"] == "drbuddi":
         output:
             field=temp(f"{_DRB_WORK}/deformation_FINV.nii.gz"),
             b0=temp(f"{_DRB_WORK}/b0_corrected_final.nii"),
+            # the ToolVersion of the corrected DWI's sidecars (dwi_preproc_drbuddi_apply): DRBUDDI
+            # has no version option, so it is the pinned image the job ran in (provenance.VERSION_COMMANDS)
+            version=temp(f"{_DRB_WORK}/drbuddi_version.txt"),
         params:
             method="drbuddi",
-            exe="DRBUDDI_cuda" if _DRB["use_gpu"] else "DRBUDDI",
+            exe=_DRB_EXE,  # DRBUDDI_cuda with use_gpu
+            version_cmd=_provenance.version_command("tortoise", [_DRB_EXE], image=_DRB_IMAGE),
         threads: _DRB["threads"]
         resources:
             mem_mb=16000,
@@ -71,16 +77,18 @@ if METHOD["dwi.preproc"] == "drbuddi":
         conda:
             ENVS["tortoise"]
         container:
-            CONTAINERS["tortoise_cuda" if _DRB["use_gpu"] else "tortoise"]
+            _DRB_IMAGE
         shell:
             # the TORTOISE images keep the binaries in /src/TORTOISEV4/bin (QSIPrep's Dockerfile);
             # DRBUDDI writes into the working folder, a private one beside the outputs
-            'tmp=$(mktemp -d "$(dirname {output.field:q})/.{rule}.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT'
+            'tmp=$(mktemp -d "$(dirname {output.field:q})/.neurosmk-tmp.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT'
             ' && cp {input.up:q} "$tmp/up_b0.nii" && cp {input.down:q} "$tmp/down_b0.nii"'
             ' && cp {input.up_json:q} "$tmp/up.json"'
             ' && ( cd "$tmp" && PATH="$PATH:/src/TORTOISEV4/bin" OMP_NUM_THREADS={threads} {params.exe:q}'
             ' -u up_b0.nii --up_json up.json -d down_b0.nii ) > {log:q} 2>&1'
+            ' && sh -c {params.version_cmd:q} > "$tmp/version.txt"'
             ' && mv "$tmp/deformation_FINV.nii.gz" {output.field:q} && mv "$tmp/b0_corrected_final.nii" {output.b0:q}'
+            ' && mv "$tmp/version.txt" {output.version:q}'
 
     rule dwi_preproc_drbuddi_apply:
         input:
@@ -89,6 +97,7 @@ if METHOD["dwi.preproc"] == "drbuddi":
             bvec=lambda wc: raw_dwi(wc)["bvec"],
             field=f"{_DRB_WORK}/deformation_FINV.nii.gz",
             b0=f"{_DRB_WORK}/b0_corrected_final.nii",
+            version=f"{_DRB_WORK}/drbuddi_version.txt",
         output:
             dwi=DWI_PREPROC,
             bval=DWI_PREPROC_BVAL,

@@ -4,8 +4,8 @@ independent description of the tool's interface (not against the rule's own stri
 - FSL and MRtrix3: NiWrap's generated wrappers (niwrap-fsl / niwrap-mrtrix 1.1.0; Boutiques
   descriptors of FSL 6.0.4 and MRtrix3 3.0.4), probed by tests/niwrap_oracle.py;
 - FreeSurfer: the argument parsers in FreeSurfer's own source, transcribed with their commit in
-  tests/data/interfaces/freesurfer.yaml (tools whose parser was not transcribed are listed in
-  UNCHECKED with the reason);
+  tests/data/interfaces/freesurfer.yaml (every FreeSurfer tool the rules call, recon-all and
+  mri_convert included);
 - TORTOISE DRBUDDI: QSIPrep's interface (tests/data/interfaces/tortoise.yaml).
 
 Each scenario is a dry run (`snakemake -n -p`); its shell commands are split into simple
@@ -15,7 +15,9 @@ commands with shlex, and every option and value is checked.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,9 +35,6 @@ FSL_TOOLS = {"bet", "fast", "run_first_all", "first_roi_slicesdir", "flirt", "fn
              "fslmaths"}
 MRTRIX_TOOLS = {"dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric", "mrcalc", "dwifslpreproc"}
 SHELL_BUILTINS = {"mv", "cp", "mkdir", "mktemp", "echo", "[", "command", "sh", "printf", "date", "for", "do", "done"}
-# FreeSurfer tools whose argument parser is not transcribed (C++ parse_commandline / csh): their
-# calls are listed, not checked
-UNCHECKED = {"mri_convert", "recon-all"}
 
 _SPECS: dict[str, object] = {}
 
@@ -49,6 +48,7 @@ def _spec(tool):
 def check_yaml_spec(spec: dict, argv: list[str]) -> list[str]:
     problems, pos, seen = [], 0, set()
     opts = spec["options"]
+    slot_opts = set(spec.get("fills_positional", ()))
     i = 1
     while i < len(argv):
         a = argv[i]
@@ -74,6 +74,8 @@ def check_yaml_spec(spec: dict, argv: list[str]) -> list[str]:
                         problems.append(f"{argv[0]} {a}: {v!r} is not a number")
                 if o.get("type") == "choice" and v not in o["choices"]:
                     problems.append(f"{argv[0]} {a}: {v!r} is not one of {o['choices']}")
+            if a in slot_opts:  # e.g. mri_convert -i IN: the option takes the first free slot
+                pos += 1
             i += 1 + n
             continue
         if a.startswith("-"):
@@ -106,8 +108,6 @@ def check_calls(jobs: dict) -> tuple[list[str], dict[str, str]]:
             elif tool in TORTOISE_SPEC or tool == "DRBUDDI_cuda":
                 problems += [f"{rule}: {p}" for p in check_yaml_spec(TORTOISE_SPEC["DRBUDDI"], argv)]
                 checked[tool] = TORTOISE_SPEC["DRBUDDI"]["source"]
-            elif tool in UNCHECKED:
-                checked[tool] = "unchecked (parser not transcribed)"
             elif tool not in SHELL_BUILTINS and not tool.startswith("$("):
                 problems.append(f"{rule}: {tool}: no interface description (add it to the oracle)")
     return problems, checked
@@ -155,6 +155,19 @@ SCENARIOS = {
                  "register": {"method": "synthmorph", "use_gpu": True}}},
     "mrtrix_eddy": lambda t: _merge(MRTRIX_ALL, {"dwi": {"preproc": {"method": "fsl_dwifslpreproc", "pe_dir": "AP"},
                                                          "tensor": {"fit_method": "OLS"}}}),
+    "recon_all_aseg": lambda t: {
+        "steps": {"dwi": False},
+        "anat": {"segstats": {"method": "freesurfer", "seg": "aseg"}},
+        "freesurfer": {"recon_all": {"enabled": True, "threads": 2, "extra_args": "-cw256 -notal-check -parallel"}}},
+}
+# the tools each scenario must reach (so a scenario that silently stops calling one fails)
+EXPECTED_TOOLS = {
+    "fsl_anat": {"bet", "fast", "run_first_all", "first_roi_slicesdir", "flirt", "fnirt", "invwarp", "applywarp"},
+    "freesurfer": {"AntsN4BiasFieldCorrectionFs", "recon-all", "mri_convert", "fslmaths", "mri_synthseg",
+                   "mri_segstats"},
+    "synthstrip_synthmorph_gpu": {"mri_synthstrip", "mri_synthmorph"},
+    "mrtrix_eddy": {"dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric", "dwifslpreproc"},
+    "recon_all_aseg": {"recon-all", "mri_convert", "mri_segstats"},
 }
 
 
@@ -163,7 +176,7 @@ def test_every_tool_call_matches_its_interface(tmp_path, name):
     jobs, _ = dry_run(tmp_path, SCENARIOS[name](tmp_path))
     problems, checked = check_calls(jobs)
     assert not problems, "\n".join(problems)
-    assert checked  # the scenario ran tool rules
+    assert EXPECTED_TOOLS[name] <= set(checked), f"{name}: {EXPECTED_TOOLS[name] - set(checked)} not called"
     print(name, json.dumps(checked, indent=1))
 
 
@@ -182,6 +195,18 @@ def test_drbuddi_call_matches_qsiprep_interface(tmp_path):
     pre = f"{out}/sub-02/dwi/sub-02_desc-preproc_dwi.nii.gz"
     assert jobs["dwi_preproc_drbuddi_apply"]["output"][0] == pre
     assert jobs["dwi_mask_dipy"]["input"][0] == pre
+    # DRBUDDI's version (it has no version option: the image it ran in) goes from its job to the
+    # sidecars of the corrected series
+    version_file = [o for o in drb["output"] if o.endswith("drbuddi_version.txt")]
+    assert len(version_file) == 1 and version_file[0] in jobs["dwi_preproc_drbuddi_apply"]["input"]
+    sh = [c for c in simple_commands(drb["shell"]) if c[:2] == ["sh", "-c"]]
+    assert len(sh) == 1
+    image = "docker://pennlinc/qsiprep-drbuddicuda:24.4.29"
+    env = {k: v for k, v in os.environ.items() if k not in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")}
+    inside = subprocess.run(sh[0], env={**env, "APPTAINER_CONTAINER": "/x/img.sif"}, capture_output=True, text=True)
+    assert inside.stdout == f"TORTOISE DRBUDDI_cuda from {image} (DRBUDDI has no version option: the image tag is the version)"
+    outside = subprocess.run(sh[0], env=env, capture_output=True, text=True)
+    assert outside.stdout.startswith("TORTOISE DRBUDDI_cuda, version unknown") and image in outside.stdout
 
 
 # ---- the oracle itself must reject what the tools reject -----------------------------------
@@ -213,3 +238,32 @@ def test_freesurfer_spec_rejects_bad_calls():
     assert any("not one of" in p for p in check_yaml_spec(FS_SPEC["mri_synthmorph"],
                                                           ["mri_synthmorph", "-m", "joint", "a", "b"]))
     assert any("positional" in p for p in check_yaml_spec(FS_SPEC["mri_synthmorph"], ["mri_synthmorph", "a"]))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["mri_convert", "a.mgz", "b.nii.gz", "--like", "t1.nii.gz", "-rt", "trilinear"], "is not one of"),
+    (["mri_convert", "a.mgz", "b.nii.gz", "--like-image", "t1.nii.gz"], "'--like-image' is not accepted"),
+    (["mri_convert", "a.mgz", "b.nii.gz", "c.nii.gz"], "3 positional arguments"),
+    (["mri_convert", "-i", "a.mgz", "-o", "b.nii.gz", "c.nii.gz"], "3 positional arguments"),
+    (["mri_convert", "a.mgz", "b.nii.gz", "-vs", "1", "1"], "missing value"),  # -vs takes 3 floats
+    (["mri_convert", "a.mgz", "b.nii.gz", "-vs", "1", "1", "x"], "not a number"),
+    (["recon-all", "-s", "x", "-all", "-openmp", "four"], "not an integer"),
+    (["recon-all", "-s", "x", "-autorecon4"], "'-autorecon4' is not accepted"),
+    (["recon-all", "-s", "x", "-all", "extra_word"], "1 positional arguments"),
+    (["recon-all", "-s", "x", "-all", "-hemi", "both"], "is not one of"),
+    (["recon-all", "-s", "x", "-all", "--threads", "2"], "'--threads' is not accepted"),  # only in FreeSurfer 8
+])
+def test_freesurfer_spec_rejects_bad_mri_convert_and_recon_all(argv, needle):
+    problems = check_yaml_spec(FS_SPEC[argv[0]], argv)
+    assert any(needle in p for p in problems), problems
+
+
+@pytest.mark.parametrize("argv", [
+    ["mri_convert", "a.mgz", "b.nii.gz", "--like", "t1.nii.gz", "-rt", "nearest"],
+    ["mri_convert", "-i", "a.mgz", "-o", "b.nii.gz", "-odt", "uchar"],
+    ["mri_convert", "-i", "a.mgz", "b.nii.gz"],
+    ["recon-all", "-sd", "/s", "-s", "fs", "-i", "t1.nii.gz", "-autorecon1", "-openmp", "4"],
+    ["recon-all", "-sd", "/s", "-s", "sub-01", "-all", "-openmp", "8", "-3T", "-cw256", "-notal-check", "-parallel"],
+])
+def test_freesurfer_spec_accepts_documented_calls(argv):
+    assert check_yaml_spec(FS_SPEC[argv[0]], argv) == []

@@ -356,10 +356,11 @@ def test_fsl_structural_family(tmp_path):
     aw = call(reg, "applywarp")
     assert opt(aw, "--ref=") == tpl["head"] and opt(aw, "--in=") == a["brain"] and opt(aw, "--warp=") == opt(fn, "--fout=")
     assert moves(reg)[a["invwarp"]] == opt(iw, "--out=")
-    t = jobs["anat_template_fsl"]
-    assert t["output"] == [tpl["head"], tpl["brain"], tpl["mask_dil"]]
-    assert '"$FSLDIR/data/standard"/MNI152_T1_2mm' in t["shell"]
-    assert "_brain.nii.gz" in t["shell"] and "_brain_mask_dil.nii.gz" in t["shell"]
+    t, tb = jobs["anat_template_fsl"], jobs["anat_template_fsl_brain"]
+    assert t["output"] == [tpl["head"]] and tb["output"] == [tpl["brain"], tpl["mask_dil"]]
+    assert '"$FSLDIR/data/standard"/MNI152_T1_2mm' in t["shell"] and '"$s.nii.gz"' in t["shell"]
+    assert '"$FSLDIR/data/standard"/MNI152_T1_2mm' in tb["shell"]
+    assert "_brain.nii.gz" in tb["shell"] and "_brain_mask_dil.nii.gz" in tb["shell"]
     assert jobs["anat_register_metrics_fsl"]["output"] == [a["metrics"]]
     assert jobs["anat_register_metrics_fsl"]["input"][2] == tpl["brain"]
 
@@ -822,6 +823,49 @@ def test_env_files_pin_every_package(env):
         assert re.fullmatch(r"[A-Za-z0-9_.\-]+(={1,2})[0-9][A-Za-z0-9_.\-]*", d), f"{env}: {d!r} is not pinned exactly"
 
 
+def fsl_release_problems(env_text: str, common_text: str, manifest: dict) -> list[str]:
+    """Why envs/fsl.yaml and the FSL container are not one FSL release ([] if they are): the env's
+    '# release:' line, the release in the container's name (vnmd/fsl_6.0.7.18:20250928) and the
+    env's fsl* pins against that release's environment file (``manifest``)."""
+    releases = re.findall(r"^# release: (\S+)$", env_text, re.M)
+    if len(releases) != 1:
+        return [f"envs/fsl.yaml: {len(releases)} '# release:' lines"]
+    release, problems = releases[0], []
+    image = re.search(r'^\s*"fsl": "(docker://[^"]+)"', common_text, re.M).group(1)
+    m = re.search(r"(?<![\d.])(\d+\.\d+\.\d+(?:\.\d+)?)(?![\d.])", image)
+    if not m or m.group(1) != release:
+        problems.append(f"container {image} is FSL {m.group(1) if m else '?'}, envs/fsl.yaml FSL {release}")
+    if release not in manifest:
+        return problems + [f"no transcribed environment of FSL {release} (tests/data/interfaces/fsl_releases.yaml)"]
+    pins = dict(d.split("=", 1) for d in _deps(yaml.safe_load(env_text)["dependencies"]))
+    fsl_pins = {k: v for k, v in pins.items() if k.startswith("fsl")}
+    if not fsl_pins:
+        problems.append("envs/fsl.yaml pins no FSL package")
+    problems += [f"{k}={v}, FSL {release} has {manifest[release].get(k)}" for k, v in fsl_pins.items()
+                 if manifest[release].get(k) != v]
+    return problems
+
+
+FSL_RELEASES = REPO / "tests" / "data" / "interfaces" / "fsl_releases.yaml"
+
+
+def test_fsl_env_and_container_are_one_release():
+    env = (REPO / "envs" / "fsl.yaml").read_text()
+    common = (REPO / "rules" / "common.smk").read_text()
+    manifest = yaml.safe_load(FSL_RELEASES.read_text())
+    assert fsl_release_problems(env, common, manifest) == []
+    # the check fails for what it must catch
+    other_image = re.sub(r'("fsl": )"docker://[^"]+"', r'\1"docker://brainlife/fsl:6.0.7.22"', common)
+    assert fsl_release_problems(env, other_image, manifest) == [
+        "container docker://brainlife/fsl:6.0.7.22 is FSL 6.0.7.22, envs/fsl.yaml FSL 6.0.7.18"]
+    other_pin = env.replace("fsl-bet2=2111.8", "fsl-bet2=2111.9")
+    assert fsl_release_problems(other_pin, common, manifest) == ["fsl-bet2=2111.9, FSL 6.0.7.18 has 2111.8"]
+    unlisted = env.replace("  - fsl-topup=", "  - fsl-bianca=2209.3\n  - fsl-topup=")
+    assert fsl_release_problems(unlisted, common, manifest) == ["fsl-bianca=2209.3, FSL 6.0.7.18 has None"]
+    no_line = env.replace("# release: ", "# FSL ")
+    assert fsl_release_problems(no_line, common, manifest) == ["envs/fsl.yaml: 0 '# release:' lines"]
+
+
 def test_schema_method_descriptions_list_every_backend():
     schema = yaml.safe_load((REPO / "config" / "schema" / "config.schema.yaml").read_text())
     for step, backends in STEPS.items():
@@ -946,6 +990,37 @@ def test_dsi_scheme_stops_eddy_at_start(tmp_path):
     assert "dwi_preproc_dwifslpreproc" in jobs
 
 
+@pytest.mark.parametrize("use_gpu", [False, True])
+def test_drbuddi_start_check_looks_for_the_binary_use_gpu_runs(use_gpu):
+    """The start-up tool check asks for the binary the rule will call: DRBUDDI on the CPU,
+    DRBUDDI_cuda with use_gpu (the other one being on PATH does not satisfy it)."""
+    from neurosmk.backends import BackendError, check_methods
+    from neurosmk.config import validate_config
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg.setdefault("dwi", {}).setdefault("preproc", {}).update(method="drbuddi", use_gpu=use_gpu)
+    cfg = validate_config(cfg)
+    needed, other = ("DRBUDDI_cuda", "DRBUDDI") if use_gpu else ("DRBUDDI", "DRBUDDI_cuda")
+    with pytest.raises(BackendError) as err:
+        check_methods(cfg, which=lambda t: f"/opt/bin/{t}" if t == other else None)
+    gpu = " (use_gpu: true)" if use_gpu else ""
+    assert f"step 'dwi.preproc' with method 'drbuddi'{gpu} needs {needed} on PATH" in str(err.value)
+    assert check_methods(cfg, which=lambda t: f"/opt/bin/{t}" if t == needed else None)["dwi.preproc"] == "drbuddi"
+    # the rule calls the same binary
+    assert STEPS["dwi.preproc"]["drbuddi"].tools_for(cfg["dwi"]["preproc"]) == (needed,)
+
+
+def test_drbuddi_tool_version_line(tmp_path):
+    from neurosmk.drbuddi import tool_version
+
+    f = tmp_path / "drbuddi_version.txt"
+    f.write_text("TORTOISE DRBUDDI from docker://pennlinc/qsiprep-drbuddi:24.4.29 (x)\n")
+    assert tool_version(str(f)) == "TORTOISE DRBUDDI from docker://pennlinc/qsiprep-drbuddi:24.4.29 (x)"
+    f.write_text("\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(f))}: no DRBUDDI version line"):
+        tool_version(str(f))
+
+
 def test_drbuddi_needs_reverse_phase_encoding(tmp_path):
     bids = _bids_with_sidecar(tmp_path, {"PhaseEncodingDirection": "j-"})
     cfg, _ = write_config(tmp_path, {"steps": {"anat": False}, "dwi": {"preproc": {"method": "drbuddi"}}}, bids)
@@ -967,7 +1042,7 @@ def test_methods_text_for_the_seed_steps():
           "Parameters": {"template": "MNI152NLin2009aSym"}}
     text = P.methods_text([sm], {"anat.register": "synthmorph"})
     assert "with SynthMorph (affine, then deformable" in text and "Hoffmann M" in text
-    fsl = {"Step": "anat.register", "Method": "fsl", "ToolVersion": "FSL 6.0.7.22",
+    fsl = {"Step": "anat.register", "Method": "fsl", "ToolVersion": "FSL 6.0.7.18",
            "Parameters": {"template": "MNI152NLin6Asym", "fnirt_config": "T1_2_MNI152_2mm"}}
     text = P.methods_text([fsl], {"anat.register": "fsl"})
     assert "Grabner G" in text and "Fonov V" not in text  # FSL's MNI152, not the 2009 template

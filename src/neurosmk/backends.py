@@ -24,6 +24,14 @@ class Backend:
     notes: str = ""
     # step options this backend supports only in part: ((key, allowed values), ...)
     choices: tuple[tuple[str, tuple], ...] = ()
+    # the tools it runs instead when the step's use_gpu is true (None: the same tools on the GPU)
+    gpu_tools: tuple[str, ...] | None = None
+
+    def tools_for(self, step_cfg: dict | None) -> tuple[str, ...]:
+        """The external tools this backend runs with the step's config (``use_gpu`` may swap them)."""
+        if self.gpu_tools is not None and (step_cfg or {}).get("use_gpu"):
+            return self.gpu_tools
+        return self.tools
 
 
 PY = Backend()
@@ -77,7 +85,8 @@ STEPS: dict[str, dict[str, Backend]] = {
                     "fsl_dwifslpreproc": Backend(tools=("dwifslpreproc", "eddy"), env="fsl",
                                                  install="MRtrix3 3.0.4 (dwifslpreproc) and " + _FSL_INSTALL),
                     # TORTOISE DRBUDDI (blip-up/blip-down susceptibility correction); use_gpu: DRBUDDI_cuda
-                    "drbuddi": Backend(tools=("DRBUDDI",), env="tortoise", install=_TORTOISE_INSTALL,
+                    "drbuddi": Backend(tools=("DRBUDDI",), gpu_tools=("DRBUDDI_cuda",), env="tortoise",
+                                       install=_TORTOISE_INSTALL,
                                        notes="container only (TORTOISE is not packaged for conda or PyPI)")},
     "dwi.mask": {"dipy": PY, "mrtrix": _mrtrix("dwi2mask")},
     "dwi.tensor": {"dipy": PY,
@@ -126,9 +135,11 @@ def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which,
                 problems.append(f"config key '{step}.{key}': {value!r} is not available with method '{method}' "
                                 f"(choices: {', '.join(allowed)}; method 'dipy' has all)")
         if check_tools:
-            missing = [t for t in known[method].tools if which(t) is None]
+            tools = known[method].tools_for(cfg.get(section, {}).get(name, {}))
+            missing = [t for t in tools if which(t) is None]
             if missing:
-                problems.append(f"step '{step}' with method '{method}' needs {', '.join(missing)} on PATH, "
+                gpu = " (use_gpu: true)" if tools != known[method].tools else ""
+                problems.append(f"step '{step}' with method '{method}'{gpu} needs {', '.join(missing)} on PATH, "
                                 f"which is missing: install {known[method].install}, or run with "
                                 f"--sdm conda (envs/{known[method].env}.yaml) or --sdm apptainer")
             missing = [m for m in known[method].modules if not has_module(m)]

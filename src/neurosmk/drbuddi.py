@@ -74,3 +74,12 @@ def apply_field(dwi: str, field: str, reference: str, out: str) -> None:
     ref_nib = ants.to_nibabel(ref)
     with atomic_path(out) as tmp:
         nib.save(nib.Nifti1Image(np.stack(vols, axis=3).astype(np.float32), ref_nib.affine), tmp)
+
+
+def tool_version(path: str) -> str:
+    """The version line the DRBUDDI job wrote (its first line; ValueError naming the file if empty)."""
+    with open(path) as fh:
+        line = fh.readline().strip()
+    if not line:
+        raise ValueError(f"{path}: no DRBUDDI version line (the DRBUDDI job writes one after it ran)")
+    return line

@@ -44,6 +44,14 @@ VERSION_COMMANDS = {
     "fsl": 'printf "FSL %s" "$(cat "$FSLDIR/etc/fslversion" 2>/dev/null || echo unknown)"',
     "freesurfer": 'cat "$FREESURFER_HOME/build-stamp.txt" 2>/dev/null || recon-all -version 2>&1 | head -n 1',
 }
+# TORTOISE's DRBUDDI has no version option (QMICodeBase/TORTOISEV4 src/tools/DRBUDDI/
+# DRBUDDI_parserBase.cxx @ 009d9d2d: up_data, up_json, down_data, structural, grad_nonlin, DRBUDDI_*, ...,
+# ncores), so its version is the pinned image it ran in; outside a container it is unknown
+VERSION_COMMANDS["tortoise"] = (
+    'case "${{APPTAINER_CONTAINER:-}}${{SINGULARITY_CONTAINER:-}}" in '
+    '?*) printf "TORTOISE %s from %s (DRBUDDI has no version option: the image tag is the version)" "{tool}" "{image}" ;; '
+    '*) printf "TORTOISE %s, version unknown (DRBUDDI has no version option; not run in the pinned image %s)" '
+    '"{tool}" "{image}" ;; esac')
 # dwifslpreproc is MRtrix3 driving FSL's eddy: both versions
 VERSION_COMMANDS["mrtrix3+fsl"] = (VERSION_COMMANDS["mrtrix3"] + '; printf "; "; '
                                    + VERSION_COMMANDS["fsl"])
@@ -356,8 +364,10 @@ def static_record(*, step: str, method: str, rule: str, parameters: dict, conda_
     return rec
 
 
-def version_command(version_env: str, tools) -> str:
-    return VERSION_COMMANDS[version_env].format(tool=(list(tools) or ["true"])[0])
+def version_command(version_env: str, tools, image: str | None = None) -> str:
+    """Shell code printing the version of the first of ``tools`` in ``version_env`` (``image``:
+    the rule's container, for tools whose only version is their image)."""
+    return VERSION_COMMANDS[version_env].format(tool=(list(tools) or ["true"])[0], image=image or "none")
 
 
 def write_python_sidecars(smk, notes: dict) -> list[str]:
