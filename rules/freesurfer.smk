@@ -15,7 +15,7 @@ if _FS_CFG["license"]:
     # cosmetic: exported rather than passed as a param, so moving the file never re-runs recon-all
     os.environ["FS_LICENSE"] = os.path.abspath(os.path.expandvars(_FS_CFG["license"]))
 
-_FS_TMP = ('tmp=$(mktemp -d "$(dirname {output[0]:q})/.neurosmk-tmp.XXXXXX")'
+_FS_TMP = ('out0={output[0]:q}; tmp=$(mktemp -d "${{out0%/*}}/.neurosmk-tmp.XXXXXX")'
            ' && trap \'rm -rf "$tmp"\' EXIT && ')
 
 
@@ -351,7 +351,7 @@ if METHOD["anat.synthseg"] == "freesurfer":
                                    ("--cpu", not _SYN["use_gpu"])) if on],
             vol=_SYN["vol"],
             # where the volumes CSV goes: [] without --vol (the shell loop then moves nothing)
-            vol_dest=[SYNTHSEG_VOL] if _SYN["vol"] else [],
+            out_vol=lambda wc, output: [output.vol] if _SYN["vol"] else [],
         threads: _SYN["threads"]
         resources:
             mem_mb=16000 if _SYN["robust"] else 12000,
@@ -370,7 +370,7 @@ if METHOD["anat.synthseg"] == "freesurfer":
             'mri_synthseg --i {input.t1w:q} --o "$tmp/synthseg.nii.gz" --vol "$tmp/volumes.csv"'
             ' {params.flags:q} --threads {threads} > {log:q} 2>&1'
             ' && mv "$tmp/synthseg.nii.gz" {output.dseg:q}'
-            ' && for f in {params.vol_dest:q}; do mv "$tmp/volumes.csv" "$f"; done'
+            ' && for f in {params.out_vol:q}; do mv "$tmp/volumes.csv" "$f"; done'
             + SIDECAR
 
     ANAT_TARGETS += [SYNTHSEG_DSEG] + ([SYNTHSEG_VOL] if _SYN["vol"] else [])

@@ -9,7 +9,7 @@ FIRST_QC = f"{OUT}/sub-{{subject}}/figures/{visit_wc()}_desc-first_slicesdir"
 
 # the private folder: "$(dirname …)" keeps the quoted output path one word; {output[0]:q} is
 # shlex-quoted, so nothing in it is expanded
-_FSL_TMP = ('export FSLOUTPUTTYPE=NIFTI_GZ && tmp=$(mktemp -d "$(dirname {output[0]:q})/.neurosmk-tmp.XXXXXX")'
+_FSL_TMP = ('export FSLOUTPUTTYPE=NIFTI_GZ && out0={output[0]:q}; tmp=$(mktemp -d "${{out0%/*}}/.neurosmk-tmp.XXXXXX")'
             ' && trap \'rm -rf "$tmp"\' EXIT && ')
 
 

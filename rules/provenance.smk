@@ -67,7 +67,9 @@ def prov(step, versions=None):
 
     def _prov(wildcards, input, output):
         r_ = _prov_rule(_prov)
-        params = {k: _param_value(v, wildcards, input, output) for k, v in r_.params.items() if k != "prov"}
+        # out_* params only route outputs (paths): not parameters of the method
+        params = {k: _param_value(v, wildcards, input, output) for k, v in r_.params.items()
+                  if k != "prov" and not k.startswith("out_")}
         # the rest of the record depends on the rule, these params and whether the outputs are
         # skull-stripped only: one per rule at scale
         ss = _provenance.skull_stripped_of(output)

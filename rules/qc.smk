@@ -37,8 +37,9 @@ def _qc_has(wc, kind):
 def _qc_metrics_inputs(wc):
     inputs = {}
     if _qc_has(wc, "anat"):
-        inputs.update(t1w=T1_PREPROC.format(**wc), dseg=DSEG.format(**wc), volumes=TISSUE_VOL.format(**wc),
-                      reg_metrics=REG_METRICS.format(**wc))
+        inputs.update(t1w=T1_PREPROC.format(**wc), dseg=DSEG.format(**wc), volumes=TISSUE_VOL.format(**wc))
+        if METHOD["anat.register"] != "none":  # no registration: no template similarity numbers
+            inputs["reg_metrics"] = REG_METRICS.format(**wc)
     if _qc_has(wc, "dwi"):
         raw = raw_dwi(wc)  # image quality of the acquisition, not of the denoised series
         inputs.update(dwi=raw["nii"], bval=raw["bval"], dwi_mask=DWI_MASK.format(**wc),
@@ -66,6 +67,10 @@ QC_FIGURES = {
          "Colour FA: red left-right, green anterior-posterior, blue inferior-superior (scanner axes)."),
     ],
 }
+
+
+if METHOD["anat.register"] == "none":  # no registration figure (rules/anat.smk)
+    QC_FIGURES["anat"] = [f for f in QC_FIGURES["anat"] if f[0] != figure("reg", "T1w")]
 
 
 def _qc_page_figures(wc):

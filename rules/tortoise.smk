@@ -81,7 +81,7 @@ if METHOD["dwi.preproc"] == "drbuddi":
         shell:
             # the TORTOISE images keep the binaries in /src/TORTOISEV4/bin (QSIPrep's Dockerfile);
             # DRBUDDI writes into the working folder, a private one beside the outputs
-            'tmp=$(mktemp -d "$(dirname {output.field:q})/.neurosmk-tmp.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT'
+            'out0={output.field:q}; tmp=$(mktemp -d "${{out0%/*}}/.neurosmk-tmp.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT'
             ' && cp {input.up:q} "$tmp/up_b0.nii" && cp {input.down:q} "$tmp/down_b0.nii"'
             ' && cp {input.up_json:q} "$tmp/up.json"'
             ' && ( cd "$tmp" && PATH="$PATH:/src/TORTOISEV4/bin" OMP_NUM_THREADS={threads} {params.exe:q}'

@@ -298,6 +298,7 @@ DRY_CASES = {
     "mrtrix_preproc": ({"steps": {"anat": False}}, {**MRTRIX, "preproc": "fsl_dwifslpreproc"}),
     "fsl": ({"anat": {"skullstrip": {"method": "fsl_bet"}, "segment": {"method": "fsl_fast"},
                       "register": {"method": "fsl"}, "subcortical": {"method": "fsl_first"}},
+             "template": {"name": "MNI152NLin6Asym", "t1w": None},  # FSL's own MNI152 (rules/fsl.smk)
              "steps": {"dwi": False}}, {}),
     "freesurfer": ({"anat": {"biascorrect": {"method": "freesurfer"}, "skullstrip": {"method": "freesurfer"},
                              "synthseg": {"method": "freesurfer"}, "segstats": {"method": "freesurfer"}},

@@ -104,15 +104,37 @@ def calls(job: dict, tool: str) -> list[list[str]]:
 
     # shell variables the command sets (`dwi=<output>; ... "$dwi.tmp.nii.gz"`) are expanded, so
     # the words are what the tool receives
-    env, out = {}, []
+    # and a `for V in WORDS; do CMD; done` loop runs CMD once per word
+    def expand(w, env):
+        return re.sub(r"\$\{?([A-Za-z_]\w*)\}?", lambda m: env.get(m.group(1), m.group(0)), w)
+
+    import shlex
+
+    lex = shlex.shlex(job["shell"], posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    words = list(lex)
+    # standalone assignments `NAME=value;` (simple_commands drops them with env prefixes)
+    env = dict(w.split("=", 1) for w, nxt in zip(words, words[1:] + [""])
+               if nxt == ";" and re.fullmatch(r"[A-Za-z_]\w*=.*", w, re.S))
+    out, loop = [], None
     for a in simple_commands(job["shell"]):
         if len(a) == 1 and re.fullmatch(r"[A-Za-z_]\w*=.*", a[0], re.S):
             k, v = a[0].split("=", 1)
             env[k] = v
             continue
-        a = [re.sub(r"\$\{?([A-Za-z_]\w*)\}?", lambda m: env.get(m.group(1), m.group(0)), w) for w in a]
-        if tool_name(a[0]) == tool:
-            out.append(a)
+        if len(a) >= 3 and a[0] == "for" and a[2] == "in":
+            loop = (a[1], [expand(w, env) for w in a[3:]])
+            continue
+        if a and a[0] == "done":
+            loop = None
+            continue
+        if a and a[0] == "do":
+            a = a[1:]
+        runs = [{**env, loop[0]: v} for v in loop[1]] if loop else [env]
+        for e in runs:
+            b = [expand(w, e) for w in a]
+            if b and tool_name(b[0]) == tool:
+                out.append(b)
     return out
 
 
@@ -497,7 +519,9 @@ def test_synthseg_gpu_robust_parc_no_vol(tmp_path):
     assert syn["output"] == [dseg]
     assert syn["resources"]["gpu"] == "1" and syn["resources"]["mem_mb"] == "16000"
     s = call(syn, "mri_synthseg")
-    assert {"--robust", "--parc"} <= set(s) and "--cpu" not in s and "--vol" not in s and opt(s, "--threads") == "2"
+    assert {"--robust", "--parc"} <= set(s) and "--cpu" not in s and opt(s, "--threads") == "2"
+    # without vol the volumes CSV stays in the job's temporary folder: only the dseg is moved out
+    assert set(moves(syn)) == {dseg}
 
 
 def test_segstats_on_synthseg(tmp_path):
