@@ -91,6 +91,10 @@ DESCRIPTIONS = {
     "reg": "QC figure: template edges over the registered T1w",
     "dti": "QC figure: fractional anisotropy map",
     "first": "QC figures of FSL FIRST subcortical segmentation",
+    "b0mask": "QC figure: DWI brain mask outline over the mean b=0 image",
+    "colorfa": "QC figure: colour FA (direction-encoded FA)",
+    "qc": "QC numbers of the visit (volumes, similarity, SNR/CNR, mean FA) for its QC page",
+    "braindil": "Dilated brain mask of the template (fnirt --refmask)",
 }
 
 # .bidsignore of the derivative dataset: (pattern, why BIDS-Derivatives cannot express it yet)
