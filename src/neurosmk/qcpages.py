@@ -114,6 +114,13 @@ def methods_rows(records: list[dict]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (str(r["step"]), str(r["method"])))
 
 
+def _without_qc_stages(df):
+    """The status rows of the processing stages: the QC rules' own rows are left out, since the
+    pages are built while those jobs run (a running job's log has no benchmark record yet, which
+    the status reads as failed); neurosmk-status reports them."""
+    return df[~df["stage"].astype(str).str.startswith("qc")]
+
+
 def visit_status(output_dir: str, participant_id: str, session_id: str | None):
     """This visit's rows of ``neurosmk.status.collect`` (dicts), or None when the status module is
     not available or fails."""
@@ -122,7 +129,7 @@ def visit_status(output_dir: str, participant_id: str, session_id: str | None):
     except ImportError:
         return None
     try:
-        df = collect(output_dir)
+        df = _without_qc_stages(collect(output_dir))
     except Exception as exc:  # noqa: BLE001 - the page still shows everything else
         return [{"stage": "status", "state": "failed", "error": f"status not available: {exc}", "log": ""}]
     pid_col = "participant_id" if "participant_id" in df.columns else "subject"
@@ -140,7 +147,7 @@ def failed_counts(output_dir: str) -> dict | None:
     except ImportError:
         return None
     try:
-        df = collect(output_dir)
+        df = _without_qc_stages(collect(output_dir))
     except Exception:  # noqa: BLE001 - the group page goes on without status
         return None
     pid_col = "participant_id" if "participant_id" in df.columns else "subject"
