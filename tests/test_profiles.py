@@ -139,8 +139,9 @@ def test_slurm_profile_groups_every_subject_chain():
     p = load("slurm")
     groups = p["groups"]
     assert set(groups) <= defined, set(groups) - defined
-    # per-visit rules; anat_template_fsl runs once per run (grouped, it would join every chain)
-    chain_rules = {r for r in defined if r.startswith(("anat_", "dwi_", "validate_"))} - {"anat_template_fsl"}
+    # per-visit rules; anat_template_fsl(_brain) run once per run (grouped, it would join every chain)
+    chain_rules = {r for r in defined if r.startswith(("anat_", "dwi_", "validate_"))} - {"anat_template_fsl",
+                                                                                         "anat_template_fsl_brain"}
     assert chain_rules <= set(groups), chain_rules - set(groups)
     # the QC rules of a visit: its DWI figures join the dwi chain, its numbers and page a qc group
     assert groups["qc_dwi_figures"] == "dwi"
