@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 import yaml
 
 from .niwrap_oracle import check_argv, load_spec, simple_commands, tool_name
-from .test_tool_rules import BIDS, MRTRIX_ALL, _merge, dry_run
+from .test_tool_rules import BIDS, MRTRIX_ALL, _bids_with_sidecar, _merge, dry_run
 
 
 DATA = Path(__file__).parent / "data" / "interfaces"
@@ -114,13 +113,8 @@ def check_calls(jobs: dict) -> tuple[list[str], dict[str, str]]:
 
 
 def _bids_with_reverse_pe(tmp_path: Path) -> Path:
-    bids = tmp_path / "bids"
-    d = bids / "sub-02" / "dwi"
-    d.mkdir(parents=True)
-    shutil.copy(BIDS / "dataset_description.json", bids)
-    for f in (BIDS / "sub-02" / "dwi").iterdir():
-        (d / f.name).symlink_to(f)
-    (d / "sub-02_dwi.json").write_text(json.dumps({"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05}))
+    """The demo DWI with its phase encoding, and a reverse-phase-encoded b=0 in fmap/."""
+    bids = _bids_with_sidecar(tmp_path, {"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05})
     fm = bids / "sub-02" / "fmap"
     fm.mkdir()
     (fm / "sub-02_dir-PA_epi.nii.gz").symlink_to(BIDS / "sub-02" / "dwi" / "sub-02_dwi.nii.gz")
