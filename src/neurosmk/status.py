@@ -98,7 +98,8 @@ def first_error_line(log: str | os.PathLike, max_bytes: int = 1 << 20) -> str:
                 # a message that goes on over a few lines (up to a blank line) is kept whole
                 more = []
                 for nxt in lines[i + 1:i + 4]:
-                    if not nxt.strip() or nxt.startswith(("Traceback", "During handling")):
+                    # neurosmk's own exit lines (peak memory, ...) are not part of the message
+                    if not nxt.strip() or nxt.startswith(("Traceback", "During handling", "neurosmk:")):
                         break
                     more.append(nxt.strip())
                 return " ".join([ln.strip(), *more])
