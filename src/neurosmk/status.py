@@ -59,8 +59,10 @@ def rule_stage(rule: str) -> str:
     """Stage of a rule: ``dwi_tensor_mrtrix`` -> ``dwi.tensor``; unknown rules keep their name."""
     if rule.startswith("validate"):
         return "validate"
-    if rule.startswith(("group_", "methods", "fs_aggregate")):
+    if rule.startswith(("group_", "methods", "fs_aggregate", "qc_group")):
         return GROUP_STAGE
+    if rule.startswith("qc_"):  # a visit's QC figures, numbers and page (rules/qc.smk)
+        return "qc"
     if rule == "dataset_description":  # metadata written at the start, not a result
         return ""
     if rule.startswith("freesurfer_recon_all"):
@@ -205,7 +207,7 @@ def _row(visit, stage, rec, incomplete) -> dict:
 
 _ORDER = ["validate", "anat.biascorrect", "anat.skullstrip", "anat.segment", "anat.synthseg", "anat.segstats",
           "anat.subcortical", "anat.register", "anat.atlas", "anat.volumes", "freesurfer.recon_all",
-          "dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask", "dwi.tensor", "dwi.stats"]
+          "dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask", "dwi.tensor", "dwi.stats", "qc"]
 
 
 def _stage_order(stage: str):
