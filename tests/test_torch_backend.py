@@ -295,9 +295,10 @@ def test_dry_run_selects_torch_rules_and_gpu_profile_requests_gpu(tmp_path):
         if rule not in ("dwi_tensor_torch", "dwi_denoise_torch") and "resources:" in block:
             r = re.search(r"resources: (.*)", block).group(1)
             assert "slurm_partition=cpu" in r and "gpu=" not in r, (rule, r)
-    # the CPU SLURM profile: same rule, CPU partition, no GPU (device auto runs on the CPU there)
+    # the CPU SLURM profile: same rule, CPU partition, no GPU (device auto runs on the CPU there);
+    # ungrouped for this run (profiles/slurm groups each chain) so the job's own request shows
     out = run_snakemake(["-n", "--configfile", str(cfg), "--profile", str(REPO / "profiles" / "slurm"),
-                         "--executor", "dryrun"], cwd=tmp_path, timeout=300)
+                         "--executor", "dryrun", "--groups", "none=none"], cwd=tmp_path, timeout=300)
     res = re.search(r"resources: (.*)", _job_blocks(out.stdout + out.stderr)["dwi_tensor_torch"]).group(1)
     assert "slurm_partition=cpu" in res and "gpu=" not in res, res
 
