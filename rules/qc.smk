@@ -117,7 +117,8 @@ rule qc_visit_metrics:
     output:
         metrics=QC_METRICS,
     params:
-        b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
+        # only a visit with DWI reads it (an anatomy-only visit does not re-run when it changes)
+        b0_threshold=lambda wc: step_cfg("dwi.mask")["b0_threshold"] if _qc_has(wc, "dwi") else None,
     threads: 1
     resources:
         mem_mb=2000,
@@ -143,8 +144,8 @@ rule qc_visit_page:
         html=QC_PAGE,
     params:
         captions=_qc_page_captions,
-        group_page=QC_GROUP_PAGE,
-        output_dir=OUT,
+        out_group_page=QC_GROUP_PAGE,
+        out_dir=OUT,  # out_*: paths, left out of the provenance record
     threads: 1
     resources:
         mem_mb=1000,
@@ -170,8 +171,8 @@ rule qc_group_page:
         tsv=QC_GROUP_TSV,
         **sidecars(QC_GROUP_TSV),
     params:
-        pages=expand_visits(QC_PAGE, QC_VISITS),
-        output_dir=OUT,
+        out_pages=expand_visits(QC_PAGE, QC_VISITS),
+        out_dir=OUT,  # out_*: paths, left out of the provenance record
         prov=prov("qc.group"),
     threads: 1
     resources:

@@ -6,9 +6,11 @@
 # the rest) with an error naming the file and the cause. Its small JSON report lives under
 # output_dir/.neurosmk/validate/{anat,dwi}/ (hidden, not part of the BIDS derivatives).
 #
-# The first rules that read raw data take it as input `valid` (`**validated()`): ancient(), so its mtime
-# never makes finished jobs re-run (a re-validation after a rule-code change re-runs nothing
-# downstream), while a missing report still runs it first. It reads no config into params:
+# The first rules that read raw data take it as an ordinary input `valid` (`**validated()`): the
+# report is re-made exactly when the raw files it checked change (set, path or mtime), and then
+# the chain re-runs anyway. (Not ancient(): Snakemake 9.27.1 skips the own re-run checks of jobs
+# downstream of a re-run job, so behind an ancient() report a moved bids_dir re-ran nothing but
+# the checks.) A deleted report, or an edit of this rule, re-runs the chain. It reads no config into params:
 # the checks do not depend on configuration (those that do are header checks at start), and
 # `validate_inputs: false` (read at run time) only skips the voxel reading.
 
@@ -23,12 +25,12 @@ _DWI_ORDER = ("dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask")
 
 def validated(datatype, step=None):
     """``**validated("anat"|"dwi")`` in a rule's input: the visit's report of that datatype as
-    input ``valid`` (ancient). For a later DWI step, only when every step before it is 'none' (it
+    input ``valid``. For a later DWI step, only when every step before it is 'none' (it
     then reads the raw series); the anatomical first rules and the denoise rules always read raw
     data."""
     if step is not None and any(METHOD.get(s, "none") != "none" for s in _DWI_ORDER[:_DWI_ORDER.index(step)]):
         return {}
-    return {"valid": ancient(validated_report(datatype))}
+    return {"valid": validated_report(datatype)}
 
 
 def _validate_t1w(wc):

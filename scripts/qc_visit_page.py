@@ -11,7 +11,7 @@ session = s.wildcards.get("session")
 pid, ses = f"sub-{s.wildcards.subject}", (f"ses-{session}" if session else None)
 figures = [(title, png, caption) for (title, caption), png in zip(s.params.captions, s.input.figures)]
 qcpages.subject_page(s.output.html, s.input.metrics, figures,
-                     qcpages.visit_sidecars(s.params.output_dir, pid, ses),
-                     group_page=s.params.group_page,
-                     status_rows=qcpages.visit_status(s.params.output_dir, pid, ses))
+                     qcpages.visit_sidecars(s.params.out_dir, pid, ses),
+                     group_page=s.params.out_group_page,
+                     status_rows=qcpages.visit_status(s.params.out_dir, pid, ses))
 print(f"{s.output.html}: built in {time.perf_counter() - t0:.3f} s")
