@@ -113,7 +113,9 @@ PARAMS = {
     "anat.register.use_gpu": {"anat_register_synthmorph"},
     "dwi.mask.median_radius": {"dwi_mask_dipy"},
     "dwi.mask.numpass": {"dwi_mask_dipy"},
-    "dwi.mask.b0_threshold": {"dwi_mask_dipy", "dwi_tensor_dipy"},
+    # (the QC numbers read it only for a visit with DWI: "@dwi")
+    "dwi.mask.b0_threshold": {"dwi_mask_dipy", "dwi_tensor_dipy", "qc_dwi_figures", "qc_visit_metrics@dwi",
+                              "dwi_preproc_drbuddi_inputs"},
     "dwi.tensor.fit_method": {"dwi_tensor_dipy", "dwi_tensor_mrtrix"},
     "dwi.tensor.wm_fa_threshold": {"dwi_stats_qc"},
     "freesurfer.recon_all.extra_args": {"freesurfer_recon_all"},
@@ -357,8 +359,13 @@ def edited_value(key: str, current):
     raise KeyError(f"config key {key!r}: give the re-run matrix an edited value in VALUES")
 
 
+def spec_rule(spec: str) -> str:
+    """The rule a PARAMS spec names: ``rule[:method][@dwi]``."""
+    return spec.split("@")[0].partition(":")[0]
+
+
 def rule_applies(spec: str, cfg: dict) -> tuple[str, bool]:
-    rule, _, method = spec.partition(":")
+    rule, _, method = spec.split("@")[0].partition(":")
     if not method:
         return rule, True
     step = "anat.skullstrip" if rule == "anat_skullstrip_python" else None
@@ -465,7 +472,11 @@ def expected_jobs(case: Case, cfg: dict, base_dag: dict, dag: dict) -> set[str]:
         for spec in PARAMS.get(key, ()):
             rule, applies = rule_applies(spec, full)
             if applies:
-                roots |= {k for k, j in dag.items() if j["rule"] == rule}
+                jobs_ = {k for k, j in dag.items() if j["rule"] == rule}
+                if spec.endswith("@dwi"):  # only the jobs of visits that have a DWI chain
+                    dwi_visits = {k.split("[", 1)[1] for k, j in dag.items() if j["rule"].startswith("dwi_")}
+                    jobs_ = {k for k in jobs_ if k.split("[", 1)[1] in dwi_visits}
+                roots |= jobs_
     if case.kind == "method":
         prefix = METHOD_KEYS[case.key].replace(".", "_") + "_"
         roots |= {k for k, j in dag.items() if j["rule"].startswith(prefix)}
@@ -563,7 +574,7 @@ def test_every_schema_key_is_in_the_matrix():
 def test_every_params_rule_is_exercised(matrix):
     """Each rule PARAMS names exists in some context, so its params were really edited there."""
     seen = {j.split("[")[0] for r in matrix.values() for j in r["dag"]}
-    named = {spec.partition(":")[0] for specs in PARAMS.values() for spec in specs}
+    named = {spec_rule(spec) for specs in PARAMS.values() for spec in specs}
     assert named <= seen, sorted(named - seen)
 
 
@@ -579,7 +590,7 @@ def test_rerun_matrix(matrix, case):
     if case.kind == "params" and case.ctx == "real" and r["actual"]:
         # the first root job says why: its params changed (a root downstream of another root
         # gives the first reason Snakemake finds: its input is rewritten)
-        roots = [j for j in parse_jobs(r["out"]).values() if j["rule"] in {s.split(":")[0] for s in PARAMS[case.key]}]
+        roots = [j for j in parse_jobs(r["out"]).values() if j["rule"] in {spec_rule(s) for s in PARAMS[case.key]}]
         reasons = [j["reason"] for j in roots]
         assert any(x.startswith("Params have changed") for x in reasons), reasons
         assert all(x.startswith(("Params have changed", "Input files updated by another job")) for x in reasons)
