@@ -383,7 +383,8 @@ def write_python_sidecars(smk, notes: dict) -> list[str]:
     if not targets:
         return []
     rec = json.loads(prov) if prov else {"Rule": getattr(smk, "rule", None)}
-    rec["Parameters"] = {k: v for k, v in smk.params.items() if k != "prov"}
+    # out_* params only route outputs (paths), as in rules/provenance.smk prov()
+    rec["Parameters"] = {k: v for k, v in smk.params.items() if k != "prov" and not k.startswith("out_")}
     cfg = getattr(smk, "config", {}) or {}
     uris, sums = sources(list(smk.input), cfg.get("output_dir", "."), cfg.get("bids_dir", "."))
     rec["Sources"], rec["SourceChecksums"] = uris, sums
