@@ -215,8 +215,9 @@ def subject_page(out_html: str, metrics_json: str, figures: list[tuple[str, str,
     else:
         failed = [r for r in status_rows if str(r.get("state")) == "failed"]
         counts: dict = {}
-        for r in status_rows:
-            counts[str(r.get("state"))] = counts.get(str(r.get("state")), 0) + 1
+        for r in status_rows:  # 'not run' left out: steps that do not apply to this visit's data, too
+            if str(r.get("state")) in ("done", "failed"):
+                counts[str(r.get("state"))] = counts.get(str(r.get("state")), 0) + 1
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no steps recorded"
         badge = (f'<span class="tag bad">{len(failed)} failed step{"s" if len(failed) != 1 else ""}</span>'
                  if failed else '<span class="tag">no failed steps</span>')
