@@ -285,12 +285,7 @@ def test_status_rows_for_one_visit(tmp_path, monkeypatch):
 
     import pandas as pd
 
-    mod = types.ModuleType("neurosmk.status")
-    mod.collect = lambda d: pd.DataFrame({"participant_id": ["sub-01", "sub-02", "sub-01"],
-                                          "session_id": ["n/a"] * 3, "stage": ["a", "b", "c"],
-                                          "state": ["done", "failed", "failed"], "error": ["", "e", "f"],
-                                          "log": ["", "", ""]})
-    monkeypatch.setitem(sys.modules, "neurosmk.status", mod)
+    _fake_status(monkeypatch, ["sub-01", "sub-02", "sub-01"])
     rows = qcpages.visit_status(str(tmp_path), "sub-01", None)
     assert [r["stage"] for r in rows] == ["a", "c"]
 
@@ -350,12 +345,7 @@ def test_group_page_status_column(tmp_path, monkeypatch):
     folder.mkdir()
     visits = [(str(_metrics(folder, f"sub-0{i}", gm_ml=600.0 + i)), str(tmp_path / f"sub-0{i}.html"))
               for i in (1, 2)]
-    mod = types.ModuleType("neurosmk.status")
-    mod.collect = lambda d: pd.DataFrame({"participant_id": ["sub-01", "sub-02", "sub-02"],
-                                          "session_id": ["n/a"] * 3, "stage": ["a", "b", "c"],
-                                          "state": ["done", "failed", "failed"], "error": ["", "e", "f"],
-                                          "log": ["", "", ""]})
-    monkeypatch.setitem(sys.modules, "neurosmk.status", mod)
+    _fake_status(monkeypatch, ["sub-01", "sub-02", "sub-02"])
     failed = qcpages.failed_counts(str(tmp_path))
     assert failed == {("sub-02", "n/a"): 2}
     html = qcpages.group_page(str(tmp_path / "g" / "qc.html"), visits, failed=failed)
@@ -365,3 +355,19 @@ def test_group_page_status_column(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "neurosmk.status", None)
     assert qcpages.failed_counts(str(tmp_path)) is None
     assert "<th>status</th>" not in qcpages.group_page(str(tmp_path / "g" / "qc.html"), visits, failed=None)
+
+
+def _fake_status(monkeypatch, participants):
+    """A stand-in neurosmk.status whose collect() returns stages a (done), b and c (failed) of
+    the three given participants."""
+    import sys
+    import types
+
+    import pandas as pd
+
+    mod = types.ModuleType("neurosmk.status")
+    mod.collect = lambda d: pd.DataFrame({"participant_id": participants,
+                                          "session_id": ["n/a"] * 3, "stage": ["a", "b", "c"],
+                                          "state": ["done", "failed", "failed"], "error": ["", "e", "f"],
+                                          "log": ["", "", ""]})
+    monkeypatch.setitem(sys.modules, "neurosmk.status", mod)
