@@ -476,7 +476,8 @@ def test_freesurfer_family(tmp_path):
     assert rj["input"] == [RAW_T1]
     assert rj["output"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats", f"{fs}/stats/rh.aparc.stats",
                             f"{fs}/mri/aparc+aseg.mgz", f"{fs}/mri/aseg.mgz", f"{fs}/scripts/neurosmk_recon-all_all.done"]
-    assert rj["resources"]["mem_mb"] == "16000" and rj["resources"]["runtime"] == "1440"
+    # the registry's (one place; the SLURM profile used to say 8000/720 against the rule's 16000/1440)
+    assert rj["resources"]["mem_mb"] == "8000" and rj["resources"]["runtime"] == "720"
     r = call(rj, "recon-all")
     assert "-all" in r and opt(r, "-openmp") == "2" and r[-1] == "-3T"
     assert f"SUBJECTS_DIR={out}/freesurfer" in rj["shell"]

@@ -114,7 +114,7 @@ class Backend:
     tools: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()  # optional Python packages (import names) beyond the base install
     family: str = "neurosmk"       # tool family (FAMILIES): env file, container, version command
-    install: str | None = None     # what to install; None: the family's
+    install: str | None = None     # what to install (None: the family's)
     notes: str = ""
     # step options this backend supports only in part: ((key, allowed values), ...)
     choices: tuple[tuple[str, tuple], ...] = ()
@@ -133,6 +133,10 @@ class Backend:
     version_source: str = "tool"
     doc: str = ""  # one line for the README/schema: what the method is
 
+    def __post_init__(self):
+        if self.install is None:  # the family's
+            object.__setattr__(self, "install", FAMILIES[self.family].install)
+
     @property
     def env(self) -> str:
         return FAMILIES[self.family].env
@@ -140,10 +144,6 @@ class Backend:
     @property
     def container(self) -> str:
         return FAMILIES[self.family].container
-
-    @property
-    def install_text(self) -> str:
-        return self.install if self.install is not None else FAMILIES[self.family].install
 
     def tools_for(self, step_cfg: dict | None) -> tuple[str, ...]:
         """The external tools this backend runs with the step's config (``use_gpu`` may swap them)."""
@@ -489,12 +489,12 @@ def check_methods(cfg: dict, check_tools: bool = True, which=shutil.which,
             if missing:
                 gpu = " (use_gpu: true)" if tools != known[method].tools else ""
                 problems.append(f"step '{step}' with method '{method}'{gpu} needs {', '.join(missing)} on PATH, "
-                                f"which is missing: install {known[method].install_text}, or run with "
+                                f"which is missing: install {known[method].install}, or run with "
                                 f"--sdm conda (envs/{known[method].env}.yaml) or --sdm apptainer")
             missing = [m for m in known[method].modules if not has_module(m)]
             if missing:
                 problems.append(f"step '{step}' with method '{method}' needs the Python package(s) "
-                                f"{', '.join(missing)}, which this Python lacks: {known[method].install_text}, "
+                                f"{', '.join(missing)}, which this Python lacks: {known[method].install}, "
                                 f"or run with --sdm conda (envs/{known[method].env}.yaml)")
     if problems:
         raise BackendError("cannot run this configuration:\n  - " + "\n  - ".join(problems))
