@@ -69,8 +69,7 @@ rule fs_parse_subject:
         fssub="[^/]+",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **res("fs_parse_subject"),
     log:
         logfile("fs_parse_subject", "{fssub}"),
     benchmark:
@@ -105,8 +104,7 @@ rule fs_aggregate_group:
         prov=prov("freesurfer.group"),
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **res("fs_aggregate_group"),
     log:
         logfile("fs_aggregate_group", visit=False),
     benchmark:

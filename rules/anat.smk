@@ -41,8 +41,7 @@ if METHOD["anat.biascorrect"] == "ants":
             prov=prov("anat.biascorrect"),
         threads: step_cfg("anat.biascorrect")["threads"]
         resources:
-            mem_mb=3000,
-            runtime=30,
+            **res("anat_biascorrect_ants"),
         log:
             logfile("anat_biascorrect_ants"),
         benchmark:
@@ -74,8 +73,7 @@ if METHOD["anat.skullstrip"] in _SKULLSTRIP_KEYS:
             prov=prov("anat.skullstrip"),
         threads: step_cfg("anat.skullstrip")["threads"]
         resources:
-            mem_mb=4000,
-            runtime=30,
+            **res("anat_skullstrip_python"),
         log:
             logfile("anat_skullstrip_python"),
         benchmark:
@@ -107,8 +105,7 @@ if METHOD["anat.segment"] == "atropos":
             prov=prov("anat.segment"),
         threads: step_cfg("anat.segment")["threads"]
         resources:
-            mem_mb=4000,
-            runtime=30,
+            **res("anat_segment_atropos"),
         log:
             logfile("anat_segment_atropos"),
         benchmark:
@@ -143,8 +140,7 @@ if METHOD["anat.register"] == "ants":
             prov=prov("anat.register"),
         threads: step_cfg("anat.register")["threads"]
         resources:
-            mem_mb=6000,
-            runtime=60,
+            **res("anat_register_ants"),
         log:
             logfile("anat_register_ants"),
         benchmark:
@@ -180,8 +176,7 @@ rule anat_volumes_qc:
         prov=prov("anat.qc"),
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **res("anat_volumes_qc"),
     log:
         logfile("anat_volumes_qc"),
     benchmark:

@@ -20,8 +20,7 @@ if config["steps"]["dwi"] and DWI and _DWI_GRAD_DESCS:
             **DWI_GRADIENTS,
         threads: 1
         resources:
-            mem_mb=200,
-            runtime=5,
+            **res("dwi_gradients"),
         log:
             logfile("dwi_gradients"),
         benchmark:

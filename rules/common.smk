@@ -66,21 +66,16 @@ wildcard_constraints:
     session="[a-zA-Z0-9]+",
 
 # ---- environments ----------------------------------------------------------------------------
-ENVS = {name: f"../envs/{name}.yaml" for name in ("neurosmk", "mrtrix3", "fsl", "freesurfer", "tortoise")}
-CONTAINERS = {
-    # the project env is created with conda inside this pinned base image
-    "neurosmk": "docker://condaforge/miniforge3:24.11.3-0",
-    # official MRtrix3 image; it also carries the FSL parts its scripts call (dwifslpreproc -> eddy)
-    "mrtrix3": "docker://mrtrix3/mrtrix3:3.0.4",
-    # FSL 6.0.7.18 in both deployment paths: envs/fsl.yaml pins that release's packages; this is
-    # Neurodesk's image of it (vnmd/<tool>_<version>:<build date>)
-    "fsl": "docker://vnmd/fsl_6.0.7.18:20250928",
-    "freesurfer": "docker://freesurfer/freesurfer:7.4.1",
-    # TORTOISE 4 (DRBUDDI / DRBUDDI_cuda) as QSIPrep builds it (its Dockerfile's build_tortoise
-    # stages, TAG_TORTOISE=24.4.29): binaries in /src/TORTOISEV4/bin
-    "tortoise": "docker://pennlinc/qsiprep-drbuddi:24.4.29",
-    "tortoise_cuda": "docker://pennlinc/qsiprep-drbuddicuda:24.4.29",
-}
+# one tool family = conda env file + container image + version command, declared once in
+# neurosmk.backends.FAMILIES (the project env runs in a pinned conda base image)
+ENVS = _backends.env_files()
+CONTAINERS = _backends.containers()
+
+
+def res(rule_name):
+    """A rule's resources, from the backend registry (neurosmk.backends): mem_mb and runtime
+    scaled by the attempt (retries), gpu=1 when the config puts its backend on the GPU."""
+    return _backends.resources(rule_name, config)
 
 
 def step_cfg(dotted):

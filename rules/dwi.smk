@@ -49,8 +49,7 @@ if METHOD["dwi.denoise"] == "dipy_mppca":
         # reserving dwi.denoise.threads (2, for mrtrix dwidenoise) left a core idle beside it.
         threads: 1
         resources:
-            mem_mb=4000,
-            runtime=60,
+            **res("dwi_denoise_dipy"),
         log:
             logfile("dwi_denoise_dipy"),
         benchmark:
@@ -81,15 +80,13 @@ if METHOD["dwi.denoise"] == "torch":
             prov=prov("dwi.denoise"),
         threads: step_cfg("dwi.denoise")["threads"]
         resources:
-            mem_mb=6000,
-            runtime=60,
-            **({"gpu": 1} if step_cfg("dwi.denoise")["device"] == "cuda" else {}),
+            **res("dwi_denoise_torch"),
         log:
             logfile("dwi_denoise_torch"),
         benchmark:
             benchfile("dwi_denoise_torch")
         conda:
-            "../envs/neurosmk-gpu.yaml"
+            ENVS["neurosmk-gpu"]
         container:
             CONTAINERS["neurosmk"]
         script:
@@ -112,8 +109,7 @@ if METHOD["dwi.degibbs"] == "dipy":
             prov=prov("dwi.degibbs"),
         threads: step_cfg("dwi.degibbs")["threads"]
         resources:
-            mem_mb=4000,
-            runtime=60,
+            **res("dwi_degibbs_dipy"),
         log:
             logfile("dwi_degibbs_dipy"),
         benchmark:
@@ -143,8 +139,7 @@ if METHOD["dwi.mask"] == "dipy":
             prov=prov("dwi.mask"),
         threads: step_cfg("dwi.mask")["threads"]
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **res("dwi_mask_dipy"),
         log:
             logfile("dwi_mask_dipy"),
         benchmark:
@@ -173,8 +168,7 @@ if METHOD["dwi.tensor"] == "dipy":
             prov=prov("dwi.tensor"),
         threads: step_cfg("dwi.tensor")["threads"]
         resources:
-            mem_mb=3000,
-            runtime=20,
+            **res("dwi_tensor_dipy"),
         log:
             logfile("dwi_tensor_dipy"),
         benchmark:
@@ -207,15 +201,13 @@ if METHOD["dwi.tensor"] == "torch":
             prov=prov("dwi.tensor"),
         threads: step_cfg("dwi.tensor")["threads"]
         resources:
-            mem_mb=3000,
-            runtime=20,
-            **({"gpu": 1} if step_cfg("dwi.tensor")["device"] == "cuda" else {}),
+            **res("dwi_tensor_torch"),
         log:
             logfile("dwi_tensor_torch"),
         benchmark:
             benchfile("dwi_tensor_torch")
         conda:
-            "../envs/neurosmk-gpu.yaml"
+            ENVS["neurosmk-gpu"]
         container:
             CONTAINERS["neurosmk"]
         script:
@@ -237,8 +229,7 @@ rule dwi_stats_qc:
         prov=prov("dwi.qc"),
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **res("dwi_stats_qc"),
     log:
         logfile("dwi_stats_qc"),
     benchmark:

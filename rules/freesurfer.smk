@@ -35,8 +35,7 @@ if METHOD["anat.biascorrect"] == "freesurfer":
             prov=prov("anat.biascorrect"),
         threads: step_cfg("anat.biascorrect")["threads"]
         resources:
-            mem_mb=3000,
-            runtime=30,
+            **res("anat_biascorrect_freesurfer"),
         log:
             logfile("anat_biascorrect_freesurfer"),
         benchmark:
@@ -72,8 +71,7 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             prov=prov("anat.skullstrip"),
         threads: step_cfg("anat.skullstrip")["threads"]
         resources:
-            mem_mb=4000,
-            runtime=60,
+            **res("anat_skullstrip_freesurfer"),
         log:
             logfile("anat_skullstrip_freesurfer"),
         benchmark:
@@ -103,8 +101,7 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             prov=prov("anat.skullstrip"),
         threads: 1
         resources:
-            mem_mb=1000,
-            runtime=10,
+            **res("anat_skullstrip_freesurfer_fslmaths"),
         log:
             logfile("anat_skullstrip_freesurfer_fslmaths"),
         benchmark:
@@ -138,9 +135,7 @@ if METHOD["anat.skullstrip"] == "synthstrip":
             prov=prov("anat.skullstrip"),
         threads: _SS["threads"]
         resources:
-            mem_mb=8000,
-            runtime=20,
-            **({"gpu": 1} if _SS["use_gpu"] else {}),
+            **res("anat_skullstrip_synthstrip"),
         log:
             logfile("anat_skullstrip_synthstrip"),
         benchmark:
@@ -192,9 +187,7 @@ if METHOD["anat.register"] == "synthmorph":
             prov=prov("anat.register"),
         threads: _REG["threads"]
         resources:
-            mem_mb=16000,
-            runtime=30,
-            **({"gpu": 1} if _REG["use_gpu"] else {}),
+            **res("anat_register_synthmorph"),
         log:
             logfile("anat_register_synthmorph"),
         benchmark:
@@ -228,8 +221,7 @@ if METHOD["anat.register"] == "synthmorph":
             method="synthmorph",
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **res("anat_register_metrics_synthmorph"),
         log:
             logfile("anat_register_metrics_synthmorph"),
         benchmark:
@@ -278,8 +270,7 @@ if _FS_CFG["enabled"]:
             extra=_shlex.split(_FS_CFG["extra_args"]),  # one word per argument, each quoted in the shell
         threads: _FS_CFG["threads"]
         resources:
-            mem_mb=16000,
-            runtime=24 * 60,
+            **res("freesurfer_recon_all"),
         log:
             logfile("freesurfer_recon_all"),
         benchmark:
@@ -354,9 +345,7 @@ if METHOD["anat.synthseg"] == "freesurfer":
             out_vol=lambda wc, output: [output.vol] if _SYN["vol"] else [],
         threads: _SYN["threads"]
         resources:
-            mem_mb=16000 if _SYN["robust"] else 12000,
-            runtime=30,
-            **({"gpu": 1} if _SYN["use_gpu"] else {}),
+            **res("anat_synthseg_freesurfer"),
         log:
             logfile("anat_synthseg_freesurfer"),
         benchmark:
@@ -401,8 +390,7 @@ if METHOD["anat.segstats"] == "freesurfer":
             seg=_SEGSTATS_SEG,
         threads: step_cfg("anat.segstats")["threads"]
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **res("anat_segstats_freesurfer"),
         log:
             logfile("anat_segstats_freesurfer"),
         benchmark:

@@ -31,8 +31,7 @@ if METHOD["anat.skullstrip"] == "fsl_bet":
             prov=prov("anat.skullstrip"),
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=30,
+            **res("anat_skullstrip_fsl_bet"),
         log:
             logfile("anat_skullstrip_fsl_bet"),
         benchmark:
@@ -66,8 +65,7 @@ if METHOD["anat.segment"] == "fsl_fast":
             prov=prov("anat.segment"),
         threads: 1
         resources:
-            mem_mb=4000,
-            runtime=60,
+            **res("anat_segment_fsl_fast"),
         log:
             logfile("anat_segment_fsl_fast"),
         benchmark:
@@ -104,8 +102,7 @@ if METHOD["anat.subcortical"] == "fsl_first":
             prov=prov("anat.subcortical"),
         threads: 1
         resources:
-            mem_mb=4000,
-            runtime=120,
+            **res("anat_subcortical_fsl_first"),
         log:
             logfile("anat_subcortical_fsl_first"),
         benchmark:
@@ -158,8 +155,7 @@ if METHOD["anat.register"] == "fsl":
             prov=prov("anat.register"),
         threads: 1
         resources:
-            mem_mb=500,
-            runtime=5,
+            **res("anat_template_fsl"),
         log:
             logfile("anat_template_fsl", visit=False),
         benchmark:
@@ -187,8 +183,7 @@ if METHOD["anat.register"] == "fsl":
             prov=prov("anat.register"),
         threads: 1
         resources:
-            mem_mb=500,
-            runtime=5,
+            **res("anat_template_fsl_brain"),
         log:
             logfile("anat_template_fsl_brain", visit=False),
         benchmark:
@@ -225,8 +220,7 @@ if METHOD["anat.register"] == "fsl":
             prov=prov("anat.register"),
         threads: 1
         resources:
-            mem_mb=8000,
-            runtime=90,
+            **res("anat_register_fsl"),
         log:
             logfile("anat_register_fsl"),
         benchmark:
@@ -262,8 +256,7 @@ if METHOD["anat.register"] == "fsl":
             method="fsl",
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **res("anat_register_metrics_fsl"),
         log:
             logfile("anat_register_metrics_fsl"),
         benchmark:
@@ -304,8 +297,7 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
             prov=prov("anat.atlas"),
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **res("anat_atlas_fsl_applywarp"),
         log:
             logfile("anat_atlas_fsl_applywarp"),
         benchmark:

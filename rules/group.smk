@@ -13,8 +13,7 @@ rule group_anat_volumes:
         prov=prov("group.tables"),
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **res("group_anat_volumes"),
     log:
         logfile("group_anat_volumes", visit=False),
     benchmark:
@@ -39,8 +38,7 @@ rule group_dti_stats:
         prov=prov("group.tables"),
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **res("group_dti_stats"),
     log:
         logfile("group_dti_stats", visit=False),
     benchmark:
@@ -64,8 +62,7 @@ rule dataset_description:
         container=CONTAINERS["neurosmk"],
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        **res("dataset_description"),
     log:
         logfile("dataset_description", visit=False),
     benchmark:
@@ -123,8 +120,7 @@ rule group_long:
         prov=prov("group.long"),
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **res("group_long"),
     log:
         logfile("group_long", visit=False),
     benchmark:

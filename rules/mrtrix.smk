@@ -39,8 +39,7 @@ if METHOD["dwi.denoise"] == "mrtrix":
             prov=prov("dwi.denoise"),
         threads: step_cfg("dwi.denoise")["threads"]
         resources:
-            mem_mb=4000,
-            runtime=60,
+            **res("dwi_denoise_mrtrix"),
         log:
             logfile("dwi_denoise_mrtrix"),
         benchmark:
@@ -75,8 +74,7 @@ if METHOD["dwi.degibbs"] == "mrtrix":
             prov=prov("dwi.degibbs"),
         threads: step_cfg("dwi.degibbs")["threads"]
         resources:
-            mem_mb=4000,
-            runtime=30,
+            **res("dwi_degibbs_mrtrix"),
         log:
             logfile("dwi_degibbs_mrtrix"),
         benchmark:
@@ -107,8 +105,7 @@ if METHOD["dwi.mask"] == "mrtrix":
             prov=prov("dwi.mask"),
         threads: step_cfg("dwi.mask")["threads"]
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **res("dwi_mask_mrtrix"),
         log:
             logfile("dwi_mask_mrtrix"),
         benchmark:
@@ -140,8 +137,7 @@ if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py
             prov=prov("dwi.tensor"),
         threads: step_cfg("dwi.tensor")["threads"]
         resources:
-            mem_mb=3000,
-            runtime=20,
+            **res("dwi_tensor_mrtrix"),
         log:
             logfile("dwi_tensor_mrtrix"),
         benchmark:
@@ -229,9 +225,7 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
             prov=prov("dwi.preproc", versions="mrtrix3+fsl"),
         threads: step_cfg("dwi.preproc")["threads"]
         resources:
-            mem_mb=16000,
-            runtime=240,
-            **({"gpu": 1} if _PREPROC_GPU else {}),
+            **res("dwi_preproc_dwifslpreproc"),
         log:
             logfile("dwi_preproc_dwifslpreproc"),
         benchmark:

@@ -133,8 +133,7 @@ rule methods:
         methods=METHOD,
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        **res("methods"),
     log:
         logfile("methods", visit=False),
     benchmark:

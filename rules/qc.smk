@@ -96,8 +96,7 @@ rule qc_dwi_figures:
         b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **res("qc_dwi_figures"),
     log:
         logfile("qc_dwi_figures"),
     benchmark:
@@ -121,8 +120,7 @@ rule qc_visit_metrics:
         b0_threshold=lambda wc: step_cfg("dwi.mask")["b0_threshold"] if _qc_has(wc, "dwi") else None,
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **res("qc_visit_metrics"),
     log:
         logfile("qc_visit_metrics"),
     benchmark:
@@ -148,8 +146,7 @@ rule qc_visit_page:
         out_dir=OUT,  # out_*: paths, left out of the provenance record
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **res("qc_visit_page"),
     log:
         logfile("qc_visit_page"),
     benchmark:
@@ -176,8 +173,7 @@ rule qc_group_page:
         prov=prov("qc.group"),
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **res("qc_group_page"),
     log:
         logfile("qc_group_page", visit=False),
     benchmark:

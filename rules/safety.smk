@@ -1,4 +1,5 @@
-# Damage guards (neurosmk.outdir): the output_dir lock against runs from another checkout.
+# The backend registry checked against the rules every file defined (neurosmk.backends), and the
+# damage guards (neurosmk.outdir): the output_dir lock against runs from another checkout.
 # Included last, so that it wraps the onstart handler a rule file may have set (one handler per
 # workflow): the lock is taken first, then that handler runs. onstart is not called by dry runs
 # (-n) or when there is nothing to do, so those write nothing into output_dir. The output_dir
@@ -9,6 +10,10 @@ from snakemake.exceptions import WorkflowError as _WorkflowError
 from neurosmk import outdir as _outdir
 
 _RULE_FILES_ONSTART = workflow._onstart
+
+# every rule file is read: each selected (step, method) must resolve to its registered rules and
+# have its methods sentence (neurosmk.backends.check_rules), else stop now, naming it
+_backends.check_rules({_r.name for _r in workflow.rules}, METHOD)
 
 
 onstart:

@@ -37,8 +37,7 @@ if METHOD["dwi.preproc"] == "drbuddi":
             b0_threshold=config["dwi"]["mask"]["b0_threshold"],
         threads: 1
         resources:
-            mem_mb=4000,
-            runtime=10,
+            **res("dwi_preproc_drbuddi_inputs"),
         log:
             logfile("dwi_preproc_drbuddi_inputs"),
         benchmark:
@@ -67,9 +66,7 @@ if METHOD["dwi.preproc"] == "drbuddi":
             version_cmd=_provenance.version_command("tortoise", [_DRB_EXE], image=_DRB_IMAGE),
         threads: _DRB["threads"]
         resources:
-            mem_mb=16000,
-            runtime=120,
-            **({"gpu": 1} if _DRB["use_gpu"] else {}),
+            **res("dwi_preproc_drbuddi"),
         log:
             logfile("dwi_preproc_drbuddi"),
         benchmark:
@@ -109,8 +106,7 @@ if METHOD["dwi.preproc"] == "drbuddi":
             prov=prov("dwi.preproc"),
         threads: 1
         resources:
-            mem_mb=8000,
-            runtime=30,
+            **res("dwi_preproc_drbuddi_apply"),
         log:
             logfile("dwi_preproc_drbuddi_apply"),
         benchmark:

@@ -53,8 +53,7 @@ for _dt, _inputs in (("anat", _validate_t1w), ("dwi", _validate_dwi)):
             report=validated_report(_dt),
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **res(f"validate_{_dt}"),
         log:
             logfile(f"validate_{_dt}"),
         benchmark:

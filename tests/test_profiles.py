@@ -16,9 +16,10 @@ PROFILES = REPO / "profiles"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 # rules whose tools have GPU builds (eddy_cuda, SynthStrip, the PyTorch tensor fit); only these
-# may ask for one
-GPU_RULES = {"dwi_preproc_dwifslpreproc", "anat_skullstrip_synthstrip", "anat_synthseg_freesurfer", "dwi_tensor_torch",
-             "dwi_denoise_torch", "anat_register_synthmorph", "dwi_preproc_drbuddi"}
+# may ask for one: the backend registry's GPU-capable rules
+from neurosmk.backends import gpu_rules  # noqa: E402
+
+GPU_RULES = gpu_rules()
 
 
 def load(name: str) -> dict:
@@ -62,19 +63,9 @@ def test_slurm_profile_keys(name):
     # works without an accounting database
     assert p["slurm-status-command"] == "squeue"
     assert p["slurm-init-seconds-before-status-checks"] <= 10
-    # heavy rules grow with the attempt
-    for rule in ("anat_register_ants", "freesurfer_recon_all", "dwi_preproc_dwifslpreproc"):
-        assert "attempt" in str(p["set-resources"][rule]["mem_mb"]), (name, rule)
-
-
-def test_attempt_expressions_evaluate():
-    """The set-resources strings are Python expressions of `attempt` (Snakemake evaluates them)."""
-    for name in ("slurm", "slurm-gpu"):
-        for rule, res in load(name)["set-resources"].items():
-            for key, value in res.items():
-                if isinstance(value, str) and "attempt" in value:
-                    got = [eval(value, {}, {"attempt": a}) for a in (1, 2, 3)]  # noqa: S307
-                    assert got[0] > 0 and got[0] < got[1] < got[2], (name, rule, key, got)
+    # per-rule memory and time (attempt-scaled) come from the backend registry, not the profile
+    # (tests/test_backends_registry.py)
+    assert not any({"mem_mb", "runtime"} & set(r) for r in (p.get("set-resources") or {}).values()), name
 
 
 def test_gpu_profile_requests_gpu_only_for_gpu_rules(workflow_rules):

@@ -564,6 +564,9 @@ def test_every_schema_key_is_in_the_matrix():
                          "Add each to COSMETIC, PARAMS (the rules whose params carry it) or STRUCTURAL.")
     assert not (set(covered) - set(LEAVES)), sorted(set(covered) - set(LEAVES))
     assert not COSMETIC & (set(PARAMS) | set(STRUCTURAL)), COSMETIC & (set(PARAMS) | set(STRUCTURAL))
+    # every rule PARAMS names is one the backend registry knows (a typo or a renamed rule fails here)
+    named = {spec_rule(spec) for specs in PARAMS.values() for spec in specs}
+    assert named <= set(backends.rule_resources()), sorted(named - set(backends.rule_resources()))
     # every method of every step is tried from the real run
     tried = {(c.key, c.value) for c in CASES if c.kind == "method"}
     for step, methods in backends.STEPS.items():

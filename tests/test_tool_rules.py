@@ -476,7 +476,8 @@ def test_freesurfer_family(tmp_path):
     assert rj["input"] == [RAW_T1]
     assert rj["output"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats", f"{fs}/stats/rh.aparc.stats",
                             f"{fs}/mri/aparc+aseg.mgz", f"{fs}/mri/aseg.mgz", f"{fs}/scripts/neurosmk_recon-all_all.done"]
-    assert rj["resources"]["mem_mb"] == "16000" and rj["resources"]["runtime"] == "1440"
+    # the registry's (one place; the SLURM profile used to say 8000/720 against the rule's 16000/1440)
+    assert rj["resources"]["mem_mb"] == "8000" and rj["resources"]["runtime"] == "720"
     r = call(rj, "recon-all")
     assert "-all" in r and opt(r, "-openmp") == "2" and r[-1] == "-3T"
     assert f"SUBJECTS_DIR={out}/freesurfer" in rj["shell"]
@@ -816,8 +817,9 @@ def test_every_rule_declares_conda_and_container():
 
 
 def test_containers_are_pinned_and_envs_exist():
-    text = (REPO / "rules" / "common.smk").read_text()
-    images = re.findall(r'"(docker://[^"]+)"', text)
+    from neurosmk.backends import containers  # the tool families' images (rules/common.smk CONTAINERS)
+
+    images = list(containers().values())
     assert len(images) >= 4
     for img in images:
         name, _, tag = img[len("docker://"):].rpartition(":")
@@ -855,7 +857,7 @@ def fsl_release_problems(env_text: str, common_text: str, manifest: dict) -> lis
     if len(releases) != 1:
         return [f"envs/fsl.yaml: {len(releases)} '# release:' lines"]
     release, problems = releases[0], []
-    image = re.search(r'^\s*"fsl": "(docker://[^"]+)"', common_text, re.M).group(1)
+    image = re.search(r'^\s*"fsl": ToolFamily\("fsl", "(docker://[^"]+)"', common_text, re.M).group(1)
     m = re.search(r"(?<![\d.])(\d+\.\d+\.\d+(?:\.\d+)?)(?![\d.])", image)
     if not m or m.group(1) != release:
         problems.append(f"container {image} is FSL {m.group(1) if m else '?'}, envs/fsl.yaml FSL {release}")
@@ -875,11 +877,11 @@ FSL_RELEASES = REPO / "tests" / "data" / "interfaces" / "fsl_releases.yaml"
 
 def test_fsl_env_and_container_are_one_release():
     env = (REPO / "envs" / "fsl.yaml").read_text()
-    common = (REPO / "rules" / "common.smk").read_text()
+    common = (REPO / "src" / "neurosmk" / "backends.py").read_text()  # the fsl tool family
     manifest = yaml.safe_load(FSL_RELEASES.read_text())
     assert fsl_release_problems(env, common, manifest) == []
     # the check fails for what it must catch
-    other_image = re.sub(r'("fsl": )"docker://[^"]+"', r'\1"docker://brainlife/fsl:6.0.7.22"', common)
+    other_image = re.sub(r'("fsl": ToolFamily\("fsl", )"docker://[^"]+"', r'\1"docker://brainlife/fsl:6.0.7.22"', common)
     assert fsl_release_problems(env, other_image, manifest) == [
         "container docker://brainlife/fsl:6.0.7.22 is FSL 6.0.7.22, envs/fsl.yaml FSL 6.0.7.18"]
     other_pin = env.replace("fsl-bet2=2111.8", "fsl-bet2=2111.9")
@@ -891,7 +893,9 @@ def test_fsl_env_and_container_are_one_release():
 
 
 def test_schema_method_descriptions_list_every_backend():
-    schema = yaml.safe_load((REPO / "config" / "schema" / "config.schema.yaml").read_text())
+    from neurosmk.config import load_schema  # the method lists are generated from the registry
+
+    schema = load_schema()
     for step, backends in STEPS.items():
         section, name = step.split(".")
         desc = schema["properties"][section]["properties"][name]["properties"]["method"]["description"]

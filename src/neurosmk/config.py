@@ -21,8 +21,21 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """The schema, with each step's list of methods generated from the backend registry
+    (neurosmk.backends.STEPS) into its ``method`` description: a registered method is documented
+    without an edit here."""
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    from .backends import STEPS
+
+    for step, methods in STEPS.items():
+        section, name = step.split(".")
+        node = schema.get("properties", {}).get(section, {}).get("properties", {}).get(name, {})
+        method = node.get("properties", {}).get("method")
+        if method is not None:
+            listed = ", ".join(f"{m} ({b.doc})" if b.doc else m for m, b in methods.items())
+            method["description"] = f"{method.get('description', '').rstrip()} Registered methods: {listed}.".lstrip()
+    return schema
 
 
 def _fill_defaults(instance: dict, schema: dict) -> None:

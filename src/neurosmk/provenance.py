@@ -31,6 +31,7 @@ import subprocess
 import sys
 
 from . import __version__
+from . import backends as _backends
 from .io import split_ext, write_json, write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,28 +39,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # outputs that get no sidecar; the sidecar of any other X.ext is <stem>.json (stem: io.split_ext)
 _NO_SIDECAR = (".json", ".png", ".svg", ".html", ".md")
 
-# how a shell rule's tool reports its version (first line kept), by the rule's software environment
-VERSION_COMMANDS = {
-    "mrtrix3": '{tool} -version 2>&1 | head -n 1',
-    "fsl": 'printf "FSL %s" "$(cat "$FSLDIR/etc/fslversion" 2>/dev/null || echo unknown)"',
-    "freesurfer": 'cat "$FREESURFER_HOME/build-stamp.txt" 2>/dev/null || recon-all -version 2>&1 | head -n 1',
-}
-# TORTOISE's DRBUDDI has no version option (QMICodeBase/TORTOISEV4 src/tools/DRBUDDI/
-# DRBUDDI_parserBase.cxx @ 009d9d2d: up_data, up_json, down_data, structural, grad_nonlin, DRBUDDI_*, ...,
-# ncores), so its version is the pinned image it ran in; outside a container it is unknown
-VERSION_COMMANDS["tortoise"] = (
-    'case "${{APPTAINER_CONTAINER:-}}${{SINGULARITY_CONTAINER:-}}" in '
-    '?*) printf "TORTOISE %s from %s (DRBUDDI has no version option: the image tag is the version)" "{tool}" "{image}" ;; '
-    '*) printf "TORTOISE %s, version unknown (DRBUDDI has no version option; not run in the pinned image %s)" '
-    '"{tool}" "{image}" ;; esac')
-# dwifslpreproc is MRtrix3 driving FSL's eddy: both versions
-VERSION_COMMANDS["mrtrix3+fsl"] = (VERSION_COMMANDS["mrtrix3"] + '; printf "; "; '
-                                   + VERSION_COMMANDS["fsl"])
+# how a shell rule's tool reports its version (first line kept), by the rule's software
+# environment: declared with its tool family in neurosmk.backends.FAMILIES
+VERSION_COMMANDS = _backends.version_commands()
 
 # Python distributions whose versions a Python job records when it has loaded them
 PY_PACKAGES = {"ants": "antspyx", "dipy": "dipy", "nibabel": "nibabel", "numpy": "numpy", "scipy": "scipy",
                "pandas": "pandas", "pyarrow": "pyarrow", "matplotlib": "matplotlib",
-               "brainextractor": "brainextractor", "nilearn": "nilearn", "sklearn": "scikit-learn"}
+               "brainextractor": "brainextractor", "nilearn": "nilearn", "sklearn": "scikit-learn",
+               "torch": "torch"}
 
 
 def git_commit() -> str | None:
@@ -420,124 +408,14 @@ def table_dictionary(outputs) -> dict:
 
 
 # ---- methods paragraph ------------------------------------------------------------------------
-REFS = {
-    "ants": "Avants BB, Tustison NJ, Song G, et al. A reproducible evaluation of ANTs similarity metric "
-            "performance in brain image registration. NeuroImage 54(3):2033-2044, 2011.",
-    "n4": "Tustison NJ, Avants BB, Cook PA, et al. N4ITK: improved N3 bias correction. IEEE Trans Med Imaging "
-          "29(6):1310-1320, 2010.",
-    "atropos": "Avants BB, Tustison NJ, Wu J, Cook PA, Gee JC. An open source multivariate framework for n-tissue "
-               "segmentation with evaluation on public data. Neuroinformatics 9(4):381-400, 2011.",
-    "syn": "Avants BB, Epstein CL, Grossman M, Gee JC. Symmetric diffeomorphic image registration with "
-           "cross-correlation. Med Image Anal 12(1):26-41, 2008.",
-    "bet": "Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 17(3):143-155, 2002.",
-    "dipy": "Garyfallidis E, Brett M, Amirbekian B, et al. Dipy, a library for the analysis of diffusion MRI "
-            "data. Front Neuroinform 8:8, 2014.",
-    "mppca": "Veraart J, Novikov DS, Christiaens D, et al. Denoising of diffusion MRI using random matrix "
-             "theory. NeuroImage 142:394-406, 2016.",
-    "gibbs": "Kellner E, Dhital B, Kiselev VG, Reisert M. Gibbs-ringing artifact removal based on local "
-             "subvoxel-shifts. Magn Reson Med 76(5):1574-1581, 2016.",
-    "mrtrix": "Tournier J-D, Smith R, Raffelt D, et al. MRtrix3: a fast, flexible and open software framework "
-              "for medical image processing and visualisation. NeuroImage 202:116137, 2019.",
-    "dwi2mask": "Dhollander T, Raffelt D, Connelly A. Unsupervised 3-tissue response function estimation from "
-                "single-shell or multi-shell diffusion MR data without a co-registered T1 image. ISMRM "
-                "Workshop on Breaking the Barriers of Diffusion MRI, 2016.",
-    "dti_wls": "Basser PJ, Mattiello J, LeBihan D. Estimation of the effective self-diffusion tensor from the "
-               "NMR spin echo. J Magn Reson B 103(3):247-254, 1994.",
-    "fsl": "Jenkinson M, Beckmann CF, Behrens TE, Woolrich MW, Smith SM. FSL. NeuroImage 62(2):782-790, 2012.",
-    "fast": "Zhang Y, Brady M, Smith S. Segmentation of brain MR images through a hidden Markov random field "
-            "model and the expectation-maximization algorithm. IEEE Trans Med Imaging 20(1):45-57, 2001.",
-    "first": "Patenaude B, Smith SM, Kennedy DN, Jenkinson M. A Bayesian model of shape and appearance for "
-             "subcortical brain segmentation. NeuroImage 56(3):907-922, 2011.",
-    "flirt": "Jenkinson M, Smith S. A global optimisation method for robust affine registration of brain "
-             "images. Med Image Anal 5(2):143-156, 2001.",
-    "fnirt": "Andersson JLR, Jenkinson M, Smith S. Non-linear registration, aka spatial normalisation. FMRIB "
-             "technical report TR07JA2, 2007.",
-    "eddy": "Andersson JLR, Sotiropoulos SN. An integrated approach to correction for off-resonance effects "
-            "and subject movement in diffusion MR imaging. NeuroImage 125:1063-1078, 2016.",
-    "freesurfer": "Fischl B. FreeSurfer. NeuroImage 62(2):774-781, 2012.",
-    "synthstrip": "Hoopes A, Mora JS, Dalca AV, Fischl B, Hoffmann M. SynthStrip: skull-stripping for any brain "
-                  "image. NeuroImage 260:119474, 2022.",
-    "mni2009": "Fonov V, Evans AC, Botteron K, et al. Unbiased average age-appropriate atlases for pediatric "
-               "studies. NeuroImage 54(1):313-327, 2011.",
-    "mni152nlin6": "Grabner G, Janke AL, Budge MM, Smith D, Pruessner J, Collins DL. Symmetric atlasing and "
-                   "model based segmentation: an application to the hippocampus in older adults. MICCAI 2006, "
-                   "LNCS 4191:58-66 (the MNI152 template distributed with FSL).",
-    "synthmorph": "Hoffmann M, Billot B, Greve DN, Iglesias JE, Fischl B, Dalca AV. SynthMorph: learning "
-                  "contrast-invariant registration without acquired images. IEEE Trans Med Imaging "
-                  "41(3):543-558, 2022.",
-    "drbuddi": "Irfanoglu MO, Modi P, Nayak A, Hutchinson EB, Sarlls J, Pierpaoli C. DR-BUDDI (Diffeomorphic "
-               "Registration for Blip-Up blip-Down Diffusion Imaging) method for correcting echo planar imaging "
-               "distortions. NeuroImage 106:284-299, 2015.",
-    "nilearn": "Abraham A, Pedregosa F, Eickenberg M, et al. Machine learning for neuroimaging with "
-               "scikit-learn. Front Neuroinform 8:14, 2014.",
-    "brainextractor": "Smith SM. Fast robust automated brain extraction. Hum Brain Mapp 17(3):143-155, 2002 "
-                      "(BET algorithm, reimplemented in the brainextractor Python package).",
-}
-
+# the references and each backend's sentence live in its record (neurosmk.backends.STEPS)
+REFS = _backends.REFERENCES
 # (step, method) -> (sentence template, citation keys, version source)
 # the template is formatted with P (the parameters), V (the tool's version text) and N (participants);
 # version source: a Python distribution name, or "tool" for the shell tool's version line
-METHODS = {
-    ("anat.biascorrect", "ants"): ("The T1-weighted image was corrected for intensity non-uniformity with N4 "
-                                   "(shrink factor {P[shrink_factor]}, spline distance {P[spline_distance]} mm) "
-                                   "as implemented in ANTsPy {V}", ["n4", "ants"], "antspyx"),
-    ("anat.biascorrect", "freesurfer"): ("The T1-weighted image was corrected for intensity non-uniformity with "
-                                         "N4 (AntsN4BiasFieldCorrectionFs, shrink factor {P[shrink_factor]}) from "
-                                         "FreeSurfer ({V})", ["n4", "freesurfer"], "tool"),
-    ("anat.skullstrip", "brainextractor"): ("the brain was extracted with a BET-style deformable surface "
-                                            "(brainextractor {V}; fractional threshold "
-                                            "{P[fractional_threshold]}, {P[iterations]} iterations)",
-                                            ["brainextractor"], "brainextractor"),
-    ("anat.skullstrip", "dipy"): ("the brain was extracted with median Otsu thresholding (DIPY {V}; median "
-                                  "radius {P[median_radius]}, {P[numpass]} passes)", ["dipy"], "dipy"),
-    ("anat.skullstrip", "fsl_bet"): ("the brain was extracted with BET (fractional threshold {P[f]}) from {V}",
-                                     ["bet", "fsl"], "tool"),
-    ("anat.skullstrip", "freesurfer"): ("the brain was extracted with recon-all -autorecon1 (FreeSurfer {V})",
-                                        ["freesurfer"], "tool"),
-    ("anat.skullstrip", "synthstrip"): ("the brain was extracted with SynthStrip (border {P[border]} mm; "
-                                        "FreeSurfer {V})", ["synthstrip", "freesurfer"], "tool"),
-    ("anat.segment", "atropos"): ("Cerebrospinal fluid, grey and white matter were segmented with Atropos "
-                                  "(ANTsPy {V}; MRF weight {P[mrf_weight]}, {P[iterations]} iterations)",
-                                  ["atropos", "ants"], "antspyx"),
-    ("anat.segment", "fsl_fast"): ("Cerebrospinal fluid, grey and white matter were segmented with FAST ({V})",
-                                   ["fast", "fsl"], "tool"),
-    ("anat.subcortical", "fsl_first"): ("Subcortical structures were segmented with FIRST ({V})",
-                                        ["first", "fsl"], "tool"),
-    ("anat.register", "ants"): ("The brain was normalised to the {P[template]} template with a {P[transform]} "
-                                "transform (ANTsPy {V}; SyN iterations {P[syn_iterations]}, seed {P[seed]})",
-                                ["syn", "ants", "mni2009"], "antspyx"),
-    ("anat.register", "fsl"): ("The brain was normalised to the {P[template]} template with FLIRT (12 degrees "
-                               "of freedom) followed by FNIRT ({P[fnirt_config]}; {V})",
-                               ["flirt", "fnirt", "fsl", "mni152nlin6"], "tool"),
-    ("anat.register", "synthmorph"): ("The brain was normalised to the {P[template]} template with SynthMorph "
-                                      "(affine, then deformable; FreeSurfer {V})",
-                                      ["synthmorph", "freesurfer", "mni2009"], "tool"),
-    ("anat.atlas", "fsl_applywarp"): ("The {P[atlas]} atlas was brought to each T1w with the inverse FNIRT "
-                                      "warp (applywarp, nearest neighbour; {V})", ["fsl"], "tool"),
-    ("dwi.denoise", "dipy_mppca"): ("The diffusion-weighted images were denoised with MP-PCA (DIPY {V}; patch "
-                                    "radius {P[patch_radius]})", ["mppca", "dipy"], "dipy"),
-    ("dwi.denoise", "mrtrix"): ("The diffusion-weighted images were denoised with MP-PCA (MRtrix3 dwidenoise, "
-                                "{V}; extent {P[extent]})", ["mppca", "mrtrix"], "tool"),
-    ("dwi.degibbs", "dipy"): ("Gibbs ringing was removed by local sub-voxel shifts (DIPY {V}; slice axis "
-                              "{P[slice_axis]})", ["gibbs", "dipy"], "dipy"),
-    ("dwi.degibbs", "mrtrix"): ("Gibbs ringing was removed by local sub-voxel shifts (MRtrix3 mrdegibbs, {V}; "
-                                "axes {P[axes]})", ["gibbs", "mrtrix"], "tool"),
-    ("dwi.preproc", "fsl_dwifslpreproc"): ("Eddy currents and head motion were corrected with FSL eddy driven "
-                                           "by MRtrix3 dwifslpreproc ({V})", ["eddy", "fsl", "mrtrix"], "tool"),
-    ("dwi.preproc", "drbuddi"): ("Susceptibility distortions were corrected with TORTOISE DRBUDDI from a "
-                                 "reverse phase-encoded b=0 image; the field was applied to every volume with "
-                                 "ANTsPy {V}", ["drbuddi", "ants"], "antspyx"),
-    ("dwi.mask", "dipy"): ("A brain mask was computed from the b=0 images by median Otsu thresholding (DIPY {V})",
-                           ["dipy"], "dipy"),
-    ("dwi.mask", "mrtrix"): ("A brain mask was computed with dwi2mask (MRtrix3, {V})", ["dwi2mask", "mrtrix"],
-                             "tool"),
-    ("dwi.tensor", "dipy"): ("The diffusion tensor was fitted by {P[fit_method]} (DIPY {V}), giving FA, MD, AD "
-                             "and RD maps", ["dti_wls", "dipy"], "dipy"),
-    ("dwi.tensor", "mrtrix"): ("The diffusion tensor was fitted with dwi2tensor ({P[fit]}) and its metrics "
-                               "computed with tensor2metric (MRtrix3, {V})", ["dti_wls", "mrtrix"], "tool"),
-}
+METHODS = _backends.backend_methods_table()
 STEP_ORDER = ["anat.biascorrect", "anat.skullstrip", "anat.segment", "anat.subcortical", "anat.register",
-              "anat.atlas", "dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask", "dwi.tensor"]
+              "anat.atlas", "anat.synthseg", "anat.segstats", "dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask", "dwi.tensor"]
 SKIPPED = {"dwi.denoise": "No denoising was applied", "dwi.degibbs": "Gibbs ringing was not corrected",
            "dwi.preproc": "No eddy-current or motion correction was applied",
            "anat.register": "No spatial normalisation to a template was applied"}
