@@ -28,9 +28,9 @@ check_output_dir(OUT, config["bids_dir"])
 
 _sdm = workflow.deployment_settings.deployment_method
 # -n: at parse time workflow.dryrun is still False (no executor yet); output_settings knows
-# --touch (mark existing outputs, e.g. a recon-all made elsewhere, as complete) runs no tool;
-# the executor is not known yet at parse time either, so the command line tells
-_touch = any(a in ("--touch", "-t") for a in sys.argv[1:])
+# --touch (mark existing outputs, e.g. a recon-all made elsewhere, as complete) and --lint run no
+# tool; the executor is not known yet at parse time either, so the command line tells
+_touch = any(a in ("--touch", "-t", "--lint") or a.startswith("--lint=") for a in sys.argv[1:])
 _check_tools = not (DeploymentMethod.CONDA in _sdm or DeploymentMethod.APPTAINER in _sdm
                     or getattr(workflow.output_settings, "dryrun", False) or _touch)
 METHOD = _backends.check_methods(config, check_tools=_check_tools)
