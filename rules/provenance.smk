@@ -62,7 +62,7 @@ def _param_value(value, wildcards, input, output):
 
 
 def prov(step, versions=None):
-    """The ``prov`` param of a rule of ``step``: its sidecars' DAG-time record (a JSON string for
+    """A ``step`` rule's ``prov`` param: its sidecars' DAG-time record (a JSON string for
     script rules; for shell rules the shell-quoted JSON and version command for SIDECAR)."""
 
     def _prov(wildcards, input, output):
@@ -98,7 +98,8 @@ def _prov_text(r_, step, versions, params, skull_stripped):
     text = _json.dumps(rec, default=str)
     if not shell:
         return _provenance.ProvJSON(text)  # readable in the report (its format()), JSON otherwise
-    return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools, image=r_.container_img))
+    vcmd = _provenance.version_command(versions or env, tools, image=r_.container_img)
+    return f"{_shlex.quote(text)} {_shlex.quote(vcmd)}"
 
 
 # ---- methods paragraph ------------------------------------------------------------------------
@@ -115,33 +116,9 @@ def _methods_inputs(wc):
         if "{fssub}" in tpl:
             files += [tpl.format(fssub=s) for s in sorted(FS_SUBJECTS)]
         elif "{subject}" in tpl:
-            kind = "anat" if "/anat/" in tpl else "dwi"
+            kind = "anat" if "anat" in tpl.split(os.sep) else "dwi"
             if config["steps"][kind]:
                 files += expand_visits(tpl, T1W if kind == "anat" else DWI)
         elif tpl in target_sidecars:
             files.append(tpl)
     return files
-
-
-rule methods:
-    """A methods section naming each step that ran, its tool, version, parameters and citations."""
-    input:
-        sidecars=_methods_inputs,
-    output:
-        md=report(METHODS_MD, caption="../report/methods.rst", category="Methods"),
-    params:
-        methods=METHOD,
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-    log:
-        logfile("methods", visit=False),
-    benchmark:
-        benchfile("methods", visit=False)
-    conda:
-        ENVS["neurosmk"]
-    container:
-        CONTAINERS["neurosmk"]
-    script:
-        "../scripts/methods.py"
