@@ -88,13 +88,15 @@ def _prov_text(r_, step, versions, params, skull_stripped):
     env = os.path.basename(r_.conda_env).rsplit(".", 1)[0] if isinstance(r_.conda_env, str) else None
     resources = dict(r_.resources.items()) if r_.resources is not None else {}
     shell = r_.shellcmd is not None
-    rec = _provenance.static_record(
-        step=step, method=method, rule=r_.name, parameters=params,
-        conda_env=f"envs/{env}.yaml" if env else None, container=r_.container_img,
-        device="gpu" if resources.get("gpu") else "cpu",
-        command_template=r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
-        script=os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
-        skull_stripped=skull_stripped)
+    # string keys: formatted one per line, `rule=...` or `container=...` would start a line, and
+    # Snakemake's parser reads those as directives
+    rec = _provenance.static_record(**{
+        "step": step, "method": method, "rule": r_.name, "parameters": params,
+        "conda_env": f"envs/{env}.yaml" if env else None, "container": r_.container_img,
+        "device": "gpu" if resources.get("gpu") else "cpu",
+        "command_template": r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
+        "script": os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
+        "skull_stripped": skull_stripped})
     text = _json.dumps(rec, default=str)
     if not shell:
         return _provenance.ProvJSON(text)  # readable in the report (its format()), JSON otherwise
