@@ -40,14 +40,6 @@ if FS_SUBJECTS:
                       f"{FSG}/wide", f"{FSG}/qc", f"{FSG}/freesurfer_outliers.tsv"]
 
 
-def _split_fs_name(name):
-    if name in FS_RECON_SUBJECTS:
-        from neurosmk.fsstats.parser import split_subject_session
-
-        return split_subject_session(name)
-    return name, ""
-
-
 rule fs_parse_subject:
     input:
         files=lambda wc: FS_SUBJECTS[wc.fssub],

@@ -31,3 +31,27 @@ if config["steps"]["dwi"] and DWI and _DWI_GRAD_DESCS:
             CONTAINERS["neurosmk"]
         script:
             "../scripts/dwi_gradients.py"
+
+
+# ---- methods paragraph (its inputs and helpers: rules/provenance.smk) --------------------------
+rule methods:
+    """A methods section naming each step that ran, its tool, version, parameters and citations."""
+    input:
+        sidecars=_methods_inputs,
+    output:
+        md=report(METHODS_MD, caption="../report/methods.rst", category="Methods"),
+    params:
+        methods=METHOD,
+    threads: 1
+    resources:
+        **res("methods"),
+    log:
+        logfile("methods", visit=False),
+    benchmark:
+        benchfile("methods", visit=False)
+    conda:
+        ENVS["neurosmk"]
+    container:
+        CONTAINERS["neurosmk"]
+    script:
+        "../scripts/methods.py"

@@ -8,8 +8,9 @@ NEUROSMK_ROOT = os.path.abspath(os.path.join(workflow.basedir))
 _SRC = os.path.join(NEUROSMK_ROOT, "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
-# rule scripts (and conda envs) import the package from the checkout
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+# rule scripts (and conda envs) import the package from the checkout (set for the jobs, not
+# required from the user: not an `envvars:` entry)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p))
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
@@ -28,9 +29,9 @@ check_output_dir(OUT, config["bids_dir"])
 
 _sdm = workflow.deployment_settings.deployment_method
 # -n: at parse time workflow.dryrun is still False (no executor yet); output_settings knows
-# --touch (mark existing outputs, e.g. a recon-all made elsewhere, as complete) runs no tool;
-# the executor is not known yet at parse time either, so the command line tells
-_touch = any(a in ("--touch", "-t") for a in sys.argv[1:])
+# --touch (mark existing outputs, e.g. a recon-all made elsewhere, as complete) and --lint run no
+# tool; the executor is not known yet at parse time either, so the command line tells
+_touch = any(a in ("--touch", "-t", "--lint") or a.startswith("--lint=") for a in sys.argv[1:])
 _check_tools = not (DeploymentMethod.CONDA in _sdm or DeploymentMethod.APPTAINER in _sdm
                     or getattr(workflow.output_settings, "dryrun", False) or _touch)
 METHOD = _backends.check_methods(config, check_tools=_check_tools)
@@ -104,6 +105,14 @@ def figure(desc, suffix):
     return f"{OUT}/sub-{{subject}}/figures/{visit_wc()}_desc-{desc}_{suffix}.png"
 
 
+def folder_of(path, levels=1):
+    """The folder ``levels`` above an output file: params that are a prefix of a job's outputs are
+    derived from them (``lambda wc, output: folder_of(output.x)``), never hard-coded."""
+    for _ in range(levels):
+        path = os.path.dirname(path)
+    return path or "."
+
+
 def logfile(rule_name, visit=True):
     """Log of a rule's job (neurosmk.paths.log_path): per visit, or per group job with visit=False,
     or per any other wildcard given as visit (e.g. "{fssub}")."""
@@ -171,3 +180,158 @@ def all_targets():
 ANAT_TARGETS = []
 DWI_TARGETS = []
 EXTRA_TARGETS = []
+
+
+# ---- input functions and helpers of the rule files --------------------------------------------
+# (here, not beside their rules: `snakemake --lint` wants rules and functions in separate files)
+
+
+# rules/dwi.smk
+def dwi_after_denoise(wc):
+    if METHOD["dwi.denoise"] == "none":
+        return raw_dwi(wc)["nii"]
+    return DWI_DENOISED.format(**wc)
+
+
+def dwi_after_degibbs(wc):
+    if METHOD["dwi.degibbs"] == "none":
+        return dwi_after_denoise(wc)
+    return DWI_DEGIBBS.format(**wc)
+
+
+def dwi_for_model(wc):
+    """The DWI series the mask and the tensor fit use, with its gradient table."""
+    if METHOD["dwi.preproc"] != "none":  # rules/mrtrix.smk: eddy-corrected series, rotated bvecs
+        return {"dwi": DWI_PREPROC.format(**wc), "bval": DWI_PREPROC_BVAL.format(**wc),
+                "bvec": DWI_PREPROC_BVEC.format(**wc)}
+    return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "bvec": raw_dwi(wc)["bvec"]}
+
+
+# rules/mrtrix.smk
+def _mrtrix_degibbs_axes(slice_axis):
+    """mrdegibbs -axes: the two in-plane axes, i.e. all but the slice axis."""
+    return ",".join(str(a) for a in (0, 1, 2) if a != slice_axis)
+
+
+# rules/mrtrix.smk
+def _dwi_sidecar(wc):
+    return DWI[_key(wc)].json
+
+
+def _preproc_pe_args(wc):
+    """-rpe_none -pe_dir X [-readout_time T], or -rpe_header -json_import sidecar: a list of
+    arguments, each shell-quoted by {params.pe:q}."""
+    c = step_cfg("dwi.preproc")
+    sidecar = _dwi_sidecar(wc)
+    meta = {}
+    if sidecar:
+        import json
+
+        with open(sidecar) as fh:
+            meta = json.load(fh)
+    if c["rpe"] == "header":
+        if not sidecar:
+            raise ValueError(f"dwi.preproc.rpe 'header' needs a BIDS sidecar (.json) for {raw_dwi(wc)['nii']}")
+        return ["-rpe_header", "-json_import", sidecar]
+    pe_dir = c["pe_dir"] or meta.get("PhaseEncodingDirection")
+    if not pe_dir:
+        raise ValueError(f"dwi.preproc: no phase-encoding direction for {raw_dwi(wc)['nii']}: set "
+                         f"config key 'dwi.preproc.pe_dir' or PhaseEncodingDirection in its BIDS sidecar")
+    args = ["-rpe_none", "-pe_dir", str(pe_dir)]
+    readout = c["readout_time"] or meta.get("TotalReadoutTime")
+    if readout:
+        args += ["-readout_time", f"{float(readout):g}"]
+    return args
+
+
+def _eddy_options():
+    opts = step_cfg("dwi.preproc")["eddy_options"].strip()
+    return f" {opts} "  # MRtrix needs the leading space, or it parses "--slm" as its own option
+
+
+# rules/aggregate.smk
+def _split_fs_name(name):
+    if name in FS_RECON_SUBJECTS:
+        from neurosmk.fsstats.parser import split_subject_session
+
+        return split_subject_session(name)
+    return name, ""
+
+
+# rules/group.smk
+def _group_long_inputs(wc):
+    inputs = {}
+    if config["steps"]["anat"] and T1W:
+        inputs["tissue"] = f"{OUT}/group/anat_tissue_volumes.tsv"
+    if config["steps"]["dwi"] and DWI:
+        inputs["dti"] = f"{OUT}/group/dwi_dti_roistats.tsv"
+    if FS_SUBJECTS:  # rules/aggregate.smk
+        inputs["fs_long"] = f"{FSG}/freesurfer_stats_long.parquet"
+        inputs["fs_global"] = f"{FSG}/freesurfer_global_measures.parquet"
+    return inputs
+
+
+# rules/qc.smk
+def _visit_name(wc):
+    return f"sub-{wc.subject}_ses-{wc.session}" if HAS_SES else f"sub-{wc.subject}"
+
+
+def _qc_has(wc, kind):
+    return _key(wc) in (T1W if kind == "anat" else DWI) and (_QC_ANAT if kind == "anat" else _QC_DWI)
+
+
+def _qc_metrics_inputs(wc):
+    inputs = {}
+    if _qc_has(wc, "anat"):
+        inputs.update(t1w=T1_PREPROC.format(**wc), dseg=DSEG.format(**wc), volumes=TISSUE_VOL.format(**wc))
+        if METHOD["anat.register"] != "none":  # no registration: no template similarity numbers
+            inputs["reg_metrics"] = REG_METRICS.format(**wc)
+    if _qc_has(wc, "dwi"):
+        raw = raw_dwi(wc)  # image quality of the acquisition, not of the denoised series
+        inputs.update(dwi=raw["nii"], bval=raw["bval"], dwi_mask=DWI_MASK.format(**wc),
+                      dti_stats=DTI_STATS.format(**wc))
+    name = _visit_name(wc)
+    if name in FS_SUBJECTS:  # a recon-all subject, or a freesurfer_dir folder named like the visit
+        inputs["fs_global"] = f"{FSG}/subjects/{name}_global.parquet"
+    return inputs
+
+
+# rules/qc.smk: the visit page's figures and captions
+def _qc_page_figures(wc):
+    return [f.format(**wc) for kind in ("anat", "dwi") if _qc_has(wc, kind) for f, _, _ in QC_FIGURES[kind]]
+
+
+def _qc_page_captions(wc):
+    return [[t, c] for kind in ("anat", "dwi") if _qc_has(wc, kind) for _, t, c in QC_FIGURES[kind]]
+
+
+# rules/tortoise.smk
+def _drb_inputs(wc):
+    rev, rb, _ = _DRB_REVERSE[_key(wc)]
+    return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "rev": rev,
+            **({"rev_bval": rb} if rb else {})}
+
+
+# rules/freesurfer.smk
+def _refuse_recon_all_redo():
+    """A finished recon-all (its sentinel exists) is redone only on explicit request.
+
+    Snakemake would redo it whenever one of its triggers fires (a changed recon-all
+    parameter, a touched or moved T1w, an edited rule, --forceall) and first delete its
+    outputs. protected() stops that only for non-root users, so this check runs before any
+    job starts (real runs and --touch; a dry run lists the job with its reason) and
+    refuses unless the rule is named in --forcerun.
+    """
+    from snakemake.exceptions import WorkflowError
+
+    if "freesurfer_recon_all" in workflow.dag_settings.forcerun:
+        return
+    redo = [job for job in workflow.dag.needrun_jobs()
+            if job.rule.name == "freesurfer_recon_all" and os.path.exists(job.output.done)]
+    if redo:
+        lines = "\n".join(f"  - {job.output.done} (reason: {workflow.dag.reason(job)})" for job in redo)
+        raise WorkflowError(
+            f"refusing to redo a finished FreeSurfer recon-all (hours of work):\n{lines}"
+            "\nTo keep it, undo the change (`make why` lists what changed). To redo it on purpose, run "
+            "again with `--forcerun freesurfer_recon_all` (as a non-root user first `chmod u+w` "
+            "its outputs: they are write-protected).")

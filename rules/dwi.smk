@@ -1,5 +1,6 @@
 # Diffusion stages, portable Python backends (DIPY). The input of each stage depends on which
-# earlier stages are enabled (method "none" skips a stage), through the functions below.
+# earlier stages are enabled (method "none" skips a stage), through dwi_after_denoise,
+# dwi_after_degibbs and dwi_for_model (rules/common.smk).
 
 DWI_DENOISED = dwi("dwi", desc="denoised")
 DWI_NOISE = dwi("noise", desc="mppca")  # noise-level map (sigma) of the denoising
@@ -9,26 +10,6 @@ DTI = {p: dwi("dwimap", model="DTI", param=p) for p in ("FA", "MD", "AD", "RD", 
 DTI_STATS = dwi("stats", ext=".tsv", model="DTI", desc="roi")
 
 DWI_TARGETS += [DWI_MASK, *DTI.values(), DTI_STATS, figure("dti", "dwi")]
-
-
-def dwi_after_denoise(wc):
-    if METHOD["dwi.denoise"] == "none":
-        return raw_dwi(wc)["nii"]
-    return DWI_DENOISED.format(**wc)
-
-
-def dwi_after_degibbs(wc):
-    if METHOD["dwi.degibbs"] == "none":
-        return dwi_after_denoise(wc)
-    return DWI_DEGIBBS.format(**wc)
-
-
-def dwi_for_model(wc):
-    """The DWI series the mask and the tensor fit use, with its gradient table."""
-    if METHOD["dwi.preproc"] != "none":  # rules/mrtrix.smk: eddy-corrected series, rotated bvecs
-        return {"dwi": DWI_PREPROC.format(**wc), "bval": DWI_PREPROC_BVAL.format(**wc),
-                "bvec": DWI_PREPROC_BVEC.format(**wc)}
-    return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "bvec": raw_dwi(wc)["bvec"]}
 
 
 if METHOD["dwi.denoise"] == "dipy_mppca":

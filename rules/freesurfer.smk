@@ -13,7 +13,8 @@ FS_LOCK_SCRIPT = os.path.join(NEUROSMK_ROOT, "scripts", "fs_clear_stale_lock.py"
 _FS_CFG = config["freesurfer"]["recon_all"]
 if _FS_CFG["license"]:
     # cosmetic: exported rather than passed as a param, so moving the file never re-runs recon-all
-    os.environ["FS_LICENSE"] = os.path.abspath(os.path.expandvars(_FS_CFG["license"]))
+    # (set for the jobs, not read: not an `envvars:` requirement)
+    os.environ.update(FS_LICENSE=os.path.abspath(os.path.expandvars(_FS_CFG["license"])))
 
 _FS_TMP = ('out0={output[0]:q}; tmp=$(mktemp -d "${{out0%/*}}/.neurosmk-tmp.XXXXXX")'
            ' && trap \'rm -rf "$tmp"\' EXIT && ')
@@ -265,7 +266,7 @@ if _FS_CFG["enabled"]:
             done=protected(FS_DONE),
         params:
             method="recon-all",
-            subjects_dir=FS_RECON_DIR,
+            subjects_dir=lambda wc, output: folder_of(output.done, 3),  # FS_RECON_DIR
             subject=FS_SUBJECT,
             extra=_shlex.split(_FS_CFG["extra_args"]),  # one word per argument, each quoted in the shell
         threads: _FS_CFG["threads"]
@@ -290,29 +291,6 @@ if _FS_CFG["enabled"]:
             ' && echo "recon-all -all finished $(date -u +%Y-%m-%dT%H:%M:%SZ)" > {output.done:q}'
 
     ANAT_TARGETS += [*FS_OUTPUTS.values(), FS_DONE]
-
-    def _refuse_recon_all_redo():
-        """A finished recon-all (its sentinel exists) is redone only on explicit request.
-
-        Snakemake would redo it whenever one of its triggers fires (a changed recon-all
-        parameter, a touched or moved T1w, an edited rule, --forceall) and first delete its
-        outputs. protected() stops that only for non-root users, so this check runs before any
-        job starts (real runs and --touch; a dry run lists the job with its reason) and
-        refuses unless the rule is named in --forcerun.
-        """
-        from snakemake.exceptions import WorkflowError
-
-        if "freesurfer_recon_all" in workflow.dag_settings.forcerun:
-            return
-        redo = [job for job in workflow.dag.needrun_jobs()
-                if job.rule.name == "freesurfer_recon_all" and os.path.exists(job.output.done)]
-        if redo:
-            lines = "\n".join(f"  - {job.output.done} (reason: {workflow.dag.reason(job)})" for job in redo)
-            raise WorkflowError(
-                "refusing to redo a finished FreeSurfer recon-all (hours of work):\n" + lines +
-                "\nTo keep it, undo the change (`make why` lists what changed). To redo it on purpose, run "
-                "again with `--forcerun freesurfer_recon_all` (as a non-root user first `chmod u+w` "
-                "its outputs: they are write-protected).")
 
     onstart:
         _refuse_recon_all_redo()

@@ -166,7 +166,8 @@ if METHOD["anat.register"] == "fsl":
             CONTAINERS["fsl"]
         shell:
             _FSL_TMP +
-            '( s="$FSLDIR/data/standard"/{params.standard:q} && cp "$s.nii.gz" "$tmp/head.nii.gz" ) > {log:q} 2>&1'
+            '( s="$FSLDIR/data/standard"/{params.standard:q}'
+            ' && cp "$s.nii.gz" "$tmp/head.nii.gz" ) > {log:q} 2>&1'
             ' && mv "$tmp/head.nii.gz" {output.head:q}'
             + SIDECAR
 

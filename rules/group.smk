@@ -80,18 +80,6 @@ rule dataset_description:
 GROUP_LONG = f"{OUT}/group/neurosmk_long.tsv"
 
 
-def _group_long_inputs(wc):
-    inputs = {}
-    if config["steps"]["anat"] and T1W:
-        inputs["tissue"] = f"{OUT}/group/anat_tissue_volumes.tsv"
-    if config["steps"]["dwi"] and DWI:
-        inputs["dti"] = f"{OUT}/group/dwi_dti_roistats.tsv"
-    if FS_SUBJECTS:  # rules/aggregate.smk
-        inputs["fs_long"] = f"{FSG}/freesurfer_stats_long.parquet"
-        inputs["fs_global"] = f"{FSG}/freesurfer_global_measures.parquet"
-    return inputs
-
-
 if (config["steps"]["anat"] and T1W) or (config["steps"]["dwi"] and DWI) or (
     config["freesurfer_dir"] and config["steps"]["freesurfer_stats"]
 ):

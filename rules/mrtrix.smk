@@ -18,11 +18,6 @@ DWI_PREPROC_BVEC = dwi("dwi", ext=".bvec", desc="preproc")
 MRTRIX_TENSOR_FIT = {"OLS": "-ols -iter 0", "WLS": "-ols -iter 1"}
 
 
-def _mrtrix_degibbs_axes(slice_axis):
-    """mrdegibbs -axes: the two in-plane axes, i.e. all but the slice axis."""
-    return ",".join(str(a) for a in (0, 1, 2) if a != slice_axis)
-
-
 if METHOD["dwi.denoise"] == "mrtrix":
 
     rule dwi_denoise_mrtrix:
@@ -167,41 +162,6 @@ if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py
 
 
 # ---- dwi.preproc: eddy-current and motion correction ------------------------------------------
-def _dwi_sidecar(wc):
-    return DWI[_key(wc)].json
-
-
-def _preproc_pe_args(wc):
-    """-rpe_none -pe_dir X [-readout_time T], or -rpe_header -json_import sidecar: a list of
-    arguments, each shell-quoted by {params.pe:q}."""
-    c = step_cfg("dwi.preproc")
-    sidecar = _dwi_sidecar(wc)
-    meta = {}
-    if sidecar:
-        import json
-
-        with open(sidecar) as fh:
-            meta = json.load(fh)
-    if c["rpe"] == "header":
-        if not sidecar:
-            raise ValueError(f"dwi.preproc.rpe 'header' needs a BIDS sidecar (.json) for {raw_dwi(wc)['nii']}")
-        return ["-rpe_header", "-json_import", sidecar]
-    pe_dir = c["pe_dir"] or meta.get("PhaseEncodingDirection")
-    if not pe_dir:
-        raise ValueError(f"dwi.preproc: no phase-encoding direction for {raw_dwi(wc)['nii']}: set "
-                         f"config key 'dwi.preproc.pe_dir' or PhaseEncodingDirection in its BIDS sidecar")
-    args = ["-rpe_none", "-pe_dir", str(pe_dir)]
-    readout = c["readout_time"] or meta.get("TotalReadoutTime")
-    if readout:
-        args += ["-readout_time", f"{float(readout):g}"]
-    return args
-
-
-def _eddy_options():
-    opts = step_cfg("dwi.preproc")["eddy_options"].strip()
-    return f" {opts} "  # MRtrix needs the leading space, or it parses "--slm" as its own option
-
-
 if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
     _PREPROC_GPU = step_cfg("dwi.preproc")["use_gpu"]
 

@@ -62,7 +62,7 @@ def _param_value(value, wildcards, input, output):
 
 
 def prov(step, versions=None):
-    """The ``prov`` param of a rule of ``step``: its sidecars' DAG-time record (a JSON string for
+    """A ``step`` rule's ``prov`` param: its sidecars' DAG-time record (a JSON string for
     script rules; for shell rules the shell-quoted JSON and version command for SIDECAR)."""
 
     def _prov(wildcards, input, output):
@@ -88,17 +88,20 @@ def _prov_text(r_, step, versions, params, skull_stripped):
     env = os.path.basename(r_.conda_env).rsplit(".", 1)[0] if isinstance(r_.conda_env, str) else None
     resources = dict(r_.resources.items()) if r_.resources is not None else {}
     shell = r_.shellcmd is not None
-    rec = _provenance.static_record(
-        step=step, method=method, rule=r_.name, parameters=params,
-        conda_env=f"envs/{env}.yaml" if env else None, container=r_.container_img,
-        device="gpu" if resources.get("gpu") else "cpu",
-        command_template=r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
-        script=os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
-        skull_stripped=skull_stripped)
+    # string keys: formatted one per line, `rule=...` or `container=...` would start a line, and
+    # Snakemake's parser reads those as directives
+    rec = _provenance.static_record(**{
+        "step": step, "method": method, "rule": r_.name, "parameters": params,
+        "conda_env": f"envs/{env}.yaml" if env else None, "container": r_.container_img,
+        "device": "gpu" if resources.get("gpu") else "cpu",
+        "command_template": r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
+        "script": os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
+        "skull_stripped": skull_stripped})
     text = _json.dumps(rec, default=str)
     if not shell:
         return _provenance.ProvJSON(text)  # readable in the report (its format()), JSON otherwise
-    return _shlex.quote(text) + " " + _shlex.quote(_provenance.version_command(versions or env, tools, image=r_.container_img))
+    vcmd = _provenance.version_command(versions or env, tools, image=r_.container_img)
+    return f"{_shlex.quote(text)} {_shlex.quote(vcmd)}"
 
 
 # ---- methods paragraph ------------------------------------------------------------------------
@@ -115,32 +118,9 @@ def _methods_inputs(wc):
         if "{fssub}" in tpl:
             files += [tpl.format(fssub=s) for s in sorted(FS_SUBJECTS)]
         elif "{subject}" in tpl:
-            kind = "anat" if "/anat/" in tpl else "dwi"
+            kind = "anat" if "anat" in tpl.split(os.sep) else "dwi"
             if config["steps"][kind]:
                 files += expand_visits(tpl, T1W if kind == "anat" else DWI)
         elif tpl in target_sidecars:
             files.append(tpl)
     return files
-
-
-rule methods:
-    """A methods section naming each step that ran, its tool, version, parameters and citations."""
-    input:
-        sidecars=_methods_inputs,
-    output:
-        md=report(METHODS_MD, caption="../report/methods.rst", category="Methods"),
-    params:
-        methods=METHOD,
-    threads: 1
-    resources:
-        **res("methods"),
-    log:
-        logfile("methods", visit=False),
-    benchmark:
-        benchfile("methods", visit=False)
-    conda:
-        ENVS["neurosmk"]
-    container:
-        CONTAINERS["neurosmk"]
-    script:
-        "../scripts/methods.py"

@@ -8,7 +8,7 @@
 # The anatomical mosaics come from anat_volumes_qc (rules/anat.smk), FA from dwi_stats_qc
 # (rules/dwi.smk); this file adds the DWI mask and colour-FA mosaics.
 
-QC_METRICS = os.path.splitext(figure("qc", "metrics"))[0] + ".json"
+QC_METRICS = f"{os.path.splitext(figure('qc', 'metrics'))[0]}.json"
 QC_PAGE = f"{OUT}/{visit_wc()}.html"
 QC_GROUP_PAGE = f"{OUT}/group/qc.html"
 QC_GROUP_TSV = f"{OUT}/group/qc_metrics.tsv"
@@ -24,30 +24,6 @@ if _QC_DWI and DWI:
     DWI_TARGETS += [FIG_B0MASK, FIG_COLORFA]
 if QC_VISITS:
     EXTRA_TARGETS += expand_visits(QC_PAGE, QC_VISITS) + [QC_GROUP_PAGE, QC_GROUP_TSV]
-
-
-def _visit_name(wc):
-    return "sub-" + wc.subject + (f"_ses-{wc.session}" if HAS_SES else "")
-
-
-def _qc_has(wc, kind):
-    return _key(wc) in (T1W if kind == "anat" else DWI) and (_QC_ANAT if kind == "anat" else _QC_DWI)
-
-
-def _qc_metrics_inputs(wc):
-    inputs = {}
-    if _qc_has(wc, "anat"):
-        inputs.update(t1w=T1_PREPROC.format(**wc), dseg=DSEG.format(**wc), volumes=TISSUE_VOL.format(**wc))
-        if METHOD["anat.register"] != "none":  # no registration: no template similarity numbers
-            inputs["reg_metrics"] = REG_METRICS.format(**wc)
-    if _qc_has(wc, "dwi"):
-        raw = raw_dwi(wc)  # image quality of the acquisition, not of the denoised series
-        inputs.update(dwi=raw["nii"], bval=raw["bval"], dwi_mask=DWI_MASK.format(**wc),
-                      dti_stats=DTI_STATS.format(**wc))
-    name = _visit_name(wc)
-    if name in FS_SUBJECTS:  # a recon-all subject, or a freesurfer_dir folder named like the visit
-        inputs["fs_global"] = f"{FSG}/subjects/{name}_global.parquet"
-    return inputs
 
 
 # (figure path pattern, title, caption) per kind, in page order
@@ -71,14 +47,6 @@ QC_FIGURES = {
 
 if METHOD["anat.register"] == "none":  # no registration figure (rules/anat.smk)
     QC_FIGURES["anat"] = [f for f in QC_FIGURES["anat"] if f[0] != figure("reg", "T1w")]
-
-
-def _qc_page_figures(wc):
-    return [f.format(**wc) for kind in ("anat", "dwi") if _qc_has(wc, kind) for f, _, _ in QC_FIGURES[kind]]
-
-
-def _qc_page_captions(wc):
-    return [[t, c] for kind in ("anat", "dwi") if _qc_has(wc, kind) for _, t, c in QC_FIGURES[kind]]
 
 
 rule qc_dwi_figures:
@@ -143,7 +111,7 @@ rule qc_visit_page:
     params:
         captions=_qc_page_captions,
         out_group_page=QC_GROUP_PAGE,
-        out_dir=OUT,  # out_*: paths, left out of the provenance record
+        out_dir=lambda wc, output: folder_of(output.html),  # out_*: paths, left out of the provenance record
     threads: 1
     resources:
         **res("qc_visit_page"),
@@ -169,7 +137,7 @@ rule qc_group_page:
         **sidecars(QC_GROUP_TSV),
     params:
         out_pages=expand_visits(QC_PAGE, QC_VISITS),
-        out_dir=OUT,  # out_*: paths, left out of the provenance record
+        out_dir=lambda wc, output: folder_of(output.html, 2),  # out_*: paths, left out of the provenance record
         prov=prov("qc.group"),
     threads: 1
     resources:

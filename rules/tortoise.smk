@@ -19,11 +19,6 @@ if METHOD["dwi.preproc"] == "drbuddi":
         _rb = _rev[: -len(".nii.gz")] + ".bval" if _rev.endswith(".nii.gz") else None
         _DRB_REVERSE[_k] = (_rev, _rb if _rb and os.path.exists(_rb) else None, _upe)
 
-    def _drb_inputs(wc):
-        rev, rb, _ = _DRB_REVERSE[_key(wc)]
-        return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "rev": rev,
-                **({"rev_bval": rb} if rb else {})}
-
     rule dwi_preproc_drbuddi_inputs:
         input:
             unpack(_drb_inputs),
