@@ -17,6 +17,7 @@ from neurosmk import __version__ as NEUROSMK_VERSION
 from neurosmk import backends as _backends
 from neurosmk import bids as _bids
 from neurosmk.config import validate_config
+from neurosmk import paths as _paths
 from neurosmk.paths import bench_path, deriv, log_path
 
 config.update(validate_config(config))
@@ -58,7 +59,7 @@ VALIDATE_SETTINGS = _validate.settings_from_config(config, METHOD)
 if config["validate_inputs"]:
     # a dry run writes nothing into output_dir (README "Safety"): it reads the cache only
     _bids.validate_inputs(_index, _filters, settings=VALIDATE_SETTINGS,
-                          cache_path=os.path.join(OUT, ".neurosmk", "validated_headers.json"),
+                          cache_path=_paths.state_path(OUT, "validated_headers.json"),
                           save_cache=not getattr(workflow.output_settings, "dryrun", False))
 
 wildcard_constraints:
@@ -106,7 +107,7 @@ def dwi(suffix, ext=".nii.gz", **ents):
 
 
 def figure(desc, suffix):
-    return f"{OUT}/sub-{{subject}}/figures/{visit_wc()}_desc-{desc}_{suffix}.png"
+    return _paths.figure_path(OUT, "{subject}", visit_wc(), desc, suffix)
 
 
 def logfile(rule_name, visit=True):
@@ -144,9 +145,9 @@ TEMPLATE_NAME = config["template"]["name"]
 # anat.register.method fsl: FSL's MNI152 at the fnirt config's resolution (rules/fsl.smk)
 FSL_TEMPLATE_NAME = "MNI152NLin6Asym"
 FSL_TEMPLATE_RES = _backends.fnirt_resolution(config["anat"]["register"]["fnirt_config"])  # e.g. "2mm"
-_FSL_TPL = (f"{OUT}/sourcedata/templates/tpl-{FSL_TEMPLATE_NAME}_res-{int(FSL_TEMPLATE_RES[:-2]):02d}")
-FSL_TEMPLATE = {"head": f"{_FSL_TPL}_T1w.nii.gz", "brain": f"{_FSL_TPL}_desc-brain_T1w.nii.gz",
-                "mask_dil": f"{_FSL_TPL}_desc-braindil_mask.nii.gz"}
+_FSL_TPL = f"tpl-{FSL_TEMPLATE_NAME}_res-{int(FSL_TEMPLATE_RES[:-2]):02d}"
+FSL_TEMPLATE = {k: _paths.template_file(OUT, _FSL_TPL, s) for k, s in (
+    ("head", "T1w.nii.gz"), ("brain", "desc-brain_T1w.nii.gz"), ("mask_dil", "desc-braindil_mask.nii.gz"))}
 
 
 def template_t1w():
@@ -160,14 +161,19 @@ def template_t1w():
     return nilearn_template()
 
 
+DATASET_DESCRIPTION = _paths.dataset_file(OUT, "dataset_description.json")
+GROUP_ANAT_VOLUMES = _paths.group_file(OUT, "anat_volumes")
+GROUP_DTI_STATS = _paths.group_file(OUT, "dti_stats")
+
+
 def all_targets():
-    targets = [f"{OUT}/dataset_description.json"]
+    targets = [DATASET_DESCRIPTION]
     if config["steps"]["anat"] and T1W:
         targets += [t for p in ANAT_TARGETS for t in expand_visits(p, T1W)]
-        targets.append(f"{OUT}/group/anat_tissue_volumes.tsv")
+        targets.append(GROUP_ANAT_VOLUMES)
     if config["steps"]["dwi"] and DWI:
         targets += [t for p in DWI_TARGETS for t in expand_visits(p, DWI)]
-        targets.append(f"{OUT}/group/dwi_dti_roistats.tsv")
+        targets.append(GROUP_DTI_STATS)
     targets += EXTRA_TARGETS
     return targets
 
