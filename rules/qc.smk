@@ -9,9 +9,9 @@
 # (rules/dwi.smk); this file adds the DWI mask and colour-FA mosaics.
 
 QC_METRICS = os.path.splitext(figure("qc", "metrics"))[0] + ".json"
-QC_PAGE = f"{OUT}/{visit_wc()}.html"
-QC_GROUP_PAGE = f"{OUT}/group/qc.html"
-QC_GROUP_TSV = f"{OUT}/group/qc_metrics.tsv"
+QC_PAGE = _paths.dataset_file(OUT, f"{visit_wc()}.html")
+QC_GROUP_PAGE = _paths.group_file(OUT, "qc_page")
+QC_GROUP_TSV = _paths.group_file(OUT, "qc_metrics")
 FIG_B0MASK = figure("b0mask", "dwi")
 FIG_COLORFA = figure("colorfa", "dwi")
 
@@ -46,7 +46,7 @@ def _qc_metrics_inputs(wc):
                       dti_stats=DTI_STATS.format(**wc))
     name = _visit_name(wc)
     if name in FS_SUBJECTS:  # a recon-all subject, or a freesurfer_dir folder named like the visit
-        inputs["fs_global"] = f"{FSG}/subjects/{name}_global.parquet"
+        inputs["fs_global"] = FS_SUBJECT_GLOBAL.format(fssub=name)
     return inputs
 
 
