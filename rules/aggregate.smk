@@ -33,22 +33,23 @@ if config["freesurfer"]["recon_all"]["enabled"] and config["steps"]["freesurfer_
                          f"{FS_RECON_DIR} ({', '.join(_clash)}): remove them from one source")
     FS_SUBJECTS.update({s: f for s, f in FS_RECON_SUBJECTS.items()})
 
-FSG = f"{OUT}/group/freesurfer"
+FSG = {k: _paths.fs_group_file(OUT, k) for k in _paths.FS_GROUP_FILES}  # group/freesurfer/
+FS_SUBJECT_LONG = _paths.fs_subject_table(OUT, "{fssub}", "long")
+FS_SUBJECT_GLOBAL = _paths.fs_subject_table(OUT, "{fssub}", "global")
+FS_SUBJECT_SKIPPED = _paths.fs_subject_table(OUT, "{fssub}", "skipped", ext=".tsv")
 
 if FS_SUBJECTS:
-    EXTRA_TARGETS += [f"{FSG}/freesurfer_stats_long.tsv", f"{FSG}/freesurfer_global_measures.tsv",
-                      f"{FSG}/wide", f"{FSG}/qc", f"{FSG}/freesurfer_outliers.tsv"]
+    EXTRA_TARGETS += [FSG[k] for k in ("long", "global", "wide", "qc", "outliers")]
 
 
 rule fs_parse_subject:
     input:
         files=lambda wc: FS_SUBJECTS[wc.fssub],
     output:
-        long=f"{FSG}/subjects/{{fssub}}_long.parquet",
-        global_=f"{FSG}/subjects/{{fssub}}_global.parquet",
-        skipped=f"{FSG}/subjects/{{fssub}}_skipped.tsv",
-        **sidecars(f"{FSG}/subjects/{{fssub}}_long.parquet", f"{FSG}/subjects/{{fssub}}_global.parquet",
-                   f"{FSG}/subjects/{{fssub}}_skipped.tsv"),
+        long=FS_SUBJECT_LONG,
+        global_=FS_SUBJECT_GLOBAL,
+        skipped=FS_SUBJECT_SKIPPED,
+        **sidecars(FS_SUBJECT_LONG, FS_SUBJECT_GLOBAL, FS_SUBJECT_SKIPPED),
     params:
         # a freesurfer_dir subject keeps its folder name; a recon-all one is sub-X[_ses-Y]
         stats_dir=lambda wc: os.path.join(FS_RECON_DIR if wc.fssub in FS_RECON_SUBJECTS else FS_DIR,
@@ -76,22 +77,21 @@ rule fs_parse_subject:
 
 rule fs_aggregate_group:
     input:
-        long=expand(f"{FSG}/subjects/{{fssub}}_long.parquet", fssub=sorted(FS_SUBJECTS)),
-        global_=expand(f"{FSG}/subjects/{{fssub}}_global.parquet", fssub=sorted(FS_SUBJECTS)),
+        long=expand(FS_SUBJECT_LONG, fssub=sorted(FS_SUBJECTS)),
+        global_=expand(FS_SUBJECT_GLOBAL, fssub=sorted(FS_SUBJECTS)),
     output:
-        long_tsv=report(f"{FSG}/freesurfer_stats_long.tsv", caption="../report/fs_long.rst",
+        long_tsv=report(FSG["long"], caption="../report/fs_long.rst",
                         category="Group tables"),
-        long_parquet=f"{FSG}/freesurfer_stats_long.parquet",
-        global_tsv=report(f"{FSG}/freesurfer_global_measures.tsv", caption="../report/fs_global.rst",
+        long_parquet=FSG["long_parquet"],
+        global_tsv=report(FSG["global"], caption="../report/fs_global.rst",
                           category="Group tables"),
-        global_parquet=f"{FSG}/freesurfer_global_measures.parquet",
-        wide_dir=directory(f"{FSG}/wide"),
-        qc_dir=report(directory(f"{FSG}/qc"), patterns=["{name}.png"], caption="../report/fs_qc.rst",
+        global_parquet=FSG["global_parquet"],
+        wide_dir=directory(FSG["wide"]),
+        qc_dir=report(directory(FSG["qc"]), patterns=["{name}.png"], caption="../report/fs_qc.rst",
                       category="FreeSurfer group QC"),
-        outliers=report(f"{FSG}/freesurfer_outliers.tsv", caption="../report/fs_outliers.rst",
+        outliers=report(FSG["outliers"], caption="../report/fs_outliers.rst",
                         category="Group tables"),
-        **sidecars(f"{FSG}/freesurfer_stats_long.tsv", f"{FSG}/freesurfer_global_measures.tsv",
-                   f"{FSG}/freesurfer_outliers.tsv"),
+        **sidecars(FSG["long"], FSG["global"], FSG["outliers"]),
     params:
         prov=prov("freesurfer.group"),
     threads: 1

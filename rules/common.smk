@@ -18,6 +18,7 @@ from neurosmk import __version__ as NEUROSMK_VERSION
 from neurosmk import backends as _backends
 from neurosmk import bids as _bids
 from neurosmk.config import validate_config
+from neurosmk import paths as _paths
 from neurosmk.paths import bench_path, deriv, log_path
 
 config.update(validate_config(config))
@@ -59,7 +60,7 @@ VALIDATE_SETTINGS = _validate.settings_from_config(config, METHOD)
 if config["validate_inputs"]:
     # a dry run writes nothing into output_dir (README "Safety"): it reads the cache only
     _bids.validate_inputs(_index, _filters, settings=VALIDATE_SETTINGS,
-                          cache_path=os.path.join(OUT, ".neurosmk", "validated_headers.json"),
+                          cache_path=_paths.state_path(OUT, "validated_headers.json"),
                           save_cache=not getattr(workflow.output_settings, "dryrun", False))
 
 wildcard_constraints:
@@ -102,7 +103,7 @@ def dwi(suffix, ext=".nii.gz", **ents):
 
 
 def figure(desc, suffix):
-    return f"{OUT}/sub-{{subject}}/figures/{visit_wc()}_desc-{desc}_{suffix}.png"
+    return _paths.figure_path(OUT, "{subject}", visit_wc(), desc, suffix)
 
 
 def folder_of(path, levels=1):
@@ -148,9 +149,9 @@ TEMPLATE_NAME = config["template"]["name"]
 # anat.register.method fsl: FSL's MNI152 at the fnirt config's resolution (rules/fsl.smk)
 FSL_TEMPLATE_NAME = "MNI152NLin6Asym"
 FSL_TEMPLATE_RES = _backends.fnirt_resolution(config["anat"]["register"]["fnirt_config"])  # e.g. "2mm"
-_FSL_TPL = (f"{OUT}/sourcedata/templates/tpl-{FSL_TEMPLATE_NAME}_res-{int(FSL_TEMPLATE_RES[:-2]):02d}")
-FSL_TEMPLATE = {"head": f"{_FSL_TPL}_T1w.nii.gz", "brain": f"{_FSL_TPL}_desc-brain_T1w.nii.gz",
-                "mask_dil": f"{_FSL_TPL}_desc-braindil_mask.nii.gz"}
+_FSL_TPL = f"tpl-{FSL_TEMPLATE_NAME}_res-{int(FSL_TEMPLATE_RES[:-2]):02d}"
+FSL_TEMPLATE = {k: _paths.template_file(OUT, _FSL_TPL, s) for k, s in (
+    ("head", "T1w.nii.gz"), ("brain", "desc-brain_T1w.nii.gz"), ("mask_dil", "desc-braindil_mask.nii.gz"))}
 
 
 def template_t1w():
@@ -164,14 +165,19 @@ def template_t1w():
     return nilearn_template()
 
 
+DATASET_DESCRIPTION = _paths.dataset_file(OUT, "dataset_description.json")
+GROUP_ANAT_VOLUMES = _paths.group_file(OUT, "anat_volumes")
+GROUP_DTI_STATS = _paths.group_file(OUT, "dti_stats")
+
+
 def all_targets():
-    targets = [f"{OUT}/dataset_description.json"]
+    targets = [DATASET_DESCRIPTION]
     if config["steps"]["anat"] and T1W:
         targets += [t for p in ANAT_TARGETS for t in expand_visits(p, T1W)]
-        targets.append(f"{OUT}/group/anat_tissue_volumes.tsv")
+        targets.append(GROUP_ANAT_VOLUMES)
     if config["steps"]["dwi"] and DWI:
         targets += [t for p in DWI_TARGETS for t in expand_visits(p, DWI)]
-        targets.append(f"{OUT}/group/dwi_dti_roistats.tsv")
+        targets.append(GROUP_DTI_STATS)
     targets += EXTRA_TARGETS
     return targets
 
@@ -262,12 +268,12 @@ def _split_fs_name(name):
 def _group_long_inputs(wc):
     inputs = {}
     if config["steps"]["anat"] and T1W:
-        inputs["tissue"] = f"{OUT}/group/anat_tissue_volumes.tsv"
+        inputs["tissue"] = GROUP_ANAT_VOLUMES
     if config["steps"]["dwi"] and DWI:
-        inputs["dti"] = f"{OUT}/group/dwi_dti_roistats.tsv"
+        inputs["dti"] = GROUP_DTI_STATS
     if FS_SUBJECTS:  # rules/aggregate.smk
-        inputs["fs_long"] = f"{FSG}/freesurfer_stats_long.parquet"
-        inputs["fs_global"] = f"{FSG}/freesurfer_global_measures.parquet"
+        inputs["fs_long"] = FSG["long_parquet"]
+        inputs["fs_global"] = FSG["global_parquet"]
     return inputs
 
 
@@ -292,7 +298,7 @@ def _qc_metrics_inputs(wc):
                       dti_stats=DTI_STATS.format(**wc))
     name = _visit_name(wc)
     if name in FS_SUBJECTS:  # a recon-all subject, or a freesurfer_dir folder named like the visit
-        inputs["fs_global"] = f"{FSG}/subjects/{name}_global.parquet"
+        inputs["fs_global"] = FS_SUBJECT_GLOBAL.format(fssub=name)
     return inputs
 
 

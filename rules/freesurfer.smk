@@ -7,7 +7,7 @@
 import shlex as _shlex
 import shutil as _shutil
 
-FS_RECON_DIR = f"{OUT}/freesurfer"
+FS_RECON_DIR = _paths.recon_all_dir(OUT)
 FS_SUBJECT = visit_wc()  # sub-<label>[_ses-<label>]
 FS_LOCK_SCRIPT = os.path.join(NEUROSMK_ROOT, "scripts", "fs_clear_stale_lock.py")
 _FS_CFG = config["freesurfer"]["recon_all"]
@@ -15,9 +15,6 @@ if _FS_CFG["license"]:
     # cosmetic: exported rather than passed as a param, so moving the file never re-runs recon-all
     # (set for the jobs, not read: not an `envvars:` requirement)
     os.environ.update(FS_LICENSE=os.path.abspath(os.path.expandvars(_FS_CFG["license"])))
-
-_FS_TMP = ('out0={output[0]:q}; tmp=$(mktemp -d "${{out0%/*}}/.neurosmk-tmp.XXXXXX")'
-           ' && trap \'rm -rf "$tmp"\' EXIT && ')
 
 
 if METHOD["anat.biascorrect"] == "freesurfer":
@@ -46,9 +43,10 @@ if METHOD["anat.biascorrect"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            _FS_TMP +
+            TOOLRUN +
             'AntsN4BiasFieldCorrectionFs -i {input.t1w:q} -o "$tmp/n4.nii.gz" -s {params.shrink_factor:q}'
-            ' -t {params.iters:q} > {log:q} 2>&1 && mv "$tmp/n4.nii.gz" {output.t1w:q}'
+            ' -t {params.iters:q} > {log:q} 2>&1'
+            ' && toolrun_end "$tmp/n4.nii.gz" {output.t1w:q}'
             + SIDECAR
 
 
@@ -82,10 +80,11 @@ if METHOD["anat.skullstrip"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            _FS_TMP +
+            TOOLRUN +
             '( recon-all -sd "$tmp" -s fs -i {input.t1w:q} -autorecon1 -openmp {threads}'
             ' && mri_convert "$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like {input.t1w:q} -rt nearest'
-            ' ) > {log:q} 2>&1 && mv "$tmp/brainmask.nii.gz" {output.brainmask:q}'
+            ' ) > {log:q} 2>&1'
+            ' && toolrun_end "$tmp/brainmask.nii.gz" {output.brainmask:q}'
             + SIDECAR
 
     rule anat_skullstrip_freesurfer_fslmaths:
@@ -112,10 +111,10 @@ if METHOD["anat.skullstrip"] == "freesurfer":
         container:
             CONTAINERS["fsl"]
         shell:
-            _FSL_TMP +
+            TOOLRUN + _FSL_ENV +
             '( fslmaths {input.t1w:q} -mas {input.brainmask:q} "$tmp/brain.nii.gz"'
             ' && fslmaths {input.brainmask:q} -bin "$tmp/mask.nii.gz" -odt char ) > {log:q} 2>&1'
-            ' && mv "$tmp/mask.nii.gz" {output.mask:q} && mv "$tmp/brain.nii.gz" {output.brain:q}'
+            ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}'
             + SIDECAR
 
 
@@ -146,11 +145,11 @@ if METHOD["anat.skullstrip"] == "synthstrip":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            _FS_TMP +
+            TOOLRUN +
             'mri_synthstrip -i {input.t1w:q} -o "$tmp/brain.nii.gz" -m "$tmp/mask.nii.gz"'
             # no thread option: FreeSurfer's mri_synthstrip parser has none (tests/data/interfaces)
             ' -b {params.border:q} {params.flags:q} > {log:q} 2>&1'
-            ' && mv "$tmp/mask.nii.gz" {output.mask:q} && mv "$tmp/brain.nii.gz" {output.brain:q}'
+            ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}'
             + SIDECAR
 
 
@@ -198,7 +197,7 @@ if METHOD["anat.register"] == "synthmorph":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            _FS_TMP +
+            TOOLRUN +
             '( mri_synthmorph -m affine -t "$tmp/affine.txt" -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
             ' && mri_synthmorph -m deform -i "$tmp/affine.txt" -t "$tmp/warp.nii.gz" -o "$tmp/warped.nii.gz"'
             ' -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
@@ -206,8 +205,8 @@ if METHOD["anat.register"] == "synthmorph":
             ' {input.template:q} {input.brain:q}'
             ' && mri_synthmorph -m deform -i "$tmp/inv_affine.txt" -t "$tmp/invwarp.nii.gz"'
             ' -j {threads} {params.gpu:q} {input.template:q} {input.brain:q} ) > {log:q} 2>&1'
-            ' && mv "$tmp/affine.txt" {output.affine:q} && mv "$tmp/warp.nii.gz" {output.warp:q}'
-            ' && mv "$tmp/invwarp.nii.gz" {output.invwarp:q} && mv "$tmp/warped.nii.gz" {output.warped:q}'
+            ' && toolrun_end "$tmp/affine.txt" {output.affine:q} "$tmp/warp.nii.gz" {output.warp:q}'
+            ' "$tmp/invwarp.nii.gz" {output.invwarp:q} "$tmp/warped.nii.gz" {output.warped:q}'
             + SIDECAR
 
     rule anat_register_metrics_synthmorph:
@@ -244,14 +243,9 @@ if _FS_CFG["enabled"]:
                 + (f"{', '.join(_missing)} on PATH: install {_backends._FS_INSTALL}, or run with --sdm apptainer"
                    if _missing else "a FreeSurfer license: set freesurfer.recon_all.license or FS_LICENSE"))
 
-    FS_OUTPUTS = {
-        "aseg": f"{FS_RECON_DIR}/{FS_SUBJECT}/stats/aseg.stats",
-        "lh_aparc": f"{FS_RECON_DIR}/{FS_SUBJECT}/stats/lh.aparc.stats",
-        "rh_aparc": f"{FS_RECON_DIR}/{FS_SUBJECT}/stats/rh.aparc.stats",
-        "aparcaseg": f"{FS_RECON_DIR}/{FS_SUBJECT}/mri/aparc+aseg.mgz",
-        "aseg_mgz": f"{FS_RECON_DIR}/{FS_SUBJECT}/mri/aseg.mgz",
-    }
-    FS_DONE = f"{FS_RECON_DIR}/{FS_SUBJECT}/scripts/neurosmk_recon-all_all.done"
+    FS_OUTPUTS = {k: _paths.recon_all_file(OUT, FS_SUBJECT, k)
+                  for k in ("aseg", "lh_aparc", "rh_aparc", "aparcaseg", "aseg_mgz")}
+    FS_DONE = _paths.recon_all_file(OUT, FS_SUBJECT, "done")
 
     rule freesurfer_recon_all:
         # The subject folder is prepared by hand (mri/orig/001.mgz, what recon-all -i does) because
@@ -333,11 +327,11 @@ if METHOD["anat.synthseg"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            _FS_TMP +
+            TOOLRUN +
             'mri_synthseg --i {input.t1w:q} --o "$tmp/synthseg.nii.gz" --vol "$tmp/volumes.csv"'
             ' {params.flags:q} --threads {threads} > {log:q} 2>&1'
-            ' && mv "$tmp/synthseg.nii.gz" {output.dseg:q}'
-            ' && for f in {params.out_vol:q}; do mv "$tmp/volumes.csv" "$f"; done'
+            ' && toolrun_end "$tmp/synthseg.nii.gz" {output.dseg:q}'
+            ' && for f in {params.out_vol:q}; do toolrun_end "$tmp/volumes.csv" "$f"; done'
             + SIDECAR
 
     ANAT_TARGETS += [SYNTHSEG_DSEG] + ([SYNTHSEG_VOL] if _SYN["vol"] else [])
@@ -378,9 +372,10 @@ if METHOD["anat.segstats"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            _FS_TMP +
+            TOOLRUN +
             'mri_segstats --seg {input.seg:q} --ctab-default --excludeid 0 --sum "$tmp/segstats.stats"'
-            ' > {log:q} 2>&1 && mv "$tmp/segstats.stats" {output.stats:q}'
+            ' > {log:q} 2>&1'
+            ' && toolrun_end "$tmp/segstats.stats" {output.stats:q}'
             + SIDECAR
 
     ANAT_TARGETS.append(SEGSTATS)

@@ -1,16 +1,15 @@
 # Structural stages with FSL (bet, fast, run_first_all, flirt/fnirt) and the atlas-to-native
 # warp (applywarp). Each rule exists only when the config picks its method and writes the same
 # file names as the Python backends (rules/anat.smk). FSL names its outputs after a basename, so
-# each rule works in a private temporary folder beside its outputs and renames the files it
-# keeps into the common names (same filesystem: the rename is atomic).
+# each rule works in the job's private temporary folder (TOOLRUN, scripts/toolrun.sh) and renames
+# the files it keeps into the common names.
 
 SUBCORT_DSEG = anat("dseg", seg="FIRST")
-FIRST_QC = f"{OUT}/sub-{{subject}}/figures/{visit_wc()}_desc-first_slicesdir"
+FIRST_QC = _paths.figure_path(OUT, "{subject}", visit_wc(), "first", "slicesdir", ext="")
 
-# the private folder: "$(dirname …)" keeps the quoted output path one word; {output[0]:q} is
-# shlex-quoted, so nothing in it is expanded
-_FSL_TMP = ('export FSLOUTPUTTYPE=NIFTI_GZ && out0={output[0]:q}; tmp=$(mktemp -d "${{out0%/*}}/.neurosmk-tmp.XXXXXX")'
-            ' && trap \'rm -rf "$tmp"\' EXIT && ')
+# FSL writes NIfTI-gz (its outputs are named after a basename: each rule runs through the tool
+# wrapper, TOOLRUN, in the job's private "$tmp", and toolrun_end renames the files it keeps)
+_FSL_ENV = "export FSLOUTPUTTYPE=NIFTI_GZ && "
 
 
 if METHOD["anat.skullstrip"] == "fsl_bet":
@@ -41,9 +40,9 @@ if METHOD["anat.skullstrip"] == "fsl_bet":
         container:
             CONTAINERS["fsl"]
         shell:
-            _FSL_TMP +
+            TOOLRUN + _FSL_ENV +
             'bet {input.t1w:q} "$tmp/brain" -f {params.f:q} -g {params.g:q} {params.variant:q} -m > {log:q} 2>&1'
-            ' && mv "$tmp/brain_mask.nii.gz" {output.mask:q} && mv "$tmp/brain.nii.gz" {output.brain:q}'
+            ' && toolrun_end "$tmp/brain_mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}'
             + SIDECAR
 
 
@@ -75,12 +74,10 @@ if METHOD["anat.segment"] == "fsl_fast":
         container:
             CONTAINERS["fsl"]
         shell:
-            _FSL_TMP +
+            TOOLRUN + _FSL_ENV +
             'fast -t 1 -n 3 -g -B -b -p -o "$tmp/fast" {input.brain:q} > {log:q} 2>&1'
-            ' && mv "$tmp/fast_seg.nii.gz" {output.dseg:q}'
-            ' && mv "$tmp/fast_pve_0.nii.gz" {output.csf:q}'
-            ' && mv "$tmp/fast_pve_1.nii.gz" {output.gm:q}'
-            ' && mv "$tmp/fast_pve_2.nii.gz" {output.wm:q}'
+            ' && toolrun_end "$tmp/fast_seg.nii.gz" {output.dseg:q} "$tmp/fast_pve_0.nii.gz" {output.csf:q}'
+            ' "$tmp/fast_pve_1.nii.gz" {output.gm:q} "$tmp/fast_pve_2.nii.gz" {output.wm:q}'
             + SIDECAR
 
 
@@ -112,11 +109,11 @@ if METHOD["anat.subcortical"] == "fsl_first":
         container:
             CONTAINERS["fsl"]
         shell:
-            _FSL_TMP +
+            TOOLRUN + _FSL_ENV +
             '( run_first_all -i {input.t1w:q} -o "$tmp/first" {params.brain:q} {params.structures:q}'
             ' && cd "$tmp" && first_roi_slicesdir {input.t1w:q} "$tmp/first_all_fast_firstseg.nii.gz" )'
             ' > {log:q} 2>&1'
-            ' && mv "$tmp/first_all_fast_firstseg.nii.gz" {output.dseg:q} && mv "$tmp/slicesdir" {output.qc:q}'
+            ' && toolrun_end "$tmp/first_all_fast_firstseg.nii.gz" {output.dseg:q} "$tmp/slicesdir" {output.qc:q}'
             + SIDECAR
 
     ANAT_TARGETS += [SUBCORT_DSEG, FIRST_QC]
@@ -165,10 +162,10 @@ if METHOD["anat.register"] == "fsl":
         container:
             CONTAINERS["fsl"]
         shell:
-            _FSL_TMP +
+            TOOLRUN + _FSL_ENV +
             '( s="$FSLDIR/data/standard"/{params.standard:q}'
             ' && cp "$s.nii.gz" "$tmp/head.nii.gz" ) > {log:q} 2>&1'
-            ' && mv "$tmp/head.nii.gz" {output.head:q}'
+            ' && toolrun_end "$tmp/head.nii.gz" {output.head:q}'
             + SIDECAR
 
     rule anat_template_fsl_brain:
@@ -194,11 +191,11 @@ if METHOD["anat.register"] == "fsl":
         container:
             CONTAINERS["fsl"]
         shell:
-            _FSL_TMP +
+            TOOLRUN + _FSL_ENV +
             '( s="$FSLDIR/data/standard"/{params.standard:q}'
             ' && cp "$s"_brain.nii.gz "$tmp/brain.nii.gz" && cp "$s"_brain_mask_dil.nii.gz "$tmp/mask_dil.nii.gz"'
             ' ) > {log:q} 2>&1'
-            ' && mv "$tmp/brain.nii.gz" {output.brain:q} && mv "$tmp/mask_dil.nii.gz" {output.mask_dil:q}'
+            ' && toolrun_end "$tmp/brain.nii.gz" {output.brain:q} "$tmp/mask_dil.nii.gz" {output.mask_dil:q}'
             + SIDECAR
 
     rule anat_register_fsl:
@@ -233,7 +230,7 @@ if METHOD["anat.register"] == "fsl":
         shell:
             # the warped T1w is the brain (the common name says desc-brain), resampled with the
             # full warp; the inverse warp is defined on the native grid (--ref=the T1w)
-            _FSL_TMP +
+            TOOLRUN + _FSL_ENV +
             '( flirt -in {input.brain:q} -ref {input.tpl_brain:q} -dof 12 -omat "$tmp/affine.mat"'
             ' && fnirt --in={input.head:q} --aff="$tmp/affine.mat" --config={params.fnirt_config:q}'
             ' --ref={input.tpl_head:q} --refmask={input.tpl_mask:q}'
@@ -241,8 +238,8 @@ if METHOD["anat.register"] == "fsl":
             ' && invwarp --warp="$tmp/warp.nii.gz" --ref={input.brain:q} --out="$tmp/invwarp.nii.gz"'
             ' && applywarp --in={input.brain:q} --ref={input.tpl_head:q} --warp="$tmp/warp.nii.gz"'
             ' --interp=spline --out="$tmp/warped.nii.gz" ) > {log:q} 2>&1'
-            ' && mv "$tmp/affine.mat" {output.affine:q} && mv "$tmp/warp.nii.gz" {output.warp:q}'
-            ' && mv "$tmp/invwarp.nii.gz" {output.invwarp:q} && mv "$tmp/warped.nii.gz" {output.warped:q}'
+            ' && toolrun_end "$tmp/affine.mat" {output.affine:q} "$tmp/warp.nii.gz" {output.warp:q}'
+            ' "$tmp/invwarp.nii.gz" {output.invwarp:q} "$tmp/warped.nii.gz" {output.warped:q}'
             + SIDECAR
 
     rule anat_register_metrics_fsl:
@@ -308,9 +305,10 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
         container:
             CONTAINERS["fsl"]
         shell:
-            _FSL_TMP +
+            TOOLRUN + _FSL_ENV +
             'applywarp --in={input.atlas:q} --ref={input.brain:q} --warp={input.invwarp:q} --interp=nn'
-            ' --out="$tmp/atlas.nii.gz" > {log:q} 2>&1 && mv "$tmp/atlas.nii.gz" {output.dseg:q}'
+            ' --out="$tmp/atlas.nii.gz" > {log:q} 2>&1'
+            ' && toolrun_end "$tmp/atlas.nii.gz" {output.dseg:q}'
             + SIDECAR
 
     ANAT_TARGETS.append(ATLAS_NATIVE)

@@ -5,9 +5,8 @@ rule group_anat_volumes:
     input:
         tables=lambda wc: expand_visits(TISSUE_VOL, T1W),
     output:
-        tsv=report(f"{OUT}/group/anat_tissue_volumes.tsv", caption="../report/anat_volumes.rst",
-                   category="Group tables"),
-        **sidecars(f"{OUT}/group/anat_tissue_volumes.tsv"),
+        tsv=report(GROUP_ANAT_VOLUMES, caption="../report/anat_volumes.rst", category="Group tables"),
+        **sidecars(GROUP_ANAT_VOLUMES),
     params:
         atlas="tissue",
         prov=prov("group.tables"),
@@ -26,13 +25,12 @@ rule group_anat_volumes:
         "../scripts/group_tables.py"
 
 
-rule group_dti_stats:
+use rule group_anat_volumes as group_dti_stats with:
     input:
         tables=lambda wc: expand_visits(DTI_STATS, DWI),
     output:
-        tsv=report(f"{OUT}/group/dwi_dti_roistats.tsv", caption="../report/dti_stats.rst",
-                   category="Group tables"),
-        **sidecars(f"{OUT}/group/dwi_dti_roistats.tsv"),
+        tsv=report(GROUP_DTI_STATS, caption="../report/dti_stats.rst", category="Group tables"),
+        **sidecars(GROUP_DTI_STATS),
     params:
         atlas="dti_roi",
         prov=prov("group.tables"),
@@ -43,20 +41,14 @@ rule group_dti_stats:
         logfile("group_dti_stats", visit=False),
     benchmark:
         benchfile("group_dti_stats", visit=False)
-    conda:
-        ENVS["neurosmk"]
-    container:
-        CONTAINERS["neurosmk"]
-    script:
-        "../scripts/group_tables.py"
 
 
 rule dataset_description:
     output:
-        f"{OUT}/dataset_description.json",
-        readme=f"{OUT}/README.md",
-        descriptions=f"{OUT}/descriptions.tsv",
-        bidsignore=f"{OUT}/.bidsignore",
+        DATASET_DESCRIPTION,
+        readme=_paths.dataset_file(OUT, "README.md"),
+        descriptions=_paths.dataset_file(OUT, "descriptions.tsv"),
+        bidsignore=_paths.dataset_file(OUT, ".bidsignore"),
     params:
         bids_dir=config["bids_dir"],
         container=CONTAINERS["neurosmk"],
@@ -77,7 +69,7 @@ rule dataset_description:
 
 # One combined long table of every group table (tissue volumes, DTI ROI stats, FreeSurfer
 # stats and global measures), so one report table covers them all.
-GROUP_LONG = f"{OUT}/group/neurosmk_long.tsv"
+GROUP_LONG = _paths.group_file(OUT, "long")
 
 
 if (config["steps"]["anat"] and T1W) or (config["steps"]["dwi"] and DWI) or (
@@ -102,7 +94,7 @@ rule group_long:
         unpack(_group_long_inputs),
     output:
         tsv=report(GROUP_LONG, caption="../report/neurosmk_long.rst", category="Group tables"),
-        parquet=f"{OUT}/group/neurosmk_long.parquet",
+        parquet=_paths.group_file(OUT, "long_parquet"),
         **sidecars(GROUP_LONG),
     params:
         prov=prov("group.long"),

@@ -2,13 +2,13 @@
 # the optional eddy/motion correction (dwifslpreproc -> FSL eddy). Each rule exists only when the
 # config picks its method, and writes the same file names as the DIPY backends (rules/dwi.smk).
 #
-# MRtrix writes outputs in place, so every command writes "<output>.tmp.nii.gz" next to its
-# output and renames it when the command succeeded: a crash never leaves a plausible output.
-# -force is only ever used on those temporary files.
+# MRtrix writes outputs in place, so every command runs through the tool wrapper (TOOLRUN,
+# scripts/toolrun.sh): it writes into the job's private "$tmp" and toolrun_end renames the files
+# into the outputs when the command succeeded: a crash never leaves a plausible output. -force is
+# only ever used on those temporary files.
 #
 # Paths reach the shell only through Snakemake's shlex quoting ({input.x:q}, {output.x:q},
-# {log:q}); temporary names are built from shell variables assigned from a quoted placeholder
-# ("$dwi.tmp.nii.gz"), whose value the shell never parses again. tests/test_hostile.py checks it.
+# {log:q}); tests/test_hostile.py checks it.
 
 DWI_PREPROC = dwi("dwi", desc="preproc")
 DWI_PREPROC_BVAL = dwi("dwi", ext=".bval", desc="preproc")
@@ -44,10 +44,10 @@ if METHOD["dwi.denoise"] == "mrtrix":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            "dwi={output.dwi:q}; noise={output.noise:q}; "
-            'dwidenoise {input.dwi:q} "$dwi.tmp.nii.gz" -noise "$noise.tmp.nii.gz"'
+            TOOLRUN +
+            'dwidenoise {input.dwi:q} "$tmp/dwi.nii.gz" -noise "$tmp/noise.nii.gz"'
             ' -extent {params.extent} -nthreads {threads} -force > {log:q} 2>&1'
-            ' && mv "$dwi.tmp.nii.gz" "$dwi" && mv "$noise.tmp.nii.gz" "$noise"'
+            ' && toolrun_end "$tmp/dwi.nii.gz" {output.dwi:q} "$tmp/noise.nii.gz" {output.noise:q}'
             + SIDECAR
 
 
@@ -79,10 +79,10 @@ if METHOD["dwi.degibbs"] == "mrtrix":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            "dwi={output.dwi:q}; "
-            'mrdegibbs {input.dwi:q} "$dwi.tmp.nii.gz" -axes {params.axes} -nshifts {params.nshifts}'
+            TOOLRUN +
+            'mrdegibbs {input.dwi:q} "$tmp/dwi.nii.gz" -axes {params.axes} -nshifts {params.nshifts}'
             ' -minW {params.min_w} -maxW {params.max_w} -nthreads {threads} -force > {log:q} 2>&1'
-            ' && mv "$dwi.tmp.nii.gz" "$dwi"'
+            ' && toolrun_end "$tmp/dwi.nii.gz" {output.dwi:q}'
             + SIDECAR
 
 
@@ -110,10 +110,10 @@ if METHOD["dwi.mask"] == "mrtrix":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            "mask={output.mask:q}; "
-            'dwi2mask {input.dwi:q} "$mask.tmp.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
+            TOOLRUN +
+            'dwi2mask {input.dwi:q} "$tmp/mask.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
             ' -nthreads {threads} -force > {log:q} 2>&1'
-            ' && mv "$mask.tmp.nii.gz" "$mask"'
+            ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q}'
             + SIDECAR
 
 
@@ -146,18 +146,18 @@ if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py
         # V1 convention: scanner (world, RAS+) axes, which is what tensor2metric writes; the DIPY
         # backend rotates its eigenvectors into the same axes (neurosmk.dwi.fsl_bvec_to_world).
         shell:
-            'tmp=$(mktemp -d "${{TMPDIR:-/tmp}}/neurosmk_dti.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT && '
-            "FA={output.FA:q}; MD={output.MD:q}; AD={output.AD:q}; RD={output.RD:q}; V1={output.V1:q}; RGB={output.RGB:q}; "
+            TOOLRUN +
             '( dwi2tensor {input.dwi:q} "$tmp/tensor.mif" -fslgrad {input.bvec:q} {input.bval:q}'
             ' -mask {input.mask:q} {params.fit} -nthreads {threads}'
-            ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -fa "$FA.tmp.nii.gz"'
-            ' -adc "$MD.tmp.nii.gz" -ad "$AD.tmp.nii.gz" -rd "$RD.tmp.nii.gz"'
-            ' -vector "$V1.tmp.nii.gz" -num 1 -modulate none -nthreads {threads} -force'
+            ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -fa "$tmp/FA.nii.gz"'
+            ' -adc "$tmp/MD.nii.gz" -ad "$tmp/AD.nii.gz" -rd "$tmp/RD.nii.gz"'
+            ' -vector "$tmp/V1.nii.gz" -num 1 -modulate none -nthreads {threads} -force'
             ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -vector "$tmp/rgb.mif" -num 1'
             ' -modulate fa -nthreads {threads}'
-            ' && mrcalc "$tmp/rgb.mif" -abs "$RGB.tmp.nii.gz" -datatype float32 -nthreads {threads} -force'
+            ' && mrcalc "$tmp/rgb.mif" -abs "$tmp/RGB.nii.gz" -datatype float32 -nthreads {threads} -force'
             ' ) > {log:q} 2>&1'
-            ' && for f in "$FA" "$MD" "$AD" "$RD" "$V1" "$RGB"; do mv "$f.tmp.nii.gz" "$f"; done'
+            ' && toolrun_end "$tmp/FA.nii.gz" {output.FA:q} "$tmp/MD.nii.gz" {output.MD:q} "$tmp/AD.nii.gz" {output.AD:q}'
+            ' "$tmp/RD.nii.gz" {output.RD:q} "$tmp/V1.nii.gz" {output.V1:q} "$tmp/RGB.nii.gz" {output.RGB:q}'
             + SIDECAR
 
 
@@ -195,13 +195,12 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            'tmp=$(mktemp -d "${{TMPDIR:-/tmp}}/neurosmk_eddy.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT && '
-            "dwi={output.dwi:q}; bval={output.bval:q}; bvec={output.bvec:q}; "
-            '{params.cuda}dwifslpreproc {input.dwi:q} "$dwi.tmp.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
+            TOOLRUN +
+            '{params.cuda}dwifslpreproc {input.dwi:q} "$tmp/dwi.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
             ' {params.pe:q} -eddy_options {params.eddy_options:q}'
-            ' -export_grad_fsl "$bvec.tmp" "$bval.tmp"'
+            ' -export_grad_fsl "$tmp/dwi.bvec" "$tmp/dwi.bval"'
             ' -scratch "$tmp" -nthreads {threads} -force > {log:q} 2>&1'
-            ' && mv "$bvec.tmp" "$bvec" && mv "$bval.tmp" "$bval" && mv "$dwi.tmp.nii.gz" "$dwi"'
+            ' && toolrun_end "$tmp/dwi.bvec" {output.bvec:q} "$tmp/dwi.bval" {output.bval:q} "$tmp/dwi.nii.gz" {output.dwi:q}'
             + SIDECAR
 
     DWI_TARGETS += [DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC]

@@ -6,6 +6,12 @@
 # re-runs nothing that would not re-run anyway). Python rules write the sidecars when their
 # script exits without error (neurosmk.runtime.setup); shell rules end their command with
 # SIDECAR, which runs scripts/sidecar.sh in the tool's own environment after the tool succeeded.
+#
+# Tool calls go through the one wrapper scripts/toolrun.sh (sourced by the job's shell, in the
+# tool's environment): TOOLRUN + '( TOOL ... "$tmp/x" ) > {log:q} 2>&1'
+# + ' && toolrun_end "$tmp/x" {output.x:q}' + SIDECAR: a private "$tmp" under $TMPDIR, removed
+# on success, failure and SIGTERM (a SIGKILL leftover by the next run of the job), outputs renamed
+# into place only once the tool wrote them all.
 
 import json as _json
 import shlex as _shlex
@@ -18,6 +24,8 @@ SIDECAR_SH = os.path.join(NEUROSMK_ROOT, "scripts", "sidecar.sh")
 # every path shlex-quoted (:q); {params.prov} is already a pair of shlex-quoted words (prov below)
 SIDECAR = (' && NEUROSMK_PROV=sidecar NEUROSMK_VERSION={NEUROSMK_VERSION:q} sh {SIDECAR_SH:q} {params.prov}'
            ' {OUT:q} {config[bids_dir]:q} {output:q} -- {input:q}')
+TOOLRUN_SH = os.path.join(NEUROSMK_ROOT, "scripts", "toolrun.sh")
+TOOLRUN = ". {TOOLRUN_SH:q} && toolrun_begin {rule:q} {output:q} && "
 SIDECAR_TEMPLATES = []  # every declared sidecar path pattern, for the methods rule
 
 
@@ -94,7 +102,8 @@ def _prov_text(r_, step, versions, params, skull_stripped):
         "step": step, "method": method, "rule": r_.name, "parameters": params,
         "conda_env": f"envs/{env}.yaml" if env else None, "container": r_.container_img,
         "device": "gpu" if resources.get("gpu") else "cpu",
-        "command_template": r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0] if shell else None,
+        # the tool's command: without the wrapper's set-up (TOOLRUN) and the sidecar call
+        "command_template": r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0].removeprefix(TOOLRUN) if shell else None,
         "script": os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
         "skull_stripped": skull_stripped})
     text = _json.dumps(rec, default=str)
@@ -105,7 +114,7 @@ def _prov_text(r_, step, versions, params, skull_stripped):
 
 
 # ---- methods paragraph ------------------------------------------------------------------------
-METHODS_MD = f"{OUT}/docs/methods.md"  # BIDS docs/: documentation of the dataset
+METHODS_MD = _paths.docs_file(OUT, "methods.md")  # BIDS docs/: documentation of the dataset
 EXTRA_TARGETS.append(METHODS_MD)
 
 

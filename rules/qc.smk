@@ -9,9 +9,9 @@
 # (rules/dwi.smk); this file adds the DWI mask and colour-FA mosaics.
 
 QC_METRICS = f"{os.path.splitext(figure('qc', 'metrics'))[0]}.json"
-QC_PAGE = f"{OUT}/{visit_wc()}.html"
-QC_GROUP_PAGE = f"{OUT}/group/qc.html"
-QC_GROUP_TSV = f"{OUT}/group/qc_metrics.tsv"
+QC_PAGE = _paths.dataset_file(OUT, f"{visit_wc()}.html")
+QC_GROUP_PAGE = _paths.group_file(OUT, "qc_page")
+QC_GROUP_TSV = _paths.group_file(OUT, "qc_metrics")
 FIG_B0MASK = figure("b0mask", "dwi")
 FIG_COLORFA = figure("colorfa", "dwi")
 

@@ -10,7 +10,10 @@ from neurosmk import dwi_scheme as _dwi_scheme
 
 if METHOD["dwi.preproc"] == "drbuddi":
     _DRB = step_cfg("dwi.preproc")
-    _DRB_WORK = f"{OUT}/.neurosmk/work/drbuddi/{visit_wc()}"
+    _DRB_WORK = _paths.state_path(OUT, "work", "drbuddi", visit_wc())
+    _DRB_FILES = {k: os.path.join(_DRB_WORK, f) for k, f in (
+        ("up", "up_b0.nii"), ("down", "down_b0.nii"), ("up_json", "up.json"), ("field", "deformation_FINV.nii.gz"),
+        ("b0", "b0_corrected_final.nii"), ("version", "drbuddi_version.txt"))}
     _DRB_EXE = _backends.STEPS["dwi.preproc"]["drbuddi"].tools_for(_DRB)[0]
     _DRB_IMAGE = CONTAINERS["tortoise_cuda" if _DRB["use_gpu"] else "tortoise"]
     _DRB_REVERSE = {}  # (subject, session) -> (reverse image, its bval or None, pe of the DWI)
@@ -24,9 +27,9 @@ if METHOD["dwi.preproc"] == "drbuddi":
             unpack(_drb_inputs),
             **validated("dwi", "dwi.preproc"),  # rules/validate.smk: the visit's voxel checks first
         output:
-            up=temp(f"{_DRB_WORK}/up_b0.nii"),
-            down=temp(f"{_DRB_WORK}/down_b0.nii"),
-            up_json=temp(f"{_DRB_WORK}/up.json"),
+            up=temp(_DRB_FILES["up"]),
+            down=temp(_DRB_FILES["down"]),
+            up_json=temp(_DRB_FILES["up_json"]),
         params:
             pe_up=lambda wc: _DRB_REVERSE[_key(wc)][2],
             b0_threshold=config["dwi"]["mask"]["b0_threshold"],
@@ -46,15 +49,15 @@ if METHOD["dwi.preproc"] == "drbuddi":
 
     rule dwi_preproc_drbuddi:
         input:
-            up=f"{_DRB_WORK}/up_b0.nii",
-            down=f"{_DRB_WORK}/down_b0.nii",
-            up_json=f"{_DRB_WORK}/up.json",
+            up=_DRB_FILES["up"],
+            down=_DRB_FILES["down"],
+            up_json=_DRB_FILES["up_json"],
         output:
-            field=temp(f"{_DRB_WORK}/deformation_FINV.nii.gz"),
-            b0=temp(f"{_DRB_WORK}/b0_corrected_final.nii"),
+            field=temp(_DRB_FILES["field"]),
+            b0=temp(_DRB_FILES["b0"]),
             # the ToolVersion of the corrected DWI's sidecars (dwi_preproc_drbuddi_apply): DRBUDDI
             # has no version option, so it is the pinned image the job ran in (provenance.VERSION_COMMANDS)
-            version=temp(f"{_DRB_WORK}/drbuddi_version.txt"),
+            version=temp(_DRB_FILES["version"]),
         params:
             method="drbuddi",
             exe=_DRB_EXE,  # DRBUDDI_cuda with use_gpu
@@ -72,24 +75,24 @@ if METHOD["dwi.preproc"] == "drbuddi":
             _DRB_IMAGE
         shell:
             # the TORTOISE images keep the binaries in /src/TORTOISEV4/bin (QSIPrep's Dockerfile);
-            # DRBUDDI writes into the working folder, a private one beside the outputs
-            'out0={output.field:q}; tmp=$(mktemp -d "${{out0%/*}}/.neurosmk-tmp.XXXXXX") && trap \'rm -rf "$tmp"\' EXIT'
-            ' && cp {input.up:q} "$tmp/up_b0.nii" && cp {input.down:q} "$tmp/down_b0.nii"'
+            # DRBUDDI writes into the working folder: the job's private "$tmp" (TOOLRUN)
+            TOOLRUN +
+            'cp {input.up:q} "$tmp/up_b0.nii" && cp {input.down:q} "$tmp/down_b0.nii"'
             ' && cp {input.up_json:q} "$tmp/up.json"'
             ' && ( cd "$tmp" && PATH="$PATH:/src/TORTOISEV4/bin" OMP_NUM_THREADS={threads} {params.exe:q}'
             ' -u up_b0.nii --up_json up.json -d down_b0.nii ) > {log:q} 2>&1'
             ' && sh -c {params.version_cmd:q} > "$tmp/version.txt"'
-            ' && mv "$tmp/deformation_FINV.nii.gz" {output.field:q} && mv "$tmp/b0_corrected_final.nii" {output.b0:q}'
-            ' && mv "$tmp/version.txt" {output.version:q}'
+            ' && toolrun_end "$tmp/deformation_FINV.nii.gz" {output.field:q} "$tmp/b0_corrected_final.nii" {output.b0:q}'
+            ' "$tmp/version.txt" {output.version:q}'
 
     rule dwi_preproc_drbuddi_apply:
         input:
             dwi=dwi_after_degibbs,
             bval=lambda wc: raw_dwi(wc)["bval"],
             bvec=lambda wc: raw_dwi(wc)["bvec"],
-            field=f"{_DRB_WORK}/deformation_FINV.nii.gz",
-            b0=f"{_DRB_WORK}/b0_corrected_final.nii",
-            version=f"{_DRB_WORK}/drbuddi_version.txt",
+            field=_DRB_FILES["field"],
+            b0=_DRB_FILES["b0"],
+            version=_DRB_FILES["version"],
         output:
             dwi=DWI_PREPROC,
             bval=DWI_PREPROC_BVAL,

@@ -17,7 +17,7 @@
 # one job per visit and datatype (validate_anat, validate_dwi), so that each chain starts as soon
 # as its own data passed, and each joins its chain's SLURM group (profiles/slurm: groups)
 def validated_report(datatype):
-    return f"{OUT}/.neurosmk/validate/{datatype}/{visit_wc()}.json"
+    return _paths.state_path(OUT, "validate", datatype, f"{visit_wc()}.json")
 
 
 _DWI_ORDER = ("dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask")

@@ -33,7 +33,8 @@ TORTOISE_SPEC = yaml.safe_load((DATA / "tortoise.yaml").read_text())
 FSL_TOOLS = {"bet", "fast", "run_first_all", "first_roi_slicesdir", "flirt", "fnirt", "invwarp", "applywarp",
              "fslmaths"}
 MRTRIX_TOOLS = {"dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric", "mrcalc", "dwifslpreproc"}
-SHELL_BUILTINS = {"mv", "cp", "mkdir", "mktemp", "echo", "[", "command", "sh", "printf", "date", "for", "do", "done"}
+SHELL_BUILTINS = {"mv", "cp", "mkdir", "mktemp", "echo", "[", "command", "sh", "printf", "date", "for", "do", "done",
+                  "", "toolrun_begin", "toolrun_end"}  # ". scripts/toolrun.sh" (tool_name(".") is "")
 
 _SPECS: dict[str, object] = {}
 

@@ -156,8 +156,9 @@ def opt(argv: list[str], name: str, n: int = 1):
 
 
 def moves(job: dict) -> dict[str, str]:
-    """destination -> source of the job's final renames (the temporary files become the outputs)."""
-    return {a[2]: a[1] for a in calls(job, "mv")}
+    """destination -> source of the job's final renames (the temporary files become the outputs):
+    the SRC DEST pairs of scripts/toolrun.sh's toolrun_end."""
+    return {a[i + 1]: a[i] for a in calls(job, "toolrun_end") for i in range(1, len(a) - 1, 2)}
 
 
 RAW_DWI = f"{BIDS}/sub-02/dwi/sub-02_dwi.nii.gz"
@@ -198,8 +199,9 @@ def log(out: Path, rule: str, visit: str) -> str:
 
 
 def assert_private_tmp(job: dict) -> None:
-    """Tool outputs go to a private mktemp folder (removed by a trap) and are renamed into place."""
-    assert "mktemp -d" in job["shell"] and "trap 'rm -rf \"$tmp\"' EXIT" in job["shell"]
+    """Tool outputs go to the job's private folder (scripts/toolrun.sh) and are renamed into place
+    (the wrapper itself: tests/test_toolrun.py)."""
+    assert calls(job, "toolrun_begin") and moves(job)
     assert all(src.startswith("$tmp/") for src in moves(job).values()), moves(job)
 
 

@@ -108,3 +108,91 @@ def benchmark_mtimes(output_dir: str) -> dict[str, float]:
 def status_tsv(output_dir: str) -> str:
     """Where `neurosmk-status` writes its table (beside the logs it summarises)."""
     return os.path.join(str(output_dir), LOGS_DIR, "neurosmk_status.tsv")
+
+
+# ---- dataset-level files: group tables, QC pages, FreeSurfer, figures, docs, state ------------
+# The one place that knows the layout of the derivative dataset beyond the per-visit BIDS files
+# (``deriv``): the rules, scripts and tests build these paths through the functions below.
+GROUP_DIR = "group"
+# group/ files by name (tidy long tables, the QC page and its table)
+GROUP_FILES = {
+    "anat_volumes": "anat_tissue_volumes.tsv",
+    "dti_stats": "dwi_dti_roistats.tsv",
+    "long": "neurosmk_long.tsv",
+    "long_parquet": "neurosmk_long.parquet",
+    "qc_page": "qc.html",
+    "qc_metrics": "qc_metrics.tsv",
+}
+# group/freesurfer/ files by name (the FreeSurfer stats aggregation, rules/aggregate.smk)
+FS_GROUP_FILES = {
+    "long": "freesurfer_stats_long.tsv",
+    "long_parquet": "freesurfer_stats_long.parquet",
+    "global": "freesurfer_global_measures.tsv",
+    "global_parquet": "freesurfer_global_measures.parquet",
+    "outliers": "freesurfer_outliers.tsv",
+    "wide": "wide",
+    "qc": "qc",
+}
+# recon-all's files the pipeline reads or keeps, relative to the subject's folder
+RECON_ALL_FILES = {
+    "aseg": "stats/aseg.stats",
+    "lh_aparc": "stats/lh.aparc.stats",
+    "rh_aparc": "stats/rh.aparc.stats",
+    "aparcaseg": "mri/aparc+aseg.mgz",
+    "aseg_mgz": "mri/aseg.mgz",
+    "done": "scripts/neurosmk_recon-all_all.done",
+}
+STATE_DIR = ".neurosmk"  # neurosmk's own records (validation reports, work folders)
+
+
+def dataset_file(output_dir: str, name: str) -> str:
+    """A file at the top of the derivative dataset (``dataset_description.json``, ``README.md``,
+    a visit's QC page ``sub-X.html``)."""
+    return os.path.join(str(output_dir), name)
+
+
+def group_file(output_dir: str, name: str) -> str:
+    """``{output_dir}/group/<file>`` for a name of ``GROUP_FILES`` (KeyError otherwise)."""
+    return os.path.join(str(output_dir), GROUP_DIR, GROUP_FILES[name])
+
+
+def fs_group_file(output_dir: str, name: str) -> str:
+    """``{output_dir}/group/freesurfer/<file>`` for a name of ``FS_GROUP_FILES``."""
+    return os.path.join(str(output_dir), GROUP_DIR, "freesurfer", FS_GROUP_FILES[name])
+
+
+def fs_subject_table(output_dir: str, fssub: str, kind: str, ext: str = ".parquet") -> str:
+    """One FreeSurfer subject's parsed stats (``kind`` long, global or skipped):
+    ``{output_dir}/group/freesurfer/subjects/{fssub}_{kind}{ext}``; ``fssub`` may be a wildcard."""
+    return os.path.join(str(output_dir), GROUP_DIR, "freesurfer", "subjects", f"{fssub}_{kind}{ext}")
+
+
+def recon_all_dir(output_dir: str) -> str:
+    """The SUBJECTS_DIR of the pipeline's own recon-all runs."""
+    return os.path.join(str(output_dir), "freesurfer")
+
+
+def recon_all_file(output_dir: str, subject: str, name: str) -> str:
+    """A recon-all file of ``RECON_ALL_FILES`` for one subject folder (may be a pattern)."""
+    return os.path.join(recon_all_dir(output_dir), subject, RECON_ALL_FILES[name])
+
+
+def figure_path(output_dir: str, subject: str, visit: str, desc: str, suffix: str, ext: str = ".png") -> str:
+    """A visit's figure: ``{output_dir}/sub-{subject}/figures/{visit}_desc-{desc}_{suffix}{ext}``
+    (``subject``/``visit`` may be patterns)."""
+    return os.path.join(str(output_dir), f"sub-{subject}", "figures", f"{visit}_desc-{desc}_{suffix}{ext}")
+
+
+def docs_file(output_dir: str, name: str) -> str:
+    """BIDS ``docs/``: documentation of the dataset (``methods.md``)."""
+    return os.path.join(str(output_dir), "docs", name)
+
+
+def template_file(output_dir: str, stem: str, suffix: str) -> str:
+    """A template copied into the dataset: ``{output_dir}/sourcedata/templates/{stem}_{suffix}``."""
+    return os.path.join(str(output_dir), "sourcedata", "templates", f"{stem}_{suffix}")
+
+
+def state_path(output_dir: str, *parts: str) -> str:
+    """neurosmk's own records under ``{output_dir}/.neurosmk/`` (validation reports, work folders)."""
+    return os.path.join(str(output_dir), STATE_DIR, *parts)
