@@ -4,7 +4,6 @@ wiring between rules, the resources, and the environment declarations)."""
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -17,75 +16,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-BIDS = REPO / "demo" / "bids"
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake") if (Path(sys.executable).parent / "snakemake").exists() \
-    else shutil.which("snakemake")
+from . import helpers as H
+from .helpers import DEMO_BIDS as BIDS, REPO, merge as _merge, parse_dry_run  # noqa: F401 (used by other test files)
+
 sys.path.insert(0, str(REPO / "src"))
 
 from neurosmk.backends import STEPS  # noqa: E402
 
 
-# ---- helpers ---------------------------------------------------------------------------------
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
+# ---- helpers (running Snakemake and reading its dry runs: tests/helpers.py) -----------------------
 def write_config(tmp_path: Path, overrides: dict, bids: Path = BIDS) -> tuple[Path, Path]:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg = _merge(cfg, overrides)
     out = tmp_path / "out"
-    cfg["bids_dir"] = str(bids)
-    cfg["output_dir"] = str(out)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path, out
+    cfg = H.write_config(tmp_path / "config.yaml", _merge(overrides, {"bids_dir": str(bids), "output_dir": str(out)}))
+    return cfg, out
 
 
 def snakemake(cfg: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([SNAKEMAKE, "-s", "Snakefile", "--configfile", str(cfg), *args], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=120)
-
-
-def parse_dry_run(text: str) -> dict[str, dict]:
-    """rule name -> {'input': [...], 'output': [...], 'resources': {...}, 'threads': n, 'shell': str}."""
-    jobs: dict[str, dict] = {}
-    cur = None
-    for line in text.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):$", line)
-        if m:
-            cur = jobs.setdefault(m.group(1), {"input": [], "output": [], "resources": {}, "shell": None})
-            continue
-        if cur is None:
-            continue
-        if line.startswith("Shell command: "):
-            cmd = line[len("Shell command: "):]
-            # the provenance sidecar call every shell rule ends with is checked in test_provenance.py
-            cmd, _, sidecar = cmd.partition(" && NEUROSMK_PROV=sidecar ")
-            cur["shell"] = None if cmd == "None" else cmd
-            cur["sidecar"] = sidecar or None
-            cur = None
-            continue
-        m = re.match(r"^    (\w+): (.*)$", line)
-        if m:
-            key, val = m.groups()
-            if key in ("input", "output"):
-                cur[key] = val.split(", ")
-                if key == "input":  # the visit's input-check report (rules/validate.smk) apart
-                    cur["valid"] = [i for i in cur[key] if "/.neurosmk/validate/" in i]
-                    cur[key] = [i for i in cur[key] if i not in cur["valid"]]
-                if key == "output":  # provenance sidecars (X.json beside X.nii.gz) apart
-                    stems = {re.sub(r"\.(nii\.gz|mat|bval|bvec|tsv|csv|stats)$", "", o) for o in cur[key] if not o.endswith(".json")}
-                    cur["sidecars"] = [o for o in cur[key] if o.endswith(".json") and o[:-5] in stems]
-                    cur[key] = [o for o in cur[key] if o not in cur["sidecars"]]
-            elif key == "resources":
-                cur["resources"] = dict(kv.split("=", 1) for kv in val.split(", "))
-            elif key == "threads":
-                cur["threads"] = int(val)
-    return jobs
+    return H.run_snakemake(["--configfile", str(cfg), *args], env=env, check=False, timeout=120)
 
 
 def dry_run(tmp_path: Path, overrides: dict, bids: Path = BIDS) -> tuple[dict[str, dict], Path]:
