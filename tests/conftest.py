@@ -15,6 +15,18 @@ from .helpers import DEMO_BIDS, DEMO_FREESURFER, REPO, job_counts, run_snakemake
 __all__ = ["DEMO_BIDS", "REPO", "dwi_slab_bids", "job_counts", "reduced_config", "run_snakemake", "write_config"]
 
 
+# Fixtures that run the real pipeline (minutes): a test that uses one is in the slow tier.
+SLOW_FIXTURES = {"reduced_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tier (`make test-fast` = `pytest -m "not slow"` leaves it out): tests marked
+    ``slow``, tests that use a fixture of SLOW_FIXTURES, and the local-SLURM tests."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
+
+
 def dwi_slab_bids(root: Path, z0: int, nz: int) -> Path:
     """A BIDS dataset with the demo DWI (sub-02) cut to slices z0..z0+nz-1 (affine shifted so the
     slab stays where it was in scanner space); bval/bvec copied. Returns the BIDS folder."""

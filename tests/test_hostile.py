@@ -224,6 +224,7 @@ if not HAVE_MRTRIX and os.environ.get("NEUROSMK_REQUIRE_MRTRIX") == "1":
 MRTRIX = dict(denoise="mrtrix", degibbs="mrtrix", mask="mrtrix", tensor="mrtrix")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MRTRIX, reason="MRtrix3 (dwidenoise) not on PATH")
 def test_mrtrix_runs_with_hostile_folders(tmp_path):
     """The four MRtrix3 steps and their sidecars, for real, with hostile bids_dir and

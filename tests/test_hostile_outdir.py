@@ -176,6 +176,7 @@ def test_dry_run_writes_nothing_into_output_dir(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_snakemake_run_locks_out_other_checkout(tmp_path, live_pid):
     out = tmp_path / "out"
     target = str(out / "dataset_description.json")

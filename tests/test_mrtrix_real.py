@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "src"))
 HAVE_MRTRIX = all(shutil.which(t) for t in ("dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric"))
 if not HAVE_MRTRIX and os.environ.get("NEUROSMK_REQUIRE_MRTRIX") == "1":
     raise RuntimeError("NEUROSMK_REQUIRE_MRTRIX=1 but the MRtrix3 commands are not on PATH")
-pytestmark = pytest.mark.skipif(not HAVE_MRTRIX, reason="MRtrix3 (dwidenoise) not on PATH")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_MRTRIX, reason="MRtrix3 (dwidenoise) not on PATH")]
 
 Z = slice(12, 22)
 PARAMS = ("FA", "MD", "AD", "RD", "RGB", "V1")

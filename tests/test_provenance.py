@@ -178,6 +178,7 @@ def _dwi(out, name):
     return out / "sub-02" / "dwi" / f"sub-02_{name}"
 
 
+@pytest.mark.slow
 def test_mrtrix_sidecars(runs):
     bids = runs["bids"]
     expect = {"desc-denoised_dwi": ("dwi.denoise", "dwidenoise"), "desc-mppca_noise": ("dwi.denoise", "dwidenoise"),
@@ -210,6 +211,7 @@ def test_mrtrix_sidecars(runs):
                               "bids:raw:sub-02/dwi/sub-02_dwi.bvec", "bids::sub-02/dwi/sub-02_desc-brain_mask.nii.gz"]
 
 
+@pytest.mark.slow
 def test_checksums_match_inputs(runs):
     """After run 2 every sidecar on disk describes the inputs as they are now."""
     out, bids = runs["out"], runs["bids"]
@@ -221,6 +223,7 @@ def test_checksums_match_inputs(runs):
         _check_checksums(json.loads(p.read_text()), out, bids)
 
 
+@pytest.mark.slow
 def test_python_sidecars(runs):
     out = runs["out"]
     den = json.loads(_dwi(out, "desc-denoised_dwi.json").read_text())  # re-made by run 2 (DIPY)
@@ -241,6 +244,7 @@ def test_python_sidecars(runs):
     assert all(grp[c]["Description"] for c in cols) and grp["hemisphere"]["Levels"]["lh"]
 
 
+@pytest.mark.slow
 def test_methods_follow_configured_methods(runs):
     m1, m2 = runs["methods1"], runs["methods2"]
     ver = re.search(r"3\.\d+\.\d+", subprocess.run(["dwidenoise", "-version"], capture_output=True,
@@ -261,6 +265,7 @@ def test_methods_follow_configured_methods(runs):
     assert rest(m1) == rest(m2)
 
 
+@pytest.mark.slow
 def test_report_contents(runs):
     html = runs["report"].read_text(errors="replace")
     for name in ("methods.md", "dwi_dti_roistats.tsv", "sub-02_desc-dti_dwi.png"):
