@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 CONFIG ?= config/config.yaml
 
-.PHONY: venv demo test report why status clean-demo
+.PHONY: venv demo test test-fast report why status clean-demo
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "neurosmk needs Python >= 3.11; run: make PYTHON=python3.11 ..."'
@@ -26,8 +26,13 @@ demo: venv
 	@echo "Outputs: results/demo/  (BIDS-Derivatives; group tables in results/demo/group/)"
 	@echo "Report:  results/demo/report.html"
 
+# make test: every test (CI); make test-fast: without the slow tier (real pipeline runs, local
+# SLURM, MRtrix3 runs; tests marked `slow` or using a fixture of tests/conftest.py SLOW_FIXTURES)
 test: venv
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=25
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -rs -m "not slow" --durations=15
 
 # Why would jobs re-run? Each job's own reason (params with old and new values, code, input
 # files, newer inputs, missing outputs), then the jobs that only follow. make why CONFIG=my.yaml

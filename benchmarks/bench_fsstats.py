@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 
 from neurosmk.fsstats.parser import parse_stats_file  # noqa: E402
 
-FIX = ROOT / "tests" / "data" / "freesurfer"
+FIX = ROOT / "demo" / "freesurfer"
 FS7_SUBJECT = FIX / "ds000005_sub-01"
 VENV = Path("/tmp/fsstats-bench-venv")
 

@@ -1,58 +1,30 @@
-"""Shared fixtures: repo paths, a reduced copy of the demo dataset, snakemake runner."""
+"""Shared fixtures: a reduced copy of the demo dataset and one finished run of it. Running
+Snakemake, writing configs and reading dry runs: tests/helpers.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_BIDS = REPO / "demo" / "bids"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+from .helpers import DEMO_BIDS, DEMO_FREESURFER, REPO, job_counts, run_snakemake, write_config
 
-
-def run_snakemake(args, cwd=REPO, timeout=1200, check=True):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile")] + list(args), cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-5000:]}\n{proc.stderr[-8000:]}")
-    return proc
+# re-exported for the test files that import them from here
+__all__ = ["DEMO_BIDS", "REPO", "dwi_slab_bids", "job_counts", "reduced_config", "run_snakemake", "write_config"]
 
 
-def write_config(path: Path, **overrides) -> Path:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["freesurfer_dir"] = str(REPO / cfg["freesurfer_dir"])  # tests run from other folders
-    for key, value in overrides.items():
-        cur = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur[parts[-1]] = value
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+# Fixtures that run the real pipeline (minutes): a test that uses one is in the slow tier.
+SLOW_FIXTURES = {"reduced_run"}
 
 
-def job_counts(stdout: str) -> dict[str, int]:
-    """Rule -> job count from snakemake's 'Job stats' table (empty when nothing to do)."""
-    if "Job stats:" not in stdout:
-        return {}
-    out = {}
-    for line in stdout.split("Job stats:")[1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        if parts[0] != "total":
-            out[parts[0]] = int(parts[1])
-    return out
+def pytest_collection_modifyitems(config, items):
+    """The slow tier (`make test-fast` = `pytest -m "not slow"` leaves it out): tests marked
+    ``slow``, tests that use a fixture of SLOW_FIXTURES, and the local-SLURM tests."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
 
 
 def dwi_slab_bids(root: Path, z0: int, nz: int) -> Path:
@@ -112,7 +84,7 @@ def reduced_config(reduced_demo, out: Path, path: Path, **overrides) -> Path:
     base = {
         "bids_dir": str(reduced_demo["bids"]),
         "output_dir": str(out),
-        "freesurfer_dir": str(REPO / "demo" / "freesurfer"),
+        "freesurfer_dir": str(DEMO_FREESURFER),
         "template.t1w": str(reduced_demo["template"]),
         "anat.register.syn_iterations": [20, 10, 0],
         "anat.skullstrip.iterations": 500,

@@ -41,7 +41,7 @@ import pytest
 from neurosmk.fsstats.cli import aggregate, find_subject_dirs
 from neurosmk.fsstats.tables import wide_tables
 
-FIX = Path(__file__).resolve().parent / "data" / "freesurfer"
+FIX = Path(__file__).resolve().parents[1] / "demo" / "freesurfer"
 SUBJECTS = ["Subj001", "ds000005_sub-01"]  # sorted, as neurosmk-stats orders them
 
 APARC_MEAS_COL = {"area": 2, "volume": 3, "thickness": 4, "thicknessstd": 5, "meancurv": 6,

@@ -26,7 +26,7 @@ from neurosmk.fsstats.tables import global_table, long_table, wide_tables
 from neurosmk.io import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
-FIX = ROOT / "tests" / "data" / "freesurfer"
+FIX = ROOT / "demo" / "freesurfer"
 FS6 = FIX / "Subj001" / "stats"
 FS7 = FIX / "ds000005_sub-01" / "stats"
 ALL_FILES = sorted(FIX.glob("*/stats/*.stats"))

@@ -1,7 +1,7 @@
 """``neurosmk-stats`` user errors (issue #15): every one ends in a one-line message and a known
 exit code (2: the command line is wrong, checked before anything is parsed or written; 1: an
 input file or subject folder is bad), never a traceback, and the output folder never mixes two
-runs. Real FreeSurfer stats from tests/data/freesurfer (see its PROVENANCE.md)."""
+runs. Real FreeSurfer stats from demo/freesurfer (see its PROVENANCE.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from neurosmk.fsstats.cli import SKIPPED_COLUMNS, main, scan_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-FIX = ROOT / "tests" / "data" / "freesurfer"
+FIX = ROOT / "demo" / "freesurfer"
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:

@@ -25,18 +25,16 @@ import shlex
 import shutil
 import string
 import subprocess
-import sys
 import tokenize
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from .conftest import dwi_slab_bids
+from .helpers import merge as _merge, run_snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 # placeholders allowed without :q: values that are not paths and never hold user text, each
 # with the reason. (rule, field); rule "*" = any rule.
@@ -211,19 +209,12 @@ def _pwned(*roots: Path) -> list[str]:
 
 
 def _config(path: Path, bids: Path, out: Path, **dwi_methods) -> Path:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(bids_dir=str(bids), output_dir=str(out), steps={"anat": False}, freesurfer_dir=None)
-    for step, method in dwi_methods.items():
-        cfg["dwi"][step]["method"] = method
-    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
-    return path
+    return write_config(path, {"bids_dir": str(bids), "output_dir": str(out), "steps": {"anat": False},
+                               "freesurfer_dir": None, "dwi": {s: {"method": m} for s, m in dwi_methods.items()}})
 
 
 def _snakemake(args, cwd, timeout=900):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_snakemake(args, cwd=cwd, timeout=timeout, check=False)
 
 
 HAVE_MRTRIX = all(shutil.which(t) for t in ("dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric"))
@@ -233,6 +224,7 @@ if not HAVE_MRTRIX and os.environ.get("NEUROSMK_REQUIRE_MRTRIX") == "1":
 MRTRIX = dict(denoise="mrtrix", degibbs="mrtrix", mask="mrtrix", tensor="mrtrix")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MRTRIX, reason="MRtrix3 (dwidenoise) not on PATH")
 def test_mrtrix_runs_with_hostile_folders(tmp_path):
     """The four MRtrix3 steps and their sidecars, for real, with hostile bids_dir and
@@ -306,12 +298,6 @@ DRY_CASES = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    for k, v in over.items():
-        base[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) else v
-    return base
-
-
 @pytest.mark.parametrize("case", list(DRY_CASES))
 def test_dry_run_commands_keep_hostile_paths_whole(tmp_path, case):
     """Every printed command, split as the shell would (shlex), holds each hostile folder whole
@@ -325,13 +311,9 @@ def test_dry_run_commands_keep_hostile_paths_whole(tmp_path, case):
     if (bids / "sub-02" / "dwi" / "sub-02_dwi.json").exists() is False and "preproc" in dwi_methods:
         over = _merge(over, {"dwi": {"preproc": {"pe_dir": "AP"}}})
     out = root / "out"
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg = _merge(cfg, over)
-    for step, method in dwi_methods.items():
-        cfg["dwi"][step]["method"] = method
-    cfg.update(bids_dir=str(bids), output_dir=str(out), freesurfer_dir=None)
-    cfgp = tmp_path / "config.yaml"
-    cfgp.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    cfgp = write_config(tmp_path / "config.yaml", _merge(over, {
+        "dwi": {s: {"method": m} for s, m in dwi_methods.items()},
+        "bids_dir": str(bids), "output_dir": str(out), "freesurfer_dir": None}))
     res = _snakemake(["-n", "-p", "--cores", "2", "--configfile", str(cfgp)], cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     cmds = _commands(res.stdout)

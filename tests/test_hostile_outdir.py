@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from neurosmk import outdir as O
 
+from .helpers import run_snakemake, write_config
+
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 # ---- placement -----------------------------------------------------------------------------------
@@ -145,13 +145,9 @@ def test_lock_released_at_exit_and_kill9_recovered(tmp_path):
 
 # ---- through Snakemake -----------------------------------------------------------------------------
 def _smk(tmp_path, bids, out, *args):
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(bids_dir=str(bids), output_dir=str(out), freesurfer_dir=None)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    return subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--configfile", str(tmp_path / "config.yaml"),
-                                       "--cores", "1", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    cfg = write_config(tmp_path / "config.yaml",
+                       {"bids_dir": str(bids), "output_dir": str(out), "freesurfer_dir": None})
+    return run_snakemake(["--configfile", str(cfg), "--cores", "1", *args], cwd=tmp_path, timeout=300, check=False)
 
 
 def _tree(p: Path) -> set:
@@ -180,6 +176,7 @@ def test_dry_run_writes_nothing_into_output_dir(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_snakemake_run_locks_out_other_checkout(tmp_path, live_pid):
     out = tmp_path / "out"
     target = str(out / "dataset_description.json")

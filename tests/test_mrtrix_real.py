@@ -28,25 +28,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from .conftest import dwi_slab_bids
+from .helpers import run_snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 BIDS = REPO / "demo" / "bids"
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 sys.path.insert(0, str(REPO / "src"))
 
 HAVE_MRTRIX = all(shutil.which(t) for t in ("dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric"))
 if not HAVE_MRTRIX and os.environ.get("NEUROSMK_REQUIRE_MRTRIX") == "1":
     raise RuntimeError("NEUROSMK_REQUIRE_MRTRIX=1 but the MRtrix3 commands are not on PATH")
-pytestmark = pytest.mark.skipif(not HAVE_MRTRIX, reason="MRtrix3 (dwidenoise) not on PATH")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_MRTRIX, reason="MRtrix3 (dwidenoise) not on PATH")]
 
 Z = slice(12, 22)
 PARAMS = ("FA", "MD", "AD", "RD", "RGB", "V1")
@@ -70,19 +68,15 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mrtrix_real")
     bids = dwi_slab_bids(tmp, z0=Z.start, nz=Z.stop - Z.start)
 
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(bids_dir=str(bids), output_dir=str(tmp / "out"), steps={"anat": False})
-    for step in ("denoise", "degibbs", "mask", "tensor"):
-        cfg["dwi"][step]["method"] = "mrtrix"
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cfg = write_config(tmp / "config.yaml", {"bids_dir": str(bids), "output_dir": str(tmp / "out"),
+                                             "steps": {"anat": False},
+                                             "dwi": {s: {"method": "mrtrix"} for s in ("denoise", "degibbs", "mask", "tensor")}})
     o = tmp / "out" / "sub-02" / "dwi"
     mr = {"den": o / "sub-02_desc-denoised_dwi.nii.gz", "noise": o / "sub-02_desc-mppca_noise.nii.gz",
           "gibbs": o / "sub-02_desc-degibbs_dwi.nii.gz", "mask": o / "sub-02_desc-brain_mask.nii.gz",
           **{p: o / f"sub-02_model-DTI_param-{p}_dwimap.nii.gz" for p in PARAMS}}
     targets = [str(mr[k]) for k in ("den", "noise", "gibbs", "mask", *PARAMS)]
-    res = subprocess.run([SNAKEMAKE, "-s", "Snakefile", "--configfile", str(tmp / "config.yaml"), "--cores", "2",
-                          *targets], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_snakemake(["--configfile", str(cfg), "--cores", "2", *targets], timeout=600)
 
     raw = bids / "sub-02" / "dwi" / "sub-02_dwi"
     py = {k: tmp / f"py_{k}.nii.gz" for k in ("den", "noise", "gibbs", "mask", *PARAMS)}

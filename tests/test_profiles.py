@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from .helpers import run_snakemake
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "profiles"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 # rules whose tools have GPU builds (eddy_cuda, SynthStrip, the PyTorch tensor fit); only these
 # may ask for one: the backend registry's GPU-capable rules
@@ -27,11 +25,7 @@ def load(name: str) -> dict:
 
 
 def snakemake(args, timeout=120):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile")] + list(args), cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    proc = run_snakemake(args, timeout=timeout)
     return proc.stdout + proc.stderr
 
 

@@ -20,13 +20,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
 
 from .conftest import dwi_slab_bids
+from .helpers import dry_run, run_snakemake, snakemake_env, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 BIDS = REPO / "demo" / "bids"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SIDECAR_SH = REPO / "scripts" / "sidecar.sh"
 sys.path.insert(0, str(REPO / "src"))
 
@@ -39,31 +38,17 @@ MRTRIX_ALL = {"denoise": "mrtrix", "degibbs": "mrtrix", "mask": "mrtrix", "tenso
 
 
 def _env():
-    return {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return snakemake_env()
 
 
 def _smk(cfg: Path, *args, check=True, timeout=600):
-    res = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--configfile", str(cfg), *args], cwd=REPO,
-                         capture_output=True, text=True, env=_env(), timeout=timeout)
-    if check:
-        assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    return res
+    return run_snakemake(["--configfile", str(cfg), *args], timeout=timeout, check=check)
 
 
 def _config(path: Path, bids: Path, out: Path, dwi_methods: dict, **top) -> Path:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(bids_dir=str(bids), output_dir=str(out), freesurfer_dir=str(REPO / "demo" / "freesurfer"))
-    cfg["steps"] = {"anat": False, "freesurfer_stats": False}
-    for step, method in dwi_methods.items():
-        cfg["dwi"].setdefault(step, {})["method"] = method
-    for key, value in top.items():
-        cur = cfg
-        *parents, last = key.split(".")
-        for p in parents:
-            cur = cur.setdefault(p, {})
-        cur[last] = value
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(path, {"bids_dir": str(bids), "output_dir": str(out),
+                               "steps": {"anat": False, "freesurfer_stats": False},
+                               "dwi": {s: {"method": m} for s, m in dwi_methods.items()}}, **top)
 
 
 def _sha(path) -> str:
@@ -193,6 +178,7 @@ def _dwi(out, name):
     return out / "sub-02" / "dwi" / f"sub-02_{name}"
 
 
+@pytest.mark.slow
 def test_mrtrix_sidecars(runs):
     bids = runs["bids"]
     expect = {"desc-denoised_dwi": ("dwi.denoise", "dwidenoise"), "desc-mppca_noise": ("dwi.denoise", "dwidenoise"),
@@ -225,6 +211,7 @@ def test_mrtrix_sidecars(runs):
                               "bids:raw:sub-02/dwi/sub-02_dwi.bvec", "bids::sub-02/dwi/sub-02_desc-brain_mask.nii.gz"]
 
 
+@pytest.mark.slow
 def test_checksums_match_inputs(runs):
     """After run 2 every sidecar on disk describes the inputs as they are now."""
     out, bids = runs["out"], runs["bids"]
@@ -236,6 +223,7 @@ def test_checksums_match_inputs(runs):
         _check_checksums(json.loads(p.read_text()), out, bids)
 
 
+@pytest.mark.slow
 def test_python_sidecars(runs):
     out = runs["out"]
     den = json.loads(_dwi(out, "desc-denoised_dwi.json").read_text())  # re-made by run 2 (DIPY)
@@ -256,6 +244,7 @@ def test_python_sidecars(runs):
     assert all(grp[c]["Description"] for c in cols) and grp["hemisphere"]["Levels"]["lh"]
 
 
+@pytest.mark.slow
 def test_methods_follow_configured_methods(runs):
     m1, m2 = runs["methods1"], runs["methods2"]
     ver = re.search(r"3\.\d+\.\d+", subprocess.run(["dwidenoise", "-version"], capture_output=True,
@@ -276,6 +265,7 @@ def test_methods_follow_configured_methods(runs):
     assert rest(m1) == rest(m2)
 
 
+@pytest.mark.slow
 def test_report_contents(runs):
     html = runs["report"].read_text(errors="replace")
     for name in ("methods.md", "dwi_dti_roistats.tsv", "sub-02_desc-dti_dwi.png"):
@@ -295,16 +285,8 @@ def _sidecar_call(shell: str) -> list[str]:
 
 
 def _dry_commands(cfg: Path) -> dict[str, str]:
-    res = _smk(cfg, "-n", "-p", "--cores", "2", timeout=180)
-    cmds, cur = {}, None
-    for line in res.stdout.splitlines():
-        m = re.match(r"^rule (\w+):$", line)
-        if m:
-            cur = m.group(1)
-        elif line.startswith("Shell command: ") and cur:
-            cmds[cur] = line[len("Shell command: "):]
-            cur = None
-    return cmds
+    jobs, _ = dry_run(cfg)
+    return {rule: job["command"] for rule, job in jobs.items() if job["command"]}
 
 
 def test_fsl_freesurfer_rules_write_sidecars(tmp_path):

@@ -868,11 +868,44 @@ def compare_outputs(a: Path, b: Path, rels) -> dict:
 
 @pytest.fixture(scope="module")
 def second_run(reduced_run, tmp_path_factory) -> dict:
-    """The whole reduced demo once more, from scratch, in another folder."""
+    """The whole reduced demo once more, from scratch, in another folder, SIGKILLed as soon as the
+    DWI denoising job has written its first output and finished with --rerun-incomplete: one run
+    serves test_two_runs_from_scratch_agree (its outputs) and
+    test_sigkill_then_rerun_incomplete_equals_uninterrupted_run (the kill and the resume)."""
     work = tmp_path_factory.mktemp("second_run")
-    cfg = reduced_config(reduced_run["reduced"], work / "out", work / "config.yaml")
-    run_snakemake(["--cores", "2", "--configfile", str(cfg)], cwd=work, timeout=1500)
-    return {"out": work / "out", "work": work}
+    out = work / "out"
+    cfg = reduced_config(reduced_run["reduced"], out, work / "config.yaml")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    denoised = out / "sub-02" / "dwi" / "sub-02_desc-denoised_dwi.nii.gz"
+    noise = out / "sub-02" / "dwi" / "sub-02_desc-mppca_noise.nii.gz"
+    with open(work / "killed_run.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", SNAKEFILE, "--cores", "2",
+                                 "--configfile", str(cfg)], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        # the denoising job writes its DWI, then its noise map: kill as soon as the first is in place
+        deadline = time.time() + 900
+        while not denoised.exists():
+            assert proc.poll() is None, (work / "killed_run.log").read_text()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    survived = True
+    for _ in range(100):  # the job's own process is in the same group
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            survived = False
+            break
+        time.sleep(0.05)
+    noise_written = noise.exists()
+    print(f"killed with the noise map {'written' if noise_written else 'not yet written'}")
+    after_kill = run_snakemake(dry(cfg), cwd=work, check=False)
+    run_snakemake(["--unlock", "--cores", "1", "--configfile", str(cfg)], cwd=work)
+    run_snakemake(["--cores", "2", "--rerun-incomplete", "--configfile", str(cfg)], cwd=work, timeout=1500)
+    return {"out": out, "work": work, "cfg": cfg, "denoised": denoised, "survived": survived,
+            "after_kill": after_kill.stdout + after_kill.stderr, "after_kill_jobs": job_counts(after_kill.stdout)}
 
 
 def test_two_runs_from_scratch_agree(reduced_run, second_run):
@@ -925,50 +958,17 @@ def test_ants_seeds_come_from_config(reduced_run, monkeypatch):
 
 # ---- 4. interrupted run ------------------------------------------------------------------------
 
-def test_sigkill_then_rerun_incomplete_equals_uninterrupted_run(reduced_run, tmp_path):
+def test_sigkill_then_rerun_incomplete_equals_uninterrupted_run(reduced_run, second_run):
     import nibabel as nib
 
-    work = tmp_path
-    out = work / "out"
-    cfg = reduced_config(reduced_run["reduced"], out, work / "config.yaml",
-                         participant_label=["02"], **{"steps.freesurfer_stats": False})
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    denoised = out / "sub-02" / "dwi" / "sub-02_desc-denoised_dwi.nii.gz"
-    noise = out / "sub-02" / "dwi" / "sub-02_desc-mppca_noise.nii.gz"
-    log = open(work / "killed_run.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", SNAKEFILE, "--cores", "2",
-                             "--configfile", str(cfg)], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    # the denoising job writes its DWI, then its noise map: kill as soon as the first is in place
-    deadline = time.time() + 600
-    while not denoised.exists():
-        assert proc.poll() is None, (work / "killed_run.log").read_text()[-3000:]
-        assert time.time() < deadline
-        time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log.close()
-    for _ in range(100):  # the job's own process is in the same group
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("processes of the killed run survived SIGKILL")
-    noise_written = noise.exists()
-    print(f"killed with the noise map {'written' if noise_written else 'not yet written'}")
-
-    # the killed job's outputs are not taken as complete: Snakemake refuses or re-runs the job
-    p = run_snakemake(dry(cfg), cwd=work, check=False)
-    text = p.stdout + p.stderr
-    assert ("IncompleteFilesException" in text and str(denoised) in text) or \
-        "dwi_denoise_dipy" in job_counts(p.stdout), text[-3000:]
+    work, out, cfg = second_run["work"], second_run["out"], second_run["cfg"]
+    assert not second_run["survived"], "processes of the killed run survived SIGKILL"
+    # the killed job's outputs are not taken as complete: Snakemake refused or re-ran the job
+    text = second_run["after_kill"]
+    assert ("IncompleteFilesException" in text and str(second_run["denoised"]) in text) or \
+        "dwi_denoise_dipy" in second_run["after_kill_jobs"], text[-3000:]
     assert "Nothing to be done" not in text
 
-    run_snakemake(["--unlock", "--cores", "1", "--configfile", str(cfg)], cwd=work)
-    run_snakemake(["--cores", "2", "--rerun-incomplete", "--configfile", str(cfg)], cwd=work, timeout=1200)
     assert "Nothing to be done" in run_snakemake(dry(cfg), cwd=work).stdout
     incomplete = work / ".snakemake" / "incomplete"
     assert not incomplete.exists() or not [p for p in incomplete.rglob("*") if p.is_file()]
@@ -976,12 +976,10 @@ def test_sigkill_then_rerun_incomplete_equals_uninterrupted_run(reduced_run, tmp
     assert not leftovers, leftovers
     for nii in out.rglob("*.nii.gz"):
         assert np.isfinite(nib.load(nii).get_fdata()).all(), nii
-    # equal to the uninterrupted run (the DWI steps are deterministic): every file it wrote
-    # (the combined table and docs/methods.md also cover the anatomical steps this DWI-only run left out)
-    # (and the group QC page and table, which here have sub-02 only)
-    ours = {k: v for k, v in output_files(out).items()
-            if not k.startswith(("group/neurosmk_long", "docs/methods.md", "group/qc"))}
-    theirs = output_files(reduced_run["out"])
-    assert set(ours) <= set(theirs), set(ours) - set(theirs)
-    assert any(r.endswith("param-FA_dwimap.nii.gz") for r in ours) and "group/dwi_dti_roistats.tsv" in ours
-    compare_outputs(reduced_run["out"], out, sorted(ours))
+    # equal to the uninterrupted run: the same files (every one compared in
+    # test_two_runs_from_scratch_agree); the DWI chain the kill hit, here too
+    ours, theirs = output_files(out), output_files(reduced_run["out"])
+    assert set(ours) == set(theirs), set(ours) ^ set(theirs)
+    dwi = sorted(k for k in ours if k.startswith("sub-02/dwi/") or k == "group/dwi_dti_roistats.tsv")
+    assert any(r.endswith("param-FA_dwimap.nii.gz") for r in dwi) and "group/dwi_dti_roistats.tsv" in dwi
+    compare_outputs(reduced_run["out"], out, dwi)

@@ -182,6 +182,7 @@ def _small_dwi(dst: Path, sub: str) -> None:
         shutil.copy(f"{src}{ext}", d / f"sub-{sub}_dwi{ext}")
 
 
+@pytest.mark.slow
 def test_keep_going_run_names_the_failed_subject(tmp_path):
     """sub-02's DWI is cut short past its header (a truncated download): its first DWI job fails,
     sub-01 finishes under --keep-going, and neurosmk-status names sub-02's stage and error."""

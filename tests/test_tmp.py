@@ -171,6 +171,7 @@ def _job_pids(work: Path, script: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_anat_jobs_leave_nothing_in_tmpdir(tiny_anat, tmp_path):
     """Success: the ANTs/Atropos/brainextractor jobs leave $TMPDIR as it was; the warps were
     moved out of the job folders into the outputs."""
@@ -191,6 +192,7 @@ def test_anat_jobs_leave_nothing_in_tmpdir(tiny_anat, tmp_path):
     assert "neurosmk: peak memory" in logs
 
 
+@pytest.mark.slow
 def test_memory_cap_real_job_fails_naming_subject(tmp_path):
     """brainextractor on the full-resolution demo T1w (192x256x256; it needs ~1.9 GB of address
     space) with mem_mb=1: the job fails with a MemoryError naming the subject (no kernel OOM
@@ -221,6 +223,7 @@ def test_memory_cap_real_job_fails_naming_subject(tmp_path):
     assert os.listdir(tmpdir) == []
 
 
+@pytest.mark.slow
 def test_failed_and_killed_jobs_leave_nothing_after_rerun(tiny_anat, tmp_path):
     """A job that fails (an unreadable template: ANTs fails after the job's folder was made) and
     a job killed with SIGKILL mid-run: after the run and its re-run, $TMPDIR holds nothing new."""

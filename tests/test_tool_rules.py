@@ -4,7 +4,6 @@ wiring between rules, the resources, and the environment declarations)."""
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -17,75 +16,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-BIDS = REPO / "demo" / "bids"
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake") if (Path(sys.executable).parent / "snakemake").exists() \
-    else shutil.which("snakemake")
+from . import helpers as H
+from .helpers import DEMO_BIDS as BIDS, REPO, merge as _merge, parse_dry_run  # noqa: F401 (used by other test files)
+
 sys.path.insert(0, str(REPO / "src"))
 
 from neurosmk.backends import STEPS  # noqa: E402
 
 
-# ---- helpers ---------------------------------------------------------------------------------
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
+# ---- helpers (running Snakemake and reading its dry runs: tests/helpers.py) -----------------------
 def write_config(tmp_path: Path, overrides: dict, bids: Path = BIDS) -> tuple[Path, Path]:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg = _merge(cfg, overrides)
     out = tmp_path / "out"
-    cfg["bids_dir"] = str(bids)
-    cfg["output_dir"] = str(out)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path, out
+    cfg = H.write_config(tmp_path / "config.yaml", _merge(overrides, {"bids_dir": str(bids), "output_dir": str(out)}))
+    return cfg, out
 
 
 def snakemake(cfg: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([SNAKEMAKE, "-s", "Snakefile", "--configfile", str(cfg), *args], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=120)
-
-
-def parse_dry_run(text: str) -> dict[str, dict]:
-    """rule name -> {'input': [...], 'output': [...], 'resources': {...}, 'threads': n, 'shell': str}."""
-    jobs: dict[str, dict] = {}
-    cur = None
-    for line in text.splitlines():
-        m = re.match(r"^(?:local)?rule (\w+):$", line)
-        if m:
-            cur = jobs.setdefault(m.group(1), {"input": [], "output": [], "resources": {}, "shell": None})
-            continue
-        if cur is None:
-            continue
-        if line.startswith("Shell command: "):
-            cmd = line[len("Shell command: "):]
-            # the provenance sidecar call every shell rule ends with is checked in test_provenance.py
-            cmd, _, sidecar = cmd.partition(" && NEUROSMK_PROV=sidecar ")
-            cur["shell"] = None if cmd == "None" else cmd
-            cur["sidecar"] = sidecar or None
-            cur = None
-            continue
-        m = re.match(r"^    (\w+): (.*)$", line)
-        if m:
-            key, val = m.groups()
-            if key in ("input", "output"):
-                cur[key] = val.split(", ")
-                if key == "input":  # the visit's input-check report (rules/validate.smk) apart
-                    cur["valid"] = [i for i in cur[key] if "/.neurosmk/validate/" in i]
-                    cur[key] = [i for i in cur[key] if i not in cur["valid"]]
-                if key == "output":  # provenance sidecars (X.json beside X.nii.gz) apart
-                    stems = {re.sub(r"\.(nii\.gz|mat|bval|bvec|tsv|csv|stats)$", "", o) for o in cur[key] if not o.endswith(".json")}
-                    cur["sidecars"] = [o for o in cur[key] if o.endswith(".json") and o[:-5] in stems]
-                    cur[key] = [o for o in cur[key] if o not in cur["sidecars"]]
-            elif key == "resources":
-                cur["resources"] = dict(kv.split("=", 1) for kv in val.split(", "))
-            elif key == "threads":
-                cur["threads"] = int(val)
-    return jobs
+    return H.run_snakemake(["--configfile", str(cfg), *args], env=env, check=False, timeout=120)
 
 
 def dry_run(tmp_path: Path, overrides: dict, bids: Path = BIDS) -> tuple[dict[str, dict], Path]:
@@ -714,7 +661,7 @@ with SnakemakeApi() as api:  # --sdm conda: parse only, the FreeSurfer tools nee
 
 def test_finished_recon_all_outputs_stay_protected(tmp_path):
     """recon-all marks every output protected() (Snakemake makes them read-only when the job
-    ends); a newer T1w then makes Snakemake want to re-run recon-all, and the read-only outputs
+    ends; read from the parsed workflow, not the rule's text); a newer T1w then makes Snakemake want to re-run recon-all, and the read-only outputs
     stop the run at start ("Write-protected output files"): nothing is deleted or redone."""
     (tmp_path / "flags").mkdir()
     flags = subprocess.run([sys.executable, "-c", _PROTECTED_FLAGS, str(write_config(
@@ -727,6 +674,7 @@ def test_finished_recon_all_outputs_stay_protected(tmp_path):
     over = {"freesurfer_dir": None, "steps": {"dwi": False}, "freesurfer": {"recon_all": {"enabled": True}}}
     cfg, out = write_config(tmp_path, over, bids)
     files = _finish_recon_all(out)
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns, f.stat().st_mode) for f in files}
     os.utime(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")  # newer than the recon-all outputs
     res = subprocess.run([sys.executable, "-c", _AS_USER, "-s", "Snakefile", "--configfile", str(cfg), "-n", "-p",
                           "--cores", "2", str(out / FSG_LONG)], cwd=REPO, capture_output=True, text=True,
@@ -735,13 +683,9 @@ def test_finished_recon_all_outputs_stay_protected(tmp_path):
     assert res.returncode != 0, msg[-3000:]
     assert "Write-protected output files" in msg and "freesurfer_recon_all" in msg, msg[-3000:]
     assert f"{out}/freesurfer/sub-01/stats/aseg.stats" in msg
-    assert all(f.exists() and f.stat().st_size >= 0 for f in files)
-
-
-def test_recon_all_outputs_are_protected():
-    src = (REPO / "rules" / "freesurfer.smk").read_text()
-    block = src[src.index("rule freesurfer_recon_all:"):]
-    assert "protected(v) for k, v in FS_OUTPUTS.items()" in block and "done=protected(FS_DONE)" in block
+    # nothing deleted, rewritten or made writable
+    after = {f: (f.read_bytes(), f.stat().st_mtime_ns, f.stat().st_mode) for f in files if f.exists()}
+    assert after == before
 
 
 def test_synthstrip_gpu(tmp_path):

@@ -64,6 +64,7 @@ def demo_fits(tmp_path_factory):
             "mask": m, "used": used, "notes": notes}
 
 
+@pytest.mark.slow
 def test_torch_matches_dipy_wls_on_demo(demo_fits):
     d, m = demo_fits["data"], demo_fits["mask"]
     assert m.sum() > 20000
@@ -83,6 +84,7 @@ def test_torch_matches_dipy_wls_on_demo(demo_fits):
     assert np.abs(d["torch"]["RGB"][m] - d["dipy"]["RGB"][m]).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_torch_outputs_have_dipy_layout(demo_fits):
     """Same shapes, dtypes, affines and zeros outside the mask as the DIPY backend."""
     imgs, m = demo_fits["img"], demo_fits["mask"]
@@ -94,6 +96,7 @@ def test_torch_outputs_have_dipy_layout(demo_fits):
     assert imgs["torch"]["RGB"].shape[-1] == 3 and imgs["torch"]["V1"].shape[-1] == 3
 
 
+@pytest.mark.slow
 def test_device_recorded_for_provenance(demo_fits):
     assert demo_fits["used"] == "cpu"
     assert demo_fits["notes"]["Device"] == "cpu"

@@ -106,7 +106,7 @@ def test_header_problem_stops_at_start_and_warnings_are_shown(tmp_path):
 def test_first_raw_reading_rule_waits_for_validation(tmp_path):
     """The report is an input of exactly the rules that read the raw DWI: with denoising off,
     Gibbs removal reads the raw series and takes it; the mask (reading the degibbs output) not."""
-    from .test_tool_rules import parse_dry_run
+    from .helpers import parse_dry_run
 
     bids = _cohort(tmp_path, ("02",))
     out = tmp_path / "out"
