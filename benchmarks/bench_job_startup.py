@@ -2,18 +2,22 @@
 """Start-up of one cluster job when the dataset has N subjects (default 1,000).
 
     python benchmarks/bench_job_startup.py [--subjects 1000] [--repeats 3] [--profile]
+        [--compare OTHER_CHECKOUT] [--main]
 
-Under SLURM every job (and every job of a group job) is a fresh `snakemake --target-jobs ...`
-that re-reads the whole workflow: config validation, the BIDS index of all N subjects, the
-input checks (cached in output_dir/.neurosmk), then a DAG of that one job. This builds a
-synthetic BIDS dataset of N subjects whose T1w and DWI (+ bval/bvec) are symlinks to one small
-image each, runs the workflow's dry run once (so the input-check cache is warm, as it is when
-jobs start after the submitting snakemake checked the inputs), and then times, side by side:
+Under SLURM every job (and every job of a group job) is a fresh `snakemake --target-jobs ...
+--mode remote` that re-reads the whole workflow. neurosmk's rules/common.smk then indexes only
+the subjects of its target jobs and skips the checks the submitting snakemake did (config
+schema, input headers; neurosmk.startup). This builds a synthetic BIDS dataset of N subjects
+whose T1w and DWI (+ bval/bvec) are symlinks to one small image each and times, side by side:
   job        the command a SLURM job runs for one subject's dwi_tensor_dipy (dry run: the
              start-up only, no job run): --target-jobs ... --allowed-rules ... --mode remote;
+  compare    (--compare DIR) the same command with DIR's Snakefile (e.g. a checkout of the
+             commit before this change), for a before/after in one run (a checkout that checks
+             input headers in jobs reads them all: dry runs do not fill the header cache);
   bare       the same snakemake invocation on a one-rule Snakefile: Python + Snakemake's own
              start-up, the floor no workflow can go below;
   job-bare   what the neurosmk workflow adds.
+--main also times the submitting snakemake's dry run of all N subjects (minutes at 1,000).
 --profile prints the top functions (cProfile, cumulative) of one job start-up.
 Goal: job < 3 s at 1,000 subjects.
 """
@@ -78,6 +82,8 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="cProfile one job start-up, print the top")
+    ap.add_argument("--compare", help="another checkout: time the same job with its Snakefile too")
+    ap.add_argument("--main", action="store_true", help="also time the submitting snakemake's dry run")
     a = ap.parse_args()
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
@@ -93,8 +99,9 @@ def main() -> None:
         wd = work / "wd"
         (wd / "config").mkdir(parents=True)
         (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
-        # the submitting snakemake: full dry run (checks every input once, fills the cache)
-        t_full = run(smk + ["-s", str(REPO / "Snakefile"), "-n", "--cores", "1", "--quiet"], wd, env)
+        t_full = None
+        if a.main:  # the submitting snakemake: full dry run (checks every input header)
+            t_full = run(smk + ["-s", str(REPO / "Snakefile"), "-n", "--cores", "1", "--quiet"], wd, env)
         sub = "0001"
         job = smk + ["-s", str(REPO / "Snakefile"), "--target-jobs", f"dwi_tensor_dipy:subject={sub}",
                      "--allowed-rules", "dwi_tensor_dipy", "--cores", "1", "-n", "--quiet", "--mode", "remote",
@@ -104,13 +111,28 @@ def main() -> None:
         (bare_dir / "Snakefile").write_text("rule a:\n    output: 'a.txt'\n    shell: 'touch {output}'\n")
         bare = smk + ["-s", str(bare_dir / "Snakefile"), "--target-jobs", "a:", "--allowed-rules", "a", "--cores",
                       "1", "-n", "--quiet", "--mode", "remote", "--nolock", "--ignore-incomplete"]
-        t_job = [run(job, wd, env) for _ in range(a.repeats)]
-        t_bare = [run(bare, bare_dir, env) for _ in range(a.repeats)]
+        other = None
+        if a.compare:
+            other = job.copy()
+            other[other.index("-s") + 1] = str(Path(a.compare).resolve() / "Snakefile")
+        load = os.getloadavg()[0]
+        # interleaved, so that a change of the machine's load hits every variant alike
+        t_job, t_other, t_bare = [], [], []
+        for _ in range(a.repeats):
+            t_job.append(run(job, wd, env))
+            if other:
+                t_other.append(run(other, wd, env))
+            t_bare.append(run(bare, bare_dir, env))
         mj, mb = statistics.median(t_job), statistics.median(t_bare)
-        print(f"{a.subjects} subjects; submitting snakemake's first dry run (all jobs, checks every input): "
-              f"{t_full:.1f} s")
+        print(f"{a.subjects} subjects; load average at the start: {load:.1f}, at the end: {os.getloadavg()[0]:.1f}")
+        if t_full is not None:
+            print(f"submitting snakemake's dry run (all jobs, checks every input header): {t_full:.1f} s")
         print(f"{'':<28} {'median':>7} {'runs':>24}   (seconds)")
         print(f"{'job (one dwi_tensor_dipy)':<28} {mj:7.2f} {' '.join(f'{t:.2f}' for t in t_job):>24}")
+        if other:
+            mo = statistics.median(t_other)
+            print(f"{'same job, --compare':<28} {mo:7.2f} {' '.join(f'{t:.2f}' for t in t_other):>24}"
+                  f"   ({a.compare}; job/compare {mj / mo:.2f})")
         print(f"{'bare one-rule Snakefile':<28} {mb:7.2f} {' '.join(f'{t:.2f}' for t in t_bare):>24}")
         print(f"{'job - bare (neurosmk)':<28} {mj - mb:7.2f}      job/bare {mj / mb:.2f}; goal: job < 3 s")
         if a.profile:

@@ -20,8 +20,14 @@ from neurosmk import bids as _bids
 from neurosmk.config import validate_config
 from neurosmk import paths as _paths
 from neurosmk.paths import bench_path, deriv, log_path
+from neurosmk.startup import job_subjects
 
-config.update(validate_config(config))
+# A snakemake started for jobs of a main process (a cluster job, a group job's step: --mode
+# remote/subprocess with --target-jobs) re-parses this workflow for each job: it indexes only the
+# subjects of its jobs and skips the checks the main process did before submitting them
+# (config schema, input headers). None: the whole cohort (a main process, a cohort-level job).
+JOB_SUBJECTS = job_subjects(sys.argv[1:], main_process=workflow.is_main_process)
+config.update(validate_config(config, check=workflow.is_main_process))
 OUT = config["output_dir"].rstrip("/")
 # output_dir inside the raw dataset or a subject folder: refused before anything is written
 from neurosmk.outdir import check_output_dir
@@ -38,7 +44,8 @@ _check_tools = not (DeploymentMethod.CONDA in _sdm or DeploymentMethod.APPTAINER
 METHOD = _backends.check_methods(config, check_tools=_check_tools)
 
 # ---- BIDS input ------------------------------------------------------------------------------
-_index = _bids.index_bids(config["bids_dir"]).select(config["participant_label"], config["session_label"])
+_index = _bids.index_bids(config["bids_dir"], subjects=JOB_SUBJECTS).select(
+    config["participant_label"], config["session_label"], strict=JOB_SUBJECTS is None)
 HAS_SES = _index.has_sessions
 _filters = config["bids_filters"]
 T1W = {}   # (subject, session) -> path
@@ -57,7 +64,7 @@ for _w in _index.warnings:
 from neurosmk import validate as _validate
 
 VALIDATE_SETTINGS = _validate.settings_from_config(config, METHOD)
-if config["validate_inputs"]:
+if config["validate_inputs"] and workflow.is_main_process:
     # a dry run writes nothing into output_dir (README "Safety"): it reads the cache only
     _bids.validate_inputs(_index, _filters, settings=VALIDATE_SETTINGS,
                           cache_path=_paths.state_path(OUT, "validated_headers.json"),

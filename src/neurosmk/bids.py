@@ -104,18 +104,19 @@ class BIDSIndex:
     def has_sessions(self) -> bool:
         return any(ses is not None for _, ses in self.visits)
 
-    def select(self, participant_label=None, session_label=None) -> "BIDSIndex":
-        """Return a sub-index; unknown labels raise an error that names them."""
+    def select(self, participant_label=None, session_label=None, strict: bool = True) -> "BIDSIndex":
+        """Return a sub-index; unknown labels raise an error that names them (``strict`` False:
+        they are ignored, for an index of some subjects only, ``index_bids(subjects=...)``)."""
         visits = dict(self.visits)
         if participant_label:
             missing = sorted(set(participant_label) - set(self.subjects))
-            if missing:
+            if missing and strict:
                 raise InputError(self.root, f"participant_label not found in the dataset: {', '.join(missing)}")
             visits = {k: v for k, v in visits.items() if k[0] in set(participant_label)}
         if session_label:
             found = {k[1] for k in visits}
             missing = sorted(set(session_label) - found)
-            if missing:
+            if missing and strict:
                 raise InputError(self.root, f"session_label not found in the dataset: {', '.join(missing)}")
             visits = {k: v for k, v in visits.items() if k[1] in set(session_label)}
         return BIDSIndex(self.root, visits, self.warnings)
@@ -160,14 +161,20 @@ def _scan_datadir(path: str, visit: Visit) -> None:
                 visit.other.append(os.path.join(path, name))
 
 
-def index_bids(root: str | os.PathLike) -> BIDSIndex:
-    """Index T1w and DWI files of a BIDS dataset (sub-*/[ses-*/]{anat,dwi})."""
+def index_bids(root: str | os.PathLike, subjects=None) -> BIDSIndex:
+    """Index T1w and DWI files of a BIDS dataset (sub-*/[ses-*/]{anat,dwi}).
+
+    ``subjects`` (labels without ``sub-``): index only these subjects' folders (a job process
+    of one subject, :mod:`neurosmk.startup`); None indexes every ``sub-*`` folder."""
     root = str(root)
     if not os.path.isdir(root):
         raise InputError(root, "bids_dir does not exist or is not a directory")
     visits: dict[tuple[str, str | None], Visit] = {}
-    with os.scandir(root) as it:
-        subdirs = sorted(e.name for e in it if e.name.startswith("sub-") and e.is_dir())
+    if subjects is not None:
+        subdirs = sorted(f"sub-{s}" for s in subjects if os.path.isdir(os.path.join(root, f"sub-{s}")))
+    else:
+        with os.scandir(root) as it:
+            subdirs = sorted(e.name for e in it if e.name.startswith("sub-") and e.is_dir())
     for sd in subdirs:
         subject = sd[4:]
         if not re.fullmatch(r"[a-zA-Z0-9]+", subject):

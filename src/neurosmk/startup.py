@@ -1,0 +1,57 @@
+"""What a Snakemake process started for one job (a cluster job, a group job's step) needs of the
+cohort.
+
+The submitting snakemake (the main process) indexes the whole BIDS dataset, validates the
+configuration and checks every input header before any job starts. Every job it submits to a
+cluster is a fresh ``snakemake --target-jobs RULE:subject=X,... --mode remote|subprocess`` that
+parses the whole workflow again; done for all N subjects, that start-up grows with the cohort
+(seconds per job at 1,000 subjects). :func:`job_subjects` tells such a process which subjects its
+jobs belong to, so that it indexes only those and skips the checks the main process already did.
+"""
+
+from __future__ import annotations
+
+
+def target_job_specs(argv: list[str]) -> list[str] | None:
+    """The values of ``--target-jobs`` on a snakemake command line (``RULE:wc=v,...``), or None
+    when it has none."""
+    specs = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--target-jobs":
+            specs = [] if specs is None else specs
+            i += 1
+            while i < len(argv) and not argv[i].startswith("-"):
+                specs.append(argv[i])
+                i += 1
+            continue
+        if arg.startswith("--target-jobs="):
+            specs = (specs or []) + [arg.split("=", 1)[1]]
+        i += 1
+    return specs
+
+
+def job_subjects(argv: list[str], main_process: bool) -> frozenset[str] | None:
+    """The subject labels of the target jobs when this snakemake runs jobs for a main process
+    (``main_process`` False: ``--mode remote``/``subprocess``) and every target job has a
+    ``subject`` wildcard; otherwise None (the whole cohort: a main process, or a cohort-level
+    job such as the group tables, whose inputs list every subject)."""
+    if main_process:
+        return None
+    specs = target_job_specs(argv)
+    if not specs:
+        return None
+    from snakemake.target_jobs import parse_target_jobs_cli_args
+
+    try:
+        parsed = parse_target_jobs_cli_args(specs)
+    except Exception:  # malformed: let snakemake report it, with the whole cohort indexed
+        return None
+    subjects = set()
+    for spec in parsed:
+        sub = spec.wildcards_dict.get("subject")
+        if not sub:
+            return None
+        subjects.add(str(sub).strip('"'))
+    return frozenset(subjects)

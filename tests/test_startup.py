@@ -1,0 +1,100 @@
+"""A job's own snakemake process (cluster job, group job step) indexes only its subjects
+(neurosmk.startup, rules/common.smk) and gives the same job as the whole-cohort parse."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from neurosmk import bids
+from neurosmk.io import InputError
+from neurosmk.startup import job_subjects, target_job_specs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_target_job_specs_reads_the_command_line():
+    argv = ["--snakefile", "S", "--target-jobs", "dwi_tensor_dipy:subject=01", "validate_dwi:subject=02",
+            "--allowed-rules", "dwi_tensor_dipy", "--cores", "1"]
+    assert target_job_specs(argv) == ["dwi_tensor_dipy:subject=01", "validate_dwi:subject=02"]
+    assert target_job_specs(["--target-jobs=a:subject=3"]) == ["a:subject=3"]
+    assert target_job_specs(["--cores", "1"]) is None
+
+
+@pytest.mark.parametrize("argv, main, expected", [
+    (["--target-jobs", "dwi_tensor_dipy:subject=01", "--mode", "remote"], False, {"01"}),
+    (["--target-jobs", "a:subject=01,session=A", "b:subject=02,session=B"], False, {"01", "02"}),
+    # the main process always takes the whole cohort
+    (["--target-jobs", "dwi_tensor_dipy:subject=01"], True, None),
+    # a cohort-level job (no subject wildcard: its inputs list every subject) in the group
+    (["--target-jobs", "dwi_tensor_dipy:subject=01", "group_dwi_tables:"], False, None),
+    (["--target-jobs", "fs_parse_subject:fssub=sub-01"], False, None),
+    ([], False, None),
+])
+def test_job_subjects(argv, main, expected):
+    got = job_subjects(argv, main_process=main)
+    assert (None if got is None else set(got)) == expected
+
+
+def _dataset(root: Path, subjects, sessions=None):
+    (root / "dataset_description.json").parent.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text("{}")
+    for s in subjects:
+        for ses in sessions or [None]:
+            d = root / f"sub-{s}" / (f"ses-{ses}" if ses else "") / "anat"
+            d.mkdir(parents=True)
+            name = f"sub-{s}" + (f"_ses-{ses}" if ses else "") + "_T1w.nii.gz"
+            (d / name).write_bytes(b"")
+
+
+def test_index_of_some_subjects(tmp_path):
+    _dataset(tmp_path, ["01", "02", "03"], ["A", "B"])
+    full = bids.index_bids(tmp_path)
+    part = bids.index_bids(tmp_path, subjects={"02"})
+    assert sorted(part.visits) == [("02", "A"), ("02", "B")]
+    assert part.visits[("02", "A")] == full.visits[("02", "A")]
+    assert part.has_sessions
+    # labels of the other subjects/sessions: an error for the whole index only
+    with pytest.raises(InputError, match="participant_label not found.*01"):
+        part.select(["01", "02"], None)
+    assert sorted(part.select(["01", "02"], ["B"], strict=False).visits) == [("02", "B")]
+
+
+def test_job_process_parses_its_subject_only(tmp_path):
+    """The job command a cluster runs (--target-jobs ... --mode remote, dry) builds the same job
+    with an index of its own subject, and skips the header checks: a broken header of another
+    subject stops the main process, not the job."""
+    bids_dir = tmp_path / "bids"
+    shutil.copytree(REPO / "demo" / "bids", bids_dir)
+    # another subject whose T1w is not NIfTI: refused at start by the main process
+    bad = bids_dir / "sub-99" / "anat"
+    bad.mkdir(parents=True)
+    (bad / "sub-99_T1w.nii.gz").write_bytes(b"not a nifti")
+    # and one whose file name is refused when its folder is indexed
+    hostile = bids_dir / "sub-98" / "anat"
+    hostile.mkdir(parents=True)
+    (hostile / "sub-98_acq-$(x)_T1w.nii.gz").write_bytes(b"")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"bids_dir: {bids_dir}\noutput_dir: {tmp_path / 'out'}\nfreesurfer_dir: null\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    smk = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(cfg),
+           "-n", "--cores", "1"]
+    main = subprocess.run(smk, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert main.returncode != 0 and "sub-98_acq-$(x)_T1w.nii.gz" in main.stdout + main.stderr
+    shutil.rmtree(bids_dir / "sub-98")
+    main = subprocess.run(smk, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert main.returncode != 0 and "sub-99_T1w.nii.gz" in main.stdout + main.stderr
+    hostile.mkdir(parents=True)
+    (hostile / "sub-98_acq-$(x)_T1w.nii.gz").write_bytes(b"")
+    job = smk + ["--target-jobs", "dwi_tensor_dipy:subject=02", "--allowed-rules", "dwi_tensor_dipy",
+                 "--mode", "remote", "--nolock", "--ignore-incomplete", "--printshellcmds"]
+    p = subprocess.run(job, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    out = p.stdout + p.stderr
+    assert "rule dwi_tensor_dipy" in out and "subject=02" in out
+    assert "sub-99" not in out and "sub-98" not in out
