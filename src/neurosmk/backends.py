@@ -132,6 +132,9 @@ class Backend:
     refs: tuple[str, ...] = ()
     version_source: str = "tool"
     doc: str = ""  # one line for the README/schema: what the method is
+    # Python backends served by one rule and script: the function that script calls for this
+    # method ("neurosmk.dwi.denoise_mppca"), also the sidecars' Functions
+    function: str | None = None
 
     def __post_init__(self):
         if self.install is None:  # the family's
@@ -290,7 +293,7 @@ STEPS: dict[str, dict[str, Backend]] = {
     },
     "dwi.denoise": {
         "dipy_mppca": _py(
-            {"dwi_denoise_dipy": Res(4000, 60)}, config_keys=("patch_radius",),
+            {"dwi_denoise_dipy": Res(4000, 60)}, config_keys=("patch_radius",), function="neurosmk.dwi.denoise_mppca",
             methods=("The diffusion-weighted images were denoised with MP-PCA (DIPY {V}; patch radius "
                      "{P[patch_radius]})"),
             refs=("mppca", "dipy"), doc="DIPY MP-PCA"),
@@ -592,6 +595,21 @@ def check_rules(defined: set[str], methods: dict[str, str]) -> None:
             problems.append(f"{where}: unknown reference key(s) {', '.join(unknown)} (backends.REFERENCES)")
     if problems:
         raise BackendError("the backend registry and the rule files disagree:\n  - " + "\n  - ".join(problems))
+
+
+def call_backend(step: str, method: str, *args, **kwargs):
+    """Call the ``function`` of a Python backend (a rule script serving several methods), with
+    the keyword arguments its signature takes."""
+    import importlib
+    import inspect
+
+    backend = STEPS[step][method]
+    if not backend.function:
+        raise BackendError(f"step '{step}' method '{method}' has no function in src/neurosmk/backends.py")
+    module, _, name = backend.function.rpartition(".")
+    fn = getattr(importlib.import_module(module), name)
+    accepted = inspect.signature(fn).parameters
+    return fn(*args, **{k: v for k, v in kwargs.items() if k in accepted})
 
 
 def backend_methods_table() -> dict[tuple[str, str], tuple[str, list[str], str]]:
