@@ -297,6 +297,12 @@ STEPS: dict[str, dict[str, Backend]] = {
             methods=("The diffusion-weighted images were denoised with MP-PCA (DIPY {V}; patch radius "
                      "{P[patch_radius]})"),
             refs=("mppca", "dipy"), doc="DIPY MP-PCA"),
+        # DIPY's local PCA, noise from pca_noise_estimate: the same rule and script as dipy_mppca
+        "dipy_lpca": _py(
+            {"dwi_denoise_dipy": Res(4000, 60)}, config_keys=("patch_radius",), function="neurosmk.dwi.denoise_lpca",
+            methods=("The diffusion-weighted images were denoised with local PCA, the noise level estimated from "
+                     "the diffusion-weighted signal (DIPY {V}; patch radius {P[patch_radius]})"),
+            refs=("lpca", "dipy"), doc="DIPY local PCA with the PCA noise estimate"),
         "none": NONE,
         "mrtrix": _mrtrix(
             "dwidenoise", {"dwi_denoise_mrtrix": Res(4000, 60)}, config_keys=("extent",),
@@ -407,6 +413,8 @@ REFERENCES = {
             "data. Front Neuroinform 8:8, 2014.",
     "mppca": "Veraart J, Novikov DS, Christiaens D, et al. Denoising of diffusion MRI using random matrix "
              "theory. NeuroImage 142:394-406, 2016.",
+    "lpca": "Manjon JV, Coupe P, Concha L, Buades A, Collins DL, Robles M. Diffusion weighted image denoising "
+            "using overcomplete local PCA. PLoS One 8(9):e73021, 2013.",
     "gibbs": "Kellner E, Dhital B, Kiselev VG, Reisert M. Gibbs-ringing artifact removal based on local "
              "subvoxel-shifts. Magn Reson Med 76(5):1574-1581, 2016.",
     "mrtrix": "Tournier J-D, Smith R, Raffelt D, et al. MRtrix3: a fast, flexible and open software framework "
