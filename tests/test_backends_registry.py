@@ -314,3 +314,13 @@ def test_dipy_lpca_is_selected_by_config_and_described(tmp_path):
            "Versions": {"dipy": "1.12.1"}}
     text = methods_text([rec], {"dwi.denoise": "dipy_lpca"})
     assert "denoised with local PCA" in text and "DIPY 1.12.1; patch radius 2" in text and "Manjon JV" in text
+
+
+def test_config_keys_are_schema_keys_of_their_step():
+    from neurosmk.config import schema_keys
+
+    keys = {k for k, _ in schema_keys()}
+    for step, methods in STEPS.items():
+        for method, b in methods.items():
+            unknown = [k for k in b.config_keys if f"{step}.{k}" not in keys]
+            assert not unknown, (step, method, unknown)
