@@ -43,7 +43,7 @@ def _snakemake(args, cwd, pre: str = ""):
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     code = f"{pre}\nimport sys\nfrom snakemake.cli import main\nsys.argv = ['snakemake'] + {list(args)!r}\nmain()\n"
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env=env)
+                          env=env, check=False)
 
 
 def _job_resources(out: str) -> dict[str, dict[str, str]]:
@@ -107,8 +107,8 @@ def test_resources_scale_with_the_attempt():
             assert first > 0 and [r[key](None, a) for a in (2, 3)] == [2 * first, 3 * first], (rule, key)
     # the GPU's shorter runtime applies only with the GPU on
     off = resources("dwi_preproc_dwifslpreproc", DEMO_CFG)["runtime"](None, 1)
-    on_cfg = {**DEMO_CFG, "dwi": {**DEMO_CFG["dwi"], "preproc": {**DEMO_CFG["dwi"]["preproc"], "method": "fsl_dwifslpreproc",
-                                                                "use_gpu": True}}}
+    preproc = {**DEMO_CFG["dwi"]["preproc"], "method": "fsl_dwifslpreproc", "use_gpu": True}
+    on_cfg = {**DEMO_CFG, "dwi": {**DEMO_CFG["dwi"], "preproc": preproc}}
     assert (off, resources("dwi_preproc_dwifslpreproc", on_cfg)["runtime"](None, 1)) == (360, 60)
     with pytest.raises(BackendError, match="rule 'no_such_rule' has no resources in src/neurosmk/backends.py"):
         resources("no_such_rule", DEMO_CFG)
@@ -126,7 +126,7 @@ def test_a_rule_shared_by_backends_has_one_resource_record():
 def _defined_rules() -> set[str]:
     defined = set()
     for smk in (REPO / "rules").glob("*.smk"):
-        defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.M))
+        defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.MULTILINE))
     return defined | {"validate_anat", "validate_dwi"}  # rules/validate.smk: name f"validate_{_dt}"
 
 
@@ -135,7 +135,7 @@ def test_every_rule_file_rule_is_in_the_registry_and_reads_it():
     assert _defined_rules() - {"all"} == set(rule_resources()), _defined_rules() ^ set(rule_resources())
     for smk in (REPO / "rules").glob("*.smk"):
         text = smk.read_text()
-        for m in re.finditer(r"^(\s*)resources:\n((?:\1    .*\n)+)", text, re.M):
+        for m in re.finditer(r"^(\s*)resources:\n((?:\1    .*\n)+)", text, re.MULTILINE):
             assert re.fullmatch(r'\s*\*\*res\((?:"\w+"|f"validate_\{_dt\}")\),\n', m.group(2)), (smk.name, m.group(2))
 
 
@@ -163,6 +163,12 @@ def test_check_rules_names_what_is_wrong():
     # a second backend's rule of the same step defined too
     with pytest.raises(BackendError, match=r"rule\(s\) dwi_denoise_mrtrix of another method"):
         check_rules(defined | {"dwi_denoise_mrtrix"}, chosen)
+    # a method other than none registered without any rule
+    steps = {**STEPS, "dwi.degibbs": {**STEPS["dwi.degibbs"], "fancy": backends.Backend(methods="x")}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backends, "STEPS", steps)
+        with pytest.raises(BackendError, match=r"step 'dwi.degibbs' method 'fancy': no rule registered"):
+            check_rules(defined, {**chosen, "dwi.degibbs": "fancy"})
 
 
 def test_registered_method_without_rule_or_methods_text_fails_at_start(tmp_path):
@@ -267,7 +273,8 @@ def test_rerun_matrix_covers_every_config_key_a_backend_reads():
                 continue
             for key in b.config_keys:
                 dotted = f"{step}.{key}"
-                if dotted in rr.COSMETIC or dotted in rr.NOT_IN_MATRIX or (dotted in rr.STRUCTURAL and dotted not in rr.PARAMS):
+                structural_only = dotted in rr.STRUCTURAL and dotted not in rr.PARAMS
+                if dotted in rr.COSMETIC or dotted in rr.NOT_IN_MATRIX or structural_only:
                     continue
                 rules = {spec.split(":")[0].split("@")[0] for spec in rr.PARAMS.get(dotted, ())}
                 assert rules & set(b.rules), f"{dotted} ({step} {method}): rules {sorted(b.rules)} not in PARAMS"

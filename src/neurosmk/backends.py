@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 # ---- tool families: env file + container + version command, declared once ----------------------
 
@@ -67,8 +67,8 @@ FAMILIES: dict[str, ToolFamily] = {
     # Neurodesk's image of it (vnmd/<tool>_<version>:<build date>)
     "fsl": ToolFamily("fsl", "docker://vnmd/fsl_6.0.7.18:20250928", _FSL_VERSION, _FSL_INSTALL),
     "freesurfer": ToolFamily("freesurfer", "docker://freesurfer/freesurfer:7.4.1",
-                             'cat "$FREESURFER_HOME/build-stamp.txt" 2>/dev/null || recon-all -version 2>&1 | head -n 1',
-                             _FS_INSTALL),
+                             'cat "$FREESURFER_HOME/build-stamp.txt" 2>/dev/null'
+                             ' || recon-all -version 2>&1 | head -n 1', _FS_INSTALL),
     # TORTOISE 4 (DRBUDDI / DRBUDDI_cuda) as QSIPrep builds it (its Dockerfile's build_tortoise
     # stages, TAG_TORTOISE=24.4.29): binaries in /src/TORTOISEV4/bin
     "tortoise": ToolFamily("tortoise", "docker://pennlinc/qsiprep-drbuddi:24.4.29", _TORTOISE_VERSION,
@@ -96,7 +96,7 @@ def version_commands() -> dict[str, str]:
 
 
 # ---- resources --------------------------------------------------------------------------------
-Amount = Union[int, Callable[[dict], int]]  # a number, or a function of the step's config
+Amount = int | Callable[[dict], int]  # a number, or a function of the step's config
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,8 @@ STEPS: dict[str, dict[str, Backend]] = {
         "none": NONE,
         "mrtrix": _mrtrix(
             "dwidenoise", {"dwi_denoise_mrtrix": Res(4000, 60)}, config_keys=("extent",),
-            methods="The diffusion-weighted images were denoised with MP-PCA (MRtrix3 dwidenoise, {V}; extent {P[extent]})",
+            methods=("The diffusion-weighted images were denoised with MP-PCA (MRtrix3 dwidenoise, {V}; extent "
+                     "{P[extent]})"),
             refs=("mppca", "mrtrix"), doc="MRtrix3 dwidenoise"),
         # DIPY's MP-PCA batched over patches in PyTorch: CUDA when visible, else CPU
         "torch": Backend(
