@@ -331,3 +331,17 @@ def test_config_keys_are_schema_keys_of_their_step():
         for method, b in methods.items():
             unknown = [k for k in b.config_keys if f"{step}.{k}" not in keys]
             assert not unknown, (step, method, unknown)
+
+
+def test_denoise_window_check_follows_the_keys_a_method_reads():
+    """The start-up size check of the DWI (validate.settings_from_config) applies the denoise
+    window of every method that reads patch_radius or extent, a new one included."""
+    from neurosmk.validate import settings_from_config
+
+    for method, b in STEPS["dwi.denoise"].items():
+        got = settings_from_config(DEMO_CFG, {"dwi.denoise": method})["dwi_min_dims"]
+        r = DEMO_CFG["dwi"]["denoise"]["patch_radius"]
+        want = ([2 * r + 1] * 3 if "patch_radius" in b.config_keys
+                else list(DEMO_CFG["dwi"]["denoise"]["extent"]) if "extent" in b.config_keys else [1, 1, 1])
+        assert got == want, (method, got)
+    assert settings_from_config(DEMO_CFG, {"dwi.denoise": "dipy_lpca"})["dwi_min_dims"] == [2 * r + 1] * 3
