@@ -54,9 +54,10 @@ if METHOD["anat.biascorrect"] == "ants":
             "../scripts/anat_biascorrect.py"
 
 
-# only the keys the chosen backend reads: editing the other backend's keys re-runs nothing
-_SKULLSTRIP_KEYS = {"brainextractor": ("fractional_threshold", "iterations", "fov_mm"),
-                    "dipy": ("median_radius", "numpass")}
+# only the keys the chosen backend reads (its registry record's config_keys): editing the other
+# backend's keys re-runs nothing
+_SKULLSTRIP_KEYS = {m: b.config_keys for m, b in _backends.STEPS["anat.skullstrip"].items()
+                    if "anat_skullstrip_python" in b.rules}
 
 if METHOD["anat.skullstrip"] in _SKULLSTRIP_KEYS:
 

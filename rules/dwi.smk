@@ -12,7 +12,7 @@ DTI_STATS = dwi("stats", ext=".tsv", model="DTI", desc="roi")
 DWI_TARGETS += [DWI_MASK, *DTI.values(), DTI_STATS, figure("dti", "dwi")]
 
 
-if METHOD["dwi.denoise"] == "dipy_mppca":
+if "dwi_denoise_dipy" in _backends.STEPS["dwi.denoise"][METHOD["dwi.denoise"]].rules:  # the DIPY methods
 
     rule dwi_denoise_dipy:
         input:
@@ -23,7 +23,7 @@ if METHOD["dwi.denoise"] == "dipy_mppca":
             noise=DWI_NOISE,
             **sidecars(DWI_DENOISED, DWI_NOISE),
         params:
-            method="dipy_mppca",
+            method=METHOD["dwi.denoise"],
             patch_radius=step_cfg("dwi.denoise")["patch_radius"],
             prov=prov("dwi.denoise"),
         # DIPY's mppca computes in one thread (full demo DWI: 29.5 s CPU with 1 or 2 BLAS threads);

@@ -106,6 +106,8 @@ def _prov_text(r_, step, versions, params, skull_stripped):
         "command_template": r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0].removeprefix(TOOLRUN) if shell else None,
         "script": os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
         "skull_stripped": skull_stripped})
+    if backend is not None and backend.function:  # a script serving several methods calls this one
+        rec["Functions"] = [backend.function]
     text = _json.dumps(rec, default=str)
     if not shell:
         return _provenance.ProvJSON(text)  # readable in the report (its format()), JSON otherwise

@@ -43,7 +43,7 @@ def _snakemake(args, cwd, pre: str = ""):
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     code = f"{pre}\nimport sys\nfrom snakemake.cli import main\nsys.argv = ['snakemake'] + {list(args)!r}\nmain()\n"
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env=env)
+                          env=env, check=False)
 
 
 def _job_resources(out: str) -> dict[str, dict[str, str]]:
@@ -107,8 +107,8 @@ def test_resources_scale_with_the_attempt():
             assert first > 0 and [r[key](None, a) for a in (2, 3)] == [2 * first, 3 * first], (rule, key)
     # the GPU's shorter runtime applies only with the GPU on
     off = resources("dwi_preproc_dwifslpreproc", DEMO_CFG)["runtime"](None, 1)
-    on_cfg = {**DEMO_CFG, "dwi": {**DEMO_CFG["dwi"], "preproc": {**DEMO_CFG["dwi"]["preproc"], "method": "fsl_dwifslpreproc",
-                                                                "use_gpu": True}}}
+    preproc = {**DEMO_CFG["dwi"]["preproc"], "method": "fsl_dwifslpreproc", "use_gpu": True}
+    on_cfg = {**DEMO_CFG, "dwi": {**DEMO_CFG["dwi"], "preproc": preproc}}
     assert (off, resources("dwi_preproc_dwifslpreproc", on_cfg)["runtime"](None, 1)) == (360, 60)
     with pytest.raises(BackendError, match="rule 'no_such_rule' has no resources in src/neurosmk/backends.py"):
         resources("no_such_rule", DEMO_CFG)
@@ -126,7 +126,7 @@ def test_a_rule_shared_by_backends_has_one_resource_record():
 def _defined_rules() -> set[str]:
     defined = set()
     for smk in (REPO / "rules").glob("*.smk"):
-        defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.M))
+        defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.MULTILINE))
     return defined | {"validate_anat", "validate_dwi"}  # rules/validate.smk: name f"validate_{_dt}"
 
 
@@ -135,7 +135,7 @@ def test_every_rule_file_rule_is_in_the_registry_and_reads_it():
     assert _defined_rules() - {"all"} == set(rule_resources()), _defined_rules() ^ set(rule_resources())
     for smk in (REPO / "rules").glob("*.smk"):
         text = smk.read_text()
-        for m in re.finditer(r"^(\s*)resources:\n((?:\1    .*\n)+)", text, re.M):
+        for m in re.finditer(r"^(\s*)resources:\n((?:\1    .*\n)+)", text, re.MULTILINE):
             assert re.fullmatch(r'\s*\*\*res\((?:"\w+"|f"validate_\{_dt\}")\),\n', m.group(2)), (smk.name, m.group(2))
 
 
@@ -163,6 +163,12 @@ def test_check_rules_names_what_is_wrong():
     # a second backend's rule of the same step defined too
     with pytest.raises(BackendError, match=r"rule\(s\) dwi_denoise_mrtrix of another method"):
         check_rules(defined | {"dwi_denoise_mrtrix"}, chosen)
+    # a method other than none registered without any rule
+    steps = {**STEPS, "dwi.degibbs": {**STEPS["dwi.degibbs"], "fancy": backends.Backend(methods="x")}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backends, "STEPS", steps)
+        with pytest.raises(BackendError, match=r"step 'dwi.degibbs' method 'fancy': no rule registered"):
+            check_rules(defined, {**chosen, "dwi.degibbs": "fancy"})
 
 
 def test_registered_method_without_rule_or_methods_text_fails_at_start(tmp_path):
@@ -267,7 +273,75 @@ def test_rerun_matrix_covers_every_config_key_a_backend_reads():
                 continue
             for key in b.config_keys:
                 dotted = f"{step}.{key}"
-                if dotted in rr.COSMETIC or dotted in rr.NOT_IN_MATRIX or (dotted in rr.STRUCTURAL and dotted not in rr.PARAMS):
+                structural_only = dotted in rr.STRUCTURAL and dotted not in rr.PARAMS
+                if dotted in rr.COSMETIC or dotted in rr.NOT_IN_MATRIX or structural_only:
                     continue
                 rules = {spec.split(":")[0].split("@")[0] for spec in rr.PARAMS.get(dotted, ())}
                 assert rules & set(b.rules), f"{dotted} ({step} {method}): rules {sorted(b.rules)} not in PARAMS"
+
+
+# ---- the demonstration backend: dwi.denoise dipy_lpca (a record, a function, a README row, this) --
+
+def test_dipy_lpca_denoises_and_estimates_the_noise(tmp_path):
+    """DIPY local PCA through the registry's function: two synthetic tissues (the demo's gradient
+    table) with Gaussian noise of sigma 5: the error to the truth drops to < 1/4, the noise map
+    is about 5."""
+    import nibabel as nib
+    import numpy as np
+
+    from neurosmk.backends import call_backend
+
+    bval, bvec = (REPO / "demo" / "bids" / "sub-02" / "dwi" / f"sub-02_dwi.{e}" for e in ("bval", "bvec"))
+    b, g = np.loadtxt(bval), np.loadtxt(bvec).T
+    x = np.indices((16, 16, 12))[0]
+    adc = {t: np.einsum("vi,ij,vj->v", g, d, g) for t, d in (("wm", np.diag([1.7e-3, 0.3e-3, 0.3e-3])),
+                                                               ("gm", np.eye(3) * 0.8e-3))}
+    truth = np.where((x < 8)[..., None], 100 * np.exp(-b * adc["wm"]), 100 * np.exp(-b * adc["gm"]))
+    noisy = truth + np.random.default_rng(0).normal(0, 5, truth.shape)
+    nib.save(nib.Nifti1Image(noisy.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "dwi.nii.gz")
+    call_backend("dwi.denoise", "dipy_lpca", str(tmp_path / "dwi.nii.gz"), str(tmp_path / "den.nii.gz"),
+                 str(tmp_path / "sigma.nii.gz"), patch_radius=2, bval=str(bval), bvec=str(bvec))
+    den = nib.load(tmp_path / "den.nii.gz").get_fdata()
+    sigma = nib.load(tmp_path / "sigma.nii.gz").get_fdata()
+
+    def rmse(a):
+        return float(np.sqrt(np.mean((a - truth) ** 2)))
+
+    assert den.shape == noisy.shape and rmse(den) < rmse(noisy) / 4, (rmse(den), rmse(noisy))
+    assert 4 < float(np.median(sigma)) < 6
+
+
+def test_dipy_lpca_is_selected_by_config_and_described(tmp_path):
+    cfg_path = _cfg(tmp_path, {"dwi.denoise.method": "dipy_lpca", "steps.anat": False})
+    p = _snakemake(["-n", "--forceall", "--configfile", str(cfg_path), "-s", str(REPO / "Snakefile"),
+                    "-d", str(tmp_path)], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "dwi_denoise_dipy" in _job_resources(p.stdout + p.stderr)
+    rec = {"Step": "dwi.denoise", "Method": "dipy_lpca", "Parameters": {"method": "dipy_lpca", "patch_radius": 2},
+           "Versions": {"dipy": "1.12.1"}}
+    text = methods_text([rec], {"dwi.denoise": "dipy_lpca"})
+    assert "denoised with local PCA" in text and "DIPY 1.12.1; patch radius 2" in text and "Manjon JV" in text
+
+
+def test_config_keys_are_schema_keys_of_their_step():
+    from neurosmk.config import schema_keys
+
+    keys = {k for k, _ in schema_keys()}
+    for step, methods in STEPS.items():
+        for method, b in methods.items():
+            unknown = [k for k in b.config_keys if f"{step}.{k}" not in keys]
+            assert not unknown, (step, method, unknown)
+
+
+def test_denoise_window_check_follows_the_keys_a_method_reads():
+    """The start-up size check of the DWI (validate.settings_from_config) applies the denoise
+    window of every method that reads patch_radius or extent, a new one included."""
+    from neurosmk.validate import settings_from_config
+
+    for method, b in STEPS["dwi.denoise"].items():
+        got = settings_from_config(DEMO_CFG, {"dwi.denoise": method})["dwi_min_dims"]
+        r = DEMO_CFG["dwi"]["denoise"]["patch_radius"]
+        want = ([2 * r + 1] * 3 if "patch_radius" in b.config_keys
+                else list(DEMO_CFG["dwi"]["denoise"]["extent"]) if "extent" in b.config_keys else [1, 1, 1])
+        assert got == want, (method, got)
+    assert settings_from_config(DEMO_CFG, {"dwi.denoise": "dipy_lpca"})["dwi_min_dims"] == [2 * r + 1] * 3

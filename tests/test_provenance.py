@@ -124,7 +124,7 @@ def test_python_sidecar_written_only_on_success(tmp_path, fail):
     o = out / "sub-01" / "sub-01_desc-y_T1w.nii.gz"
     sc = out / "sub-01" / "sub-01_desc-y_T1w.json"
     prov = json.dumps(P.static_record(step="anat.y", method="m", rule="r", parameters={}, conda_env=None,
-                                      container=None, script="scripts/dwi_denoise.py"))
+                                      container=None, script="scripts/dwi_degibbs.py"))
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
         from types import SimpleNamespace
@@ -147,7 +147,7 @@ def test_python_sidecar_written_only_on_success(tmp_path, fail):
         return
     rec = json.loads(sc.read_text())
     assert rec["Step"] == "anat.y" and rec["Parameters"] == {"k": 3} and rec["Device"] == "cuda:0"
-    assert rec["Functions"] == ["neurosmk.dwi.denoise_mppca"] and rec["Script"] == "scripts/dwi_denoise.py"
+    assert rec["Functions"] == ["neurosmk.dwi.degibbs"] and rec["Script"] == "scripts/dwi_degibbs.py"
     assert rec["Sources"] == [f"file://{inp}"] and rec["SourceChecksums"][f"file://{inp}"] == _sha(inp)
     assert rec["Versions"]["neurosmk"] == P.__version__ and "python" in rec["Versions"]
 

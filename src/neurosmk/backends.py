@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 # ---- tool families: env file + container + version command, declared once ----------------------
 
@@ -67,8 +67,8 @@ FAMILIES: dict[str, ToolFamily] = {
     # Neurodesk's image of it (vnmd/<tool>_<version>:<build date>)
     "fsl": ToolFamily("fsl", "docker://vnmd/fsl_6.0.7.18:20250928", _FSL_VERSION, _FSL_INSTALL),
     "freesurfer": ToolFamily("freesurfer", "docker://freesurfer/freesurfer:7.4.1",
-                             'cat "$FREESURFER_HOME/build-stamp.txt" 2>/dev/null || recon-all -version 2>&1 | head -n 1',
-                             _FS_INSTALL),
+                             'cat "$FREESURFER_HOME/build-stamp.txt" 2>/dev/null'
+                             ' || recon-all -version 2>&1 | head -n 1', _FS_INSTALL),
     # TORTOISE 4 (DRBUDDI / DRBUDDI_cuda) as QSIPrep builds it (its Dockerfile's build_tortoise
     # stages, TAG_TORTOISE=24.4.29): binaries in /src/TORTOISEV4/bin
     "tortoise": ToolFamily("tortoise", "docker://pennlinc/qsiprep-drbuddi:24.4.29", _TORTOISE_VERSION,
@@ -96,7 +96,7 @@ def version_commands() -> dict[str, str]:
 
 
 # ---- resources --------------------------------------------------------------------------------
-Amount = Union[int, Callable[[dict], int]]  # a number, or a function of the step's config
+Amount = int | Callable[[dict], int]  # a number, or a function of the step's config
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,9 @@ class Backend:
     refs: tuple[str, ...] = ()
     version_source: str = "tool"
     doc: str = ""  # one line for the README/schema: what the method is
+    # Python backends served by one rule and script: the function that script calls for this
+    # method ("neurosmk.dwi.denoise_mppca"), also the sidecars' Functions
+    function: str | None = None
 
     def __post_init__(self):
         if self.install is None:  # the family's
@@ -290,14 +293,21 @@ STEPS: dict[str, dict[str, Backend]] = {
     },
     "dwi.denoise": {
         "dipy_mppca": _py(
-            {"dwi_denoise_dipy": Res(4000, 60)}, config_keys=("patch_radius",),
+            {"dwi_denoise_dipy": Res(4000, 60)}, config_keys=("patch_radius",), function="neurosmk.dwi.denoise_mppca",
             methods=("The diffusion-weighted images were denoised with MP-PCA (DIPY {V}; patch radius "
                      "{P[patch_radius]})"),
             refs=("mppca", "dipy"), doc="DIPY MP-PCA"),
+        # DIPY's local PCA, noise from pca_noise_estimate: the same rule and script as dipy_mppca
+        "dipy_lpca": _py(
+            {"dwi_denoise_dipy": Res(4000, 60)}, config_keys=("patch_radius",), function="neurosmk.dwi.denoise_lpca",
+            methods=("The diffusion-weighted images were denoised with local PCA, the noise level estimated from "
+                     "the diffusion-weighted signal (DIPY {V}; patch radius {P[patch_radius]})"),
+            refs=("lpca", "dipy"), doc="DIPY local PCA with the PCA noise estimate"),
         "none": NONE,
         "mrtrix": _mrtrix(
             "dwidenoise", {"dwi_denoise_mrtrix": Res(4000, 60)}, config_keys=("extent",),
-            methods="The diffusion-weighted images were denoised with MP-PCA (MRtrix3 dwidenoise, {V}; extent {P[extent]})",
+            methods=("The diffusion-weighted images were denoised with MP-PCA (MRtrix3 dwidenoise, {V}; extent "
+                     "{P[extent]})"),
             refs=("mppca", "mrtrix"), doc="MRtrix3 dwidenoise"),
         # DIPY's MP-PCA batched over patches in PyTorch: CUDA when visible, else CPU
         "torch": Backend(
@@ -404,6 +414,8 @@ REFERENCES = {
             "data. Front Neuroinform 8:8, 2014.",
     "mppca": "Veraart J, Novikov DS, Christiaens D, et al. Denoising of diffusion MRI using random matrix "
              "theory. NeuroImage 142:394-406, 2016.",
+    "lpca": "Manjon JV, Coupe P, Concha L, Buades A, Collins DL, Robles M. Diffusion weighted image denoising "
+            "using overcomplete local PCA. PLoS One 8(9):e73021, 2013.",
     "gibbs": "Kellner E, Dhital B, Kiselev VG, Reisert M. Gibbs-ringing artifact removal based on local "
              "subvoxel-shifts. Magn Reson Med 76(5):1574-1581, 2016.",
     "mrtrix": "Tournier J-D, Smith R, Raffelt D, et al. MRtrix3: a fast, flexible and open software framework "
@@ -592,6 +604,21 @@ def check_rules(defined: set[str], methods: dict[str, str]) -> None:
             problems.append(f"{where}: unknown reference key(s) {', '.join(unknown)} (backends.REFERENCES)")
     if problems:
         raise BackendError("the backend registry and the rule files disagree:\n  - " + "\n  - ".join(problems))
+
+
+def call_backend(step: str, method: str, *args, **kwargs):
+    """Call the ``function`` of a Python backend (a rule script serving several methods), with
+    the keyword arguments its signature takes."""
+    import importlib
+    import inspect
+
+    backend = STEPS[step][method]
+    if not backend.function:
+        raise BackendError(f"step '{step}' method '{method}' has no function in src/neurosmk/backends.py")
+    module, _, name = backend.function.rpartition(".")
+    fn = getattr(importlib.import_module(module), name)
+    accepted = inspect.signature(fn).parameters
+    return fn(*args, **{k: v for k, v in kwargs.items() if k in accepted})
 
 
 def backend_methods_table() -> dict[tuple[str, str], tuple[str, list[str], str]]:

@@ -28,6 +28,23 @@ def denoise_mppca(in_file: str, out_file: str, noise_file: str, patch_radius: in
     _save_like(sigma, img, noise_file)
 
 
+def denoise_lpca(in_file: str, out_file: str, noise_file: str, bval: str, bvec: str, patch_radius: int = 2) -> None:
+    """DIPY's local PCA (Manjon et al. 2013): the noise level per voxel is estimated from the
+    residuals of a PCA of the diffusion-weighted signal (pca_noise_estimate, the b-values and
+    vectors give the acquisition), then each patch keeps the components above it; the noise map
+    (sigma) is written like MP-PCA's."""
+    from dipy.denoise.localpca import localpca
+    from dipy.denoise.pca_noise_estimate import pca_noise_estimate
+
+    img = load_nifti(in_file, ndim=4)
+    data = img.get_fdata(dtype=np.float32)
+    _, _, gtab = load_gradients(bval, bvec, data.shape[-1])
+    sigma = pca_noise_estimate(data, gtab, correct_bias=True, smooth=3)
+    den = localpca(data, sigma=sigma, patch_radius=patch_radius, tau_factor=2.3)
+    _save_like(den, img, out_file)
+    _save_like(sigma, img, noise_file)
+
+
 def degibbs(in_file: str, out_file: str, slice_axis: int = 2, n_points: int = 3, num_processes: int = 1) -> None:
     from dipy.denoise.gibbs import gibbs_removal
 

@@ -34,15 +34,18 @@ _REAL_DTYPES = {2: "uint8", 4: "int16", 8: "int32", 16: "float32", 64: "float64"
 
 def settings_from_config(config: dict, methods: dict) -> dict:
     """The config values the checks depend on (also the cache fingerprint)."""
+    from .backends import STEPS
+
     den = methods.get("dwi.denoise", "none")
     dcfg = config["dwi"]["denoise"]
-    if den in ("dipy_mppca", "torch"):
+    reads = STEPS["dwi.denoise"][den].config_keys if den in STEPS["dwi.denoise"] else ()  # the registry's
+    if "patch_radius" in reads:
         r = int(dcfg["patch_radius"])
         window = [2 * r + 1] * 3
         why = f"dwi.denoise.patch_radius {r} (method {den}) needs {2 * r + 1} voxels along each axis"
-    elif den == "mrtrix":
+    elif "extent" in reads:
         window = [int(e) for e in dcfg["extent"]]
-        why = f"dwi.denoise.extent {window} (method mrtrix) needs at least that many voxels along the axes"
+        why = f"dwi.denoise.extent {window} (method {den}) needs at least that many voxels along the axes"
     else:
         window, why = [1, 1, 1], ""
     return {"b0_threshold": float(config["dwi"]["mask"]["b0_threshold"]), "dwi_min_dims": window,
