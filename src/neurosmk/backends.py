@@ -40,7 +40,8 @@ NONE = Backend(notes="step skipped; the previous step's output is used")
 MRTRIX = Backend(tools=("dwidenoise", "mrdegibbs", "dwi2mask", "dwi2tensor", "tensor2metric", "mrconvert"),
                  env="mrtrix3", install="MRtrix3 3.0.x (conda install -c mrtrix3 mrtrix3=3.0.4)")
 _FSL_INSTALL = "FSL 6.0.7 (https://fsl.fmrib.ox.ac.uk/fsl/docs/#/install/) with FSLDIR set"
-_FS_INSTALL = "FreeSurfer 7.4.1 (https://surfer.nmr.mgh.harvard.edu/fswiki/DownloadAndInstall) with FREESURFER_HOME and FS_LICENSE set"
+_FS_INSTALL = ("FreeSurfer 7.4.1 (https://surfer.nmr.mgh.harvard.edu/fswiki/DownloadAndInstall) with FREESURFER_HOME "
+               "and FS_LICENSE set")
 _TORTOISE_INSTALL = ("TORTOISE 4 (https://github.com/eurotomania/TORTOISEV4; DRBUDDI, DRBUDDI_cuda), or run with "
                      "--sdm apptainer (the pinned image)")
 _TORCH_INSTALL = "PyTorch: pip install 'neurosmk[gpu]' (torch==2.13.0; the Linux wheels on PyPI include CUDA)"

@@ -49,7 +49,8 @@ VERSION_COMMANDS = {
 # ncores), so its version is the pinned image it ran in; outside a container it is unknown
 VERSION_COMMANDS["tortoise"] = (
     'case "${{APPTAINER_CONTAINER:-}}${{SINGULARITY_CONTAINER:-}}" in '
-    '?*) printf "TORTOISE %s from %s (DRBUDDI has no version option: the image tag is the version)" "{tool}" "{image}" ;; '
+    '?*) printf "TORTOISE %s from %s (DRBUDDI has no version option: the image tag is the version)" '
+    '"{tool}" "{image}" ;; '
     '*) printf "TORTOISE %s, version unknown (DRBUDDI has no version option; not run in the pinned image %s)" '
     '"{tool}" "{image}" ;; esac')
 # dwifslpreproc is MRtrix3 driving FSL's eddy: both versions
