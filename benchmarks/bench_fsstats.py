@@ -1,4 +1,4 @@
-"""Benchmark neurosmk.fsstats, side by side with baselines, in one run.
+r"""Benchmark neurosmk.fsstats, side by side with baselines, in one run.
 
 1. Per-file time (CPU seconds, median of --repeat) on every fixture stats file:
    neurosmk parse only | parse + tidy long DataFrame (``ParsedStats.to_frame``, 10 columns) |
@@ -95,6 +95,11 @@ def _is_cortical(f: Path) -> bool:
     return ".aparc" in f.name or "BA_exvivo" in f.name
 
 
+def _ms(t):
+    """Seconds as milliseconds in an 8-wide column, '-' when not measured."""
+    return f"{t * 1e3:8.3f}" if t else f"{'-':>8s}"
+
+
 def bench_files(repeat: int) -> None:
     files = sorted(FIX.glob("*/stats/*.stats"))
     fs, why = _fsstats_times([f for f in files if _is_cortical(f)], repeat)
@@ -123,9 +128,8 @@ def bench_files(repeat: int) -> None:
                 ratios.append(f"{t_fs / t:6.1f}x")
             else:
                 ratios.append(f"{'-':>7s}")
-        ms = (lambda t: f"{t * 1e3:8.3f}" if t else f"{'-':>8s}")
-        print(f"{f.parent.parent.name[:15] + '/' + f.name:40s} {t_ns * 1e3:7.3f} {ms(t_df)} "
-              f"{ms(t_tb)} {ms(t_pd)} {ms(t_fs)} {' '.join(ratios)}")
+        print(f"{f.parent.parent.name[:15] + '/' + f.name:40s} {t_ns * 1e3:7.3f} {_ms(t_df)} "
+              f"{_ms(t_tb)} {_ms(t_pd)} {_ms(t_fs)} {' '.join(ratios)}")
     if fs:
         for key, label in (("parse", "parse only"), ("tidy", "parse + tidy long DataFrame"),
                            ("tbl", "parse + per-structure DataFrame (what fs-stats returns)")):

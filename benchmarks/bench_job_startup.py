@@ -141,7 +141,8 @@ def main() -> None:
             import pstats
 
             st = pstats.Stats(str(prof))
-            st.sort_stats("cumulative").print_stats(r"neurosmk|snakemake/(dag|workflow|api)\.py|common\.smk|Snakefile", 25)
+            st.sort_stats("cumulative").print_stats(
+                r"neurosmk|snakemake/(dag|workflow|api)\.py|common\.smk|Snakefile", 25)
 
 
 if __name__ == "__main__":

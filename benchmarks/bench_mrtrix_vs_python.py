@@ -85,7 +85,8 @@ def agreement(step: str, work: Path) -> str:
         b = load(py["mask"]) > 0
         return f"Dice={2 * (m & b).sum() / (m.sum() + b.sum()):.4f}"
     a, b = load(mr["FA"]), load(py["FA"])
-    return f"FA r={r(a, b, m):.4f} mean.abs.dFA={np.abs(a - b)[m].mean():.4f}; MD r={r(load(mr['MD']), load(py['MD']), m):.4f}"
+    md_r = r(load(mr["MD"]), load(py["MD"]), m)
+    return f"FA r={r(a, b, m):.4f} mean.abs.dFA={np.abs(a - b)[m].mean():.4f}; MD r={md_r:.4f}"
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ def main() -> None:
         display.savefig(o, dpi=150)
         display.close()
 
-    from nilearn import plotting  # noqa: F401 - imported before timing, for both legs
+    import nilearn.plotting  # noqa: F401 - imported before timing, for both legs
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = []

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .tables import visit_ids
 from .io import InputError, atomic_path, load_nifti, save_ants, save_nifti, write_tsv
+from .tables import visit_ids
 
 TISSUES = ("CSF", "GM", "WM")  # label values 1, 2, 3 of the dseg image
 

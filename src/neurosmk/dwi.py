@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tables import visit_ids
 from .io import InputError, load_nifti, save_nifti, write_tsv
+from .tables import visit_ids
 
 
 def _save_like(data, ref, path, dtype=np.float32):

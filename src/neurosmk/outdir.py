@@ -50,7 +50,7 @@ def check_output_dir(output_dir: str | os.PathLike, bids_dir: str | os.PathLike)
             f"output_dir {output_dir} is the BIDS dataset itself (bids_dir {bids_dir}): derivatives would be "
             f"written into the raw data. Use a folder outside it, or {bids / 'derivatives' / 'neurosmk'}")
     deriv = bids / "derivatives"
-    if _inside(out, bids) and not (deriv in out.parents):  # bids_dir/derivatives/<name>/ is the place
+    if _inside(out, bids) and deriv not in out.parents:  # bids_dir/derivatives/<name>/ is the place
         raise OutputDirError(
             f"output_dir {output_dir} is inside the BIDS dataset {bids_dir}: derivatives would be written "
             f"into the raw data. Use a folder outside it, or one under {bids / 'derivatives'}/")

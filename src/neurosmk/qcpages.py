@@ -35,7 +35,8 @@ figcaption{font-size:.92em;color:#444;margin-top:4px}.ok{color:#18794e}.bad{colo
 .muted{color:#6b7280}.tag{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.85em;
 background:#e6f4ea;color:#18794e}.tag.bad{background:#fdecea;color:#c62828}code{font-size:.9em}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:0 28px}
-.strip{margin:4px 0 14px}.strip svg{width:100%;height:auto}td:first-child{white-space:nowrap}.strip circle{fill:#2f6db5;fill-opacity:.6}
+.strip{margin:4px 0 14px}.strip svg{width:100%;height:auto}td:first-child{white-space:nowrap}
+.strip circle{fill:#2f6db5;fill-opacity:.6}
 .strip circle.out{fill:#d62728;fill-opacity:.95}.strip a:hover circle{fill:#ff9900;fill-opacity:1}
 """
 
@@ -317,7 +318,8 @@ def strip_svg(points: list[tuple[str, float, float | None, str]], unit: str = ""
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 4}" stroke="#999"/>'
                    f'<text x="{x:.1f}" y="{height - 6}" font-size="11" text-anchor="middle" fill="#555">'
                    f"{t:g}</text>")
-    med = sorted(vals)[len(vals) // 2] if len(vals) % 2 else sum(sorted(vals)[len(vals) // 2 - 1:len(vals) // 2 + 1]) / 2
+    ordered, h = sorted(vals), len(vals) // 2
+    med = ordered[h] if len(vals) % 2 else (ordered[h - 1] + ordered[h]) / 2
     out.append(f'<line x1="{sx(med):.1f}" x2="{sx(med):.1f}" y1="{top}" y2="{bottom}" stroke="#555" '
                'stroke-dasharray="3,3"><title>median</title></line>')
     span = bottom - top - 10
@@ -394,8 +396,11 @@ def group_page(out_html: str, visits: list[tuple[str, str]], out_tsv: str | None
         otext = "<p>No visit has a measure with |robust z| above the threshold.</p>"
     outlier_names = {o[0] for o in outliers}
     shown = [k for k in METRICS if any(v is not None for v in cols[k])]
-    head = "".join(f"<th>{_e(METRICS[k][0])}" + (f" ({_e(METRICS[k][1])})" if METRICS[k][1] not in ("", "corr.") else "")
-                   + "</th>" for k in shown)
+    def _th(k):
+        name, unit = METRICS[k][:2]
+        return f"<th>{_e(name)}" + (f" ({_e(unit)})" if unit not in ("", "corr.") else "") + "</th>"
+
+    head = "".join(_th(k) for k in shown)
     irows = []
     for i, (n, h) in enumerate(zip(names, hrefs)):
         cells = "".join(f'<td class="num{" bad" if is_out(cols[f"{k}_z"][i]) else ""}">'
@@ -413,7 +418,8 @@ def group_page(out_html: str, visits: list[tuple[str, str]], out_tsv: str | None
             f"{Z_THRESHOLD} with z = 0.6745 (x &minus; median) / MAD over the visits that have the measure "
             "(n/a with fewer than 3 values or a zero MAD).</p></section>"
             f'<section id="outliers"><h2>Outliers ({len(outliers)})</h2>{otext}</section>'
-            f'<section id="distributions"><h2>Distributions</h2><div class="grid">{"".join(plots) or "<p>no numbers</p>"}'
+            '<section id="distributions"><h2>Distributions</h2><div class="grid">'
+            f'{"".join(plots) or "<p>no numbers</p>"}'
             "</div></section>"
             f'<section id="subjects"><h2>Subjects</h2><div class="scroll"><table><tr><th>visit</th>'
             + ("<th>status</th>" if failed is not None else "") + f'{head}</tr>'

@@ -32,8 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from neurosmk.fsstats.parser import NotATableError, parse_stats_file, split_subject_session
-from neurosmk.fsstats.tables import (GLOBAL_NAME, LONG_NAME, concat_tables, global_table,
-                                     long_table, write_group_tables)
+from neurosmk.fsstats.tables import LONG_NAME, concat_tables, global_table, long_table, write_group_tables
 from neurosmk.io import InputError
 
 SKIPPED_NAME = "skipped_files.tsv"
