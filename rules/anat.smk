@@ -154,6 +154,37 @@ if METHOD["anat.register"] == "ants":
             "../scripts/anat_register.py"
 
 
+if METHOD["anat.register"] in ("fsl", "synthmorph"):
+    # Registration metrics of a tool registration (rules/fsl.smk, rules/freesurfer.smk), the same
+    # JSON as the ANTs rule writes itself: one rule, named after the backend (as validate_{anat,dwi}).
+    _REG_METHOD = METHOD["anat.register"]
+
+    rule:
+        name:
+            f"anat_register_metrics_{_REG_METHOD}"
+        input:
+            brain=T1_BRAIN,
+            warped=T1_TEMPLATE,
+            template=template_t1w(),  # FSL's MNI152 brain for fsl (rules/common.smk)
+        output:
+            metrics=REG_METRICS,
+        params:
+            method=_REG_METHOD,
+        threads: 1
+        resources:
+            **res(f"anat_register_metrics_{_REG_METHOD}"),
+        log:
+            logfile(f"anat_register_metrics_{_REG_METHOD}"),
+        benchmark:
+            benchfile(f"anat_register_metrics_{_REG_METHOD}")
+        conda:
+            ENVS["neurosmk"]
+        container:
+            CONTAINERS["neurosmk"]
+        script:
+            "../scripts/anat_register_metrics.py"
+
+
 rule anat_volumes_qc:
     """Tissue volume table and the structural QC figures (one job: they share the loads)."""
     input:

@@ -209,30 +209,6 @@ if METHOD["anat.register"] == "synthmorph":
             ' "$tmp/invwarp.nii.gz" {output.invwarp:q} "$tmp/warped.nii.gz" {output.warped:q}'
             + SIDECAR
 
-    rule anat_register_metrics_synthmorph:
-        """Registration metrics of the SynthMorph result (same JSON as the other backends)."""
-        input:
-            brain=T1_BRAIN,
-            warped=T1_TEMPLATE,
-            template=template_t1w(),
-        output:
-            metrics=REG_METRICS,
-        params:
-            method="synthmorph",
-        threads: 1
-        resources:
-            **res("anat_register_metrics_synthmorph"),
-        log:
-            logfile("anat_register_metrics_synthmorph"),
-        benchmark:
-            benchfile("anat_register_metrics_synthmorph")
-        conda:
-            ENVS["neurosmk"]
-        container:
-            CONTAINERS["neurosmk"]
-        script:
-            "../scripts/anat_register_metrics.py"
-
 
 if _FS_CFG["enabled"]:
     if _check_tools:

@@ -242,30 +242,6 @@ if METHOD["anat.register"] == "fsl":
             ' "$tmp/invwarp.nii.gz" {output.invwarp:q} "$tmp/warped.nii.gz" {output.warped:q}'
             + SIDECAR
 
-    rule anat_register_metrics_fsl:
-        """Registration metrics of the FSL result (same JSON as the ANTs backend writes)."""
-        input:
-            brain=T1_BRAIN,
-            warped=T1_TEMPLATE,
-            template=FSL_TEMPLATE["brain"],
-        output:
-            metrics=REG_METRICS,
-        params:
-            method="fsl",
-        threads: 1
-        resources:
-            **res("anat_register_metrics_fsl"),
-        log:
-            logfile("anat_register_metrics_fsl"),
-        benchmark:
-            benchfile("anat_register_metrics_fsl")
-        conda:
-            ENVS["neurosmk"]
-        container:
-            CONTAINERS["neurosmk"]
-        script:
-            "../scripts/anat_register_metrics.py"
-
 
 if METHOD["anat.atlas"] == "fsl_applywarp":
     _ATLAS = step_cfg("anat.atlas")

@@ -25,7 +25,9 @@ import re
 import socket
 from pathlib import Path
 
-LOCK_NAME = os.path.join(".neurosmk", "lock")
+from .paths import STATE_DIR
+
+LOCK_NAME = os.path.join(STATE_DIR, "lock")
 _SUBJECT_DIR = re.compile(r"sub-[A-Za-z0-9]+")
 
 

@@ -33,6 +33,7 @@ import sys
 from . import __version__
 from . import backends as _backends
 from .io import split_ext, write_json, write_text
+from .paths import STATE_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -241,7 +242,7 @@ def source_uri(path: str, out_dir: str, bids_dir: str) -> str:
 def sources(inputs, out_dir: str, bids_dir: str) -> tuple[list[str], dict[str, str | None]]:
     """(Sources, SourceChecksums) of a job's inputs; a folder input is listed with checksum null."""
     uris, sums = [], {}
-    internal = os.path.join(os.path.abspath(out_dir), ".neurosmk") + os.sep
+    internal = os.path.join(os.path.abspath(out_dir), STATE_DIR) + os.sep
     for p in dict.fromkeys(str(i) for i in inputs):
         if os.path.abspath(p).startswith(internal):  # neurosmk's own records (input-check report): not data
             continue
