@@ -137,6 +137,12 @@ class _Server:
 atexit.register(_Server.stop)
 
 
+def run_in_server(args, cwd: Path = REPO, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``snakemake ARGS`` (give ``-s``) in the long-lived Snakemake process, whatever the command
+    (the re-run matrix also sends --touch runs)."""
+    return _Server.run([str(a) for a in args], Path(cwd), timeout)
+
+
 def run_snakemake(args, cwd: Path = REPO, timeout: float = 1200, check: bool = True,
                   env: dict | None = None) -> subprocess.CompletedProcess:
     """``snakemake -s <repo>/Snakefile ARGS`` in ``cwd``; output in ``.stdout`` (Snakemake 9 writes
