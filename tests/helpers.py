@@ -137,6 +137,12 @@ class _Server:
 atexit.register(_Server.stop)
 
 
+def run_in_server(args, cwd: Path = REPO, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``snakemake ARGS`` (give ``-s``) in the long-lived Snakemake process, whatever the command
+    (the re-run matrix also sends --touch runs)."""
+    return _Server.run([str(a) for a in args], Path(cwd), timeout)
+
+
 def run_snakemake(args, cwd: Path = REPO, timeout: float = 1200, check: bool = True,
                   env: dict | None = None) -> subprocess.CompletedProcess:
     """``snakemake -s <repo>/Snakefile ARGS`` in ``cwd``; output in ``.stdout`` (Snakemake 9 writes
@@ -158,6 +164,36 @@ def dry_run(cfg: Path, *args: str, cwd: Path = REPO, check: bool = True) -> tupl
     """``snakemake -n -p --cores 2 --configfile CFG ARGS``: (parse_dry_run of it, the process)."""
     proc = run_snakemake(["-n", "-p", "--cores", "2", "--configfile", str(cfg), *args], cwd=cwd, check=check)
     return parse_dry_run(proc.stdout), proc
+
+
+_RULE_PROPERTIES = """
+import json, os, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.io import is_flagged
+from snakemake.settings.types import ConfigSettings, DeploymentSettings, ResourceSettings
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+with SnakemakeApi() as api:  # --sdm conda: parse only, the rules' tools need not be on PATH
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path(sys.argv[1]),
+                      config_settings=ConfigSettings(configfiles=[Path(sys.argv[2])]),
+                      deployment_settings=DeploymentSettings(deployment_method=[DeploymentMethod.CONDA]))
+    props = {}
+    for name in sys.argv[3:]:
+        r = wf._workflow.get_rule(name)
+        props[name] = {"conda_env": str(r.conda_env) if r.conda_env else None, "container": r.container_img,
+                       "protected": {os.path.basename(f): bool(is_flagged(f, "protected")) for f in r.output}}
+    print("RULE_PROPERTIES " + json.dumps(props))
+"""
+
+
+def rule_properties(cfg: Path, *rules: str) -> dict[str, dict]:
+    """What the parsed workflow (not the rule files' text) says of each rule under ``cfg``:
+    {'conda_env': path, 'container': image, 'protected': {output file name: bool}}."""
+    proc = subprocess.run([sys.executable, "-c", _RULE_PROPERTIES, str(SNAKEFILE), str(cfg), *rules], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=snakemake_env())
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RULE_PROPERTIES ")]
+    assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(line[-1][len("RULE_PROPERTIES "):])
 
 
 # ---- reading dry runs -----------------------------------------------------------------------------

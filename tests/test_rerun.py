@@ -52,6 +52,7 @@ from neurosmk import backends
 from neurosmk.config import load_schema, validate_config
 
 from .conftest import REPO, job_counts, reduced_config, run_snakemake
+from .helpers import run_in_server
 
 pytestmark = pytest.mark.slow
 
@@ -272,16 +273,13 @@ CASES = _cases()
 # ---- running many dry runs ---------------------------------------------------------------------
 
 def smk_batch(commands: list[tuple[list[str], Path]], timeout=900) -> list[dict]:
-    """Run snakemake command lines in one process (tests/_smk_batch.py): [(args, cwd)] -> [{rc, out}]."""
-    if not commands:
-        return []
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    payload = json.dumps([{"args": ["-s", SNAKEFILE, *args], "cwd": str(cwd)} for args, cwd in commands])
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "_smk_batch.py")], input=payload,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    return json.loads(proc.stdout)
+    """Run snakemake command lines in the tests' one Snakemake process (tests/helpers.py,
+    tests/_smk_batch.py): [(args, cwd)] -> [{rc, out}]."""
+    results = []
+    for args, cwd in commands:
+        p = run_in_server(["-s", SNAKEFILE, *args], cwd, timeout)
+        results.append({"rc": p.returncode, "out": p.stdout + p.stderr})
+    return results
 
 
 _RULE_LINE = re.compile(r"^(?:local)?rule (\S+):$")

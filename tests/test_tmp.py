@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+
+from .helpers import SNAKEMAKE, run_snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 # A rule script's view of Snakemake, enough for runtime.setup: a fake `snakemake` object.
 DRIVER = r"""
@@ -143,18 +143,16 @@ def tiny_anat(tmp_path_factory):
 
 
 def _anat_run(tiny, work: Path, tmpdir: Path, *args, wait=True, template=None):
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(bids_dir=str(tiny / "bids"), output_dir=str(work / "out"), freesurfer_dir=None,
-               steps={"anat": True, "dwi": False})
-    cfg["template"]["t1w"] = str(template or tiny / "tpl.nii.gz")
-    cfg["anat"]["register"]["syn_iterations"] = [10, 5, 0]
-    cfg["anat"]["skullstrip"]["iterations"] = 300
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cfg = write_config(work / "config.yaml", {
+        "bids_dir": str(tiny / "bids"), "output_dir": str(work / "out"), "freesurfer_dir": None,
+        "steps": {"anat": True, "dwi": False}, "template": {"t1w": str(template or tiny / "tpl.nii.gz")},
+        "anat": {"register": {"syn_iterations": [10, 5, 0]}, "skullstrip": {"iterations": 300}}})
     env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONPATH=str(REPO / "src"))
-    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--configfile", str(work / "config.yaml"), "--cores", "2", *args]
+    args = ["--configfile", str(cfg), "--cores", "2", *args]
     if not wait:
-        return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+        return subprocess.Popen(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), *args], cwd=work, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return run_snakemake(args, cwd=work, env=env, timeout=1200, check=False)
 
 
 def _job_pids(work: Path, script: str) -> list[int]:
@@ -205,16 +203,15 @@ def test_memory_cap_real_job_fails_naming_subject(tmp_path):
     shutil.copytree(REPO / "demo" / "bids" / "sub-01" / "anat", bids / "sub-01" / "anat")
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(bids_dir=str(bids), output_dir=str(tmp_path / "out"), freesurfer_dir=None,
-               steps={"anat": True, "dwi": False})
-    cfg["anat"]["biascorrect"].update(shrink_factor=8, convergence_iters=[5])  # a quick N4 first
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cfg = write_config(tmp_path / "config.yaml", {
+        "bids_dir": str(bids), "output_dir": str(tmp_path / "out"), "freesurfer_dir": None,
+        "steps": {"anat": True, "dwi": False},
+        "anat": {"biascorrect": {"shrink_factor": 8, "convergence_iters": [5]}}})  # a quick N4 first
     mask = tmp_path / "out" / "sub-01" / "anat" / "sub-01_desc-brain_mask.nii.gz"
     env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONPATH=str(REPO / "src"))
-    res = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--configfile", str(tmp_path / "config.yaml"),
-                                      "--cores", "2", str(mask), "--set-resources", "anat_skullstrip_python:mem_mb=1"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    res = run_snakemake(["--configfile", str(cfg), "--cores", "2", str(mask),
+                         "--set-resources", "anat_skullstrip_python:mem_mb=1"], cwd=tmp_path, env=env, timeout=900,
+                        check=False)
     assert res.returncode == 1
     log = (tmp_path / "out" / "logs" / "anat_skullstrip_python" / "sub-01.log").read_text()
     assert "MemoryError: sub-01: rule anat_skullstrip_python ran out of its memory cap of" in log, log[-3000:]

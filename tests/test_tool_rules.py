@@ -23,6 +23,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from neurosmk.backends import STEPS  # noqa: E402
 
+from .niwrap_oracle import simple_commands, tool_name  # noqa: E402
+
 
 # ---- helpers (running Snakemake and reading its dry runs: tests/helpers.py) -----------------------
 def write_config(tmp_path: Path, overrides: dict, bids: Path = BIDS) -> tuple[Path, Path]:
@@ -329,9 +331,7 @@ def test_fsl_structural_family(tmp_path):
     assert moves(reg)[a["invwarp"]] == opt(iw, "--out=")
     t, tb = jobs["anat_template_fsl"], jobs["anat_template_fsl_brain"]
     assert t["output"] == [tpl["head"]] and tb["output"] == [tpl["brain"], tpl["mask_dil"]]
-    assert '"$FSLDIR/data/standard"/MNI152_T1_2mm' in t["shell"] and '"$s.nii.gz"' in t["shell"]
-    assert '"$FSLDIR/data/standard"/MNI152_T1_2mm' in tb["shell"]
-    assert "_brain.nii.gz" in tb["shell"] and "_brain_mask_dil.nii.gz" in tb["shell"]
+    # which of $FSLDIR's images they copy: test_tool_shell_behaviour.py (run with stand-in files)
     assert jobs["anat_register_metrics_fsl"]["output"] == [a["metrics"]]
     assert jobs["anat_register_metrics_fsl"]["input"][2] == tpl["brain"]
 
@@ -433,12 +433,18 @@ def test_freesurfer_family(tmp_path):
     assert rj["shell"].index("fs_clear_stale_lock.py") < rj["shell"].index("recon-all -sd")
 
 
-def test_skullstrip_freesurfer_rules_use_one_tool_env_each():
-    src = (REPO / "rules" / "freesurfer.smk").read_text()
-    fs = src[src.index("rule anat_skullstrip_freesurfer:"):src.index("rule anat_skullstrip_freesurfer_fslmaths:")]
-    fsl = src[src.index("rule anat_skullstrip_freesurfer_fslmaths:"):src.index('if METHOD["anat.skullstrip"] == "synthstrip"')]
-    assert 'ENVS["freesurfer"]' in fs and 'CONTAINERS["freesurfer"]' in fs and "fslmaths" not in fs.split("shell:")[1]
-    assert 'ENVS["fsl"]' in fsl and 'CONTAINERS["fsl"]' in fsl and "recon-all" not in fsl.split("shell:")[1]
+def test_skullstrip_freesurfer_rules_use_one_tool_env_each(tmp_path):
+    """Each of the two rules runs only its own family's tools, in that family's env and image (as
+    the parsed workflow declares them and the dry run's commands call them)."""
+    over = {"steps": {"dwi": False}, "anat": {"skullstrip": {"method": "freesurfer"}}}
+    jobs, _ = dry_run(tmp_path, over)
+    fs, fsl = "anat_skullstrip_freesurfer", "anat_skullstrip_freesurfer_fslmaths"
+    props = H.rule_properties(tmp_path / "config.yaml", fs, fsl)
+    tools = {r: {tool_name(a[0]) for a in simple_commands(jobs[r]["shell"])} for r in (fs, fsl)}
+    assert {"recon-all", "mri_convert"} <= tools[fs] and "fslmaths" not in tools[fs]
+    assert "fslmaths" in tools[fsl] and not {"recon-all", "mri_convert"} & tools[fsl]
+    assert props[fs]["conda_env"].endswith("envs/freesurfer.yaml") and "freesurfer/freesurfer:" in props[fs]["container"]
+    assert props[fsl]["conda_env"].endswith("envs/fsl.yaml") and "/fsl_" in props[fsl]["container"]
 
 
 # ---- SynthSeg and mri_segstats ----------------------------------------------------------------
@@ -643,33 +649,15 @@ main()
 """
 
 
-_PROTECTED_FLAGS = """
-import os, sys
-from pathlib import Path
-from snakemake.api import SnakemakeApi
-from snakemake.io import is_flagged
-from snakemake.settings.types import ConfigSettings, DeploymentSettings, ResourceSettings
-from snakemake_interface_executor_plugins.settings import DeploymentMethod
-with SnakemakeApi() as api:  # --sdm conda: parse only, the FreeSurfer tools need not be on PATH
-    wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path("Snakefile"),
-                      config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
-                      deployment_settings=DeploymentSettings(deployment_method=[DeploymentMethod.CONDA]))
-    rule = wf._workflow.get_rule("freesurfer_recon_all")
-    print(*(f"{os.path.basename(f)}:{is_flagged(f, 'protected')}" for f in rule.output))
-"""
-
-
 def test_finished_recon_all_outputs_stay_protected(tmp_path):
     """recon-all marks every output protected() (Snakemake makes them read-only when the job
     ends; read from the parsed workflow, not the rule's text); a newer T1w then makes Snakemake want to re-run recon-all, and the read-only outputs
     stop the run at start ("Write-protected output files"): nothing is deleted or redone."""
     (tmp_path / "flags").mkdir()
-    flags = subprocess.run([sys.executable, "-c", _PROTECTED_FLAGS, str(write_config(
-        tmp_path / "flags", {"freesurfer": {"recon_all": {"enabled": True}}})[0])], cwd=REPO, capture_output=True,
-        text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    assert flags.returncode == 0, flags.stderr[-3000:]
-    assert flags.stdout.split() == ["aseg.stats:True", "lh.aparc.stats:True", "rh.aparc.stats:True",
-                                    "aparc+aseg.mgz:True", "aseg.mgz:True", "neurosmk_recon-all_all.done:True"]
+    flags = H.rule_properties(write_config(tmp_path / "flags", {"freesurfer": {"recon_all": {"enabled": True}}})[0],
+                              "freesurfer_recon_all")["freesurfer_recon_all"]["protected"]
+    assert flags == {"aseg.stats": True, "lh.aparc.stats": True, "rh.aparc.stats": True, "aparc+aseg.mgz": True,
+                     "aseg.mgz": True, "neurosmk_recon-all_all.done": True}
     bids = _recon_bids(tmp_path)
     over = {"freesurfer_dir": None, "steps": {"dwi": False}, "freesurfer": {"recon_all": {"enabled": True}}}
     cfg, out = write_config(tmp_path, over, bids)

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 
 import numpy as np
 import pytest
 import yaml
 
-from .conftest import DEMO_BIDS, REPO, job_counts, run_snakemake
+from .helpers import DEMO_BIDS, REPO, job_counts, parse_dry_run, run_snakemake, write_config
 
 if importlib.util.find_spec("torch") is None:
     _msg = "PyTorch not installed (pip install 'neurosmk[gpu]', torch==2.13.0)"
@@ -261,24 +260,15 @@ def _small_bids(dst):
 
 
 def _config(tmp_path, bids, device="auto", denoise="none", **tensor):
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg.update(bids_dir=str(bids), output_dir=str(tmp_path / "out"), freesurfer_dir=None,
-               steps={"anat": False, "dwi": True, "freesurfer_stats": False})
-    cfg["dwi"]["denoise"]["method"] = denoise
-    cfg["dwi"]["degibbs"]["method"] = "none"
-    cfg["dwi"]["tensor"] = {"method": "torch", "fit_method": "WLS", "device": device, **tensor}
-    path = tmp_path / f"config-{device}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(tmp_path / f"config-{device}.yaml", {
+        "bids_dir": str(bids), "output_dir": str(tmp_path / "out"), "freesurfer_dir": None,
+        "steps": {"anat": False, "dwi": True, "freesurfer_stats": False},
+        "dwi": {"denoise": {"method": denoise}, "degibbs": {"method": "none"},
+                "tensor": {"method": "torch", "fit_method": "WLS", "device": device, **tensor}}}, scenario="torch")
 
 
-def _job_blocks(out: str) -> dict[str, str]:
-    blocks = {}
-    for b in re.split(r"\n(?=(?:local)?rule \w+:)", out):
-        m = re.match(r"(?:local)?rule (\w+):", b.strip())
-        if m:
-            blocks[m.group(1)] = b
-    return blocks
+def _resources(out, rule: str) -> dict[str, str]:
+    return parse_dry_run(out.stdout)[rule]["resources"]
 
 
 def test_dry_run_selects_torch_rules_and_gpu_profile_requests_gpu(tmp_path):
@@ -289,29 +279,29 @@ def test_dry_run_selects_torch_rules_and_gpu_profile_requests_gpu(tmp_path):
     jobs = job_counts(out.stdout)
     assert jobs.get("dwi_tensor_torch") == 1 and "dwi_tensor_dipy" not in jobs, jobs
     assert jobs.get("dwi_denoise_torch") == 1 and "dwi_denoise_dipy" not in jobs, jobs
-    blocks = _job_blocks(text)
-    res = re.search(r"resources: (.*)", blocks["dwi_tensor_torch"]).group(1)
-    assert "gpu=1" in res and "slurm_partition=gpu" in res and "mem_mb=4000" in res, res
-    res = re.search(r"resources: (.*)", blocks["dwi_denoise_torch"]).group(1)
-    assert "gpu=1" in res and "slurm_partition=gpu" in res and "mem_mb=6000" in res, res
-    for rule, block in blocks.items():  # every other job stays on the CPU partition without a GPU
-        if rule not in ("dwi_tensor_torch", "dwi_denoise_torch") and "resources:" in block:
-            r = re.search(r"resources: (.*)", block).group(1)
-            assert "slurm_partition=cpu" in r and "gpu=" not in r, (rule, r)
+    parsed = parse_dry_run(text)
+    res = parsed["dwi_tensor_torch"]["resources"]
+    assert res["gpu"] == "1" and res["slurm_partition"] == "gpu" and res["mem_mb"] == "4000", res
+    res = parsed["dwi_denoise_torch"]["resources"]
+    assert res["gpu"] == "1" and res["slurm_partition"] == "gpu" and res["mem_mb"] == "6000", res
+    for rule, job in parsed.items():  # every other job stays on the CPU partition without a GPU
+        for r in (j["resources"] for j in job["jobs"] if j["resources"]):
+            if rule not in ("dwi_tensor_torch", "dwi_denoise_torch"):
+                assert r["slurm_partition"] == "cpu" and "gpu" not in r, (rule, r)
     # the CPU SLURM profile: same rule, CPU partition, no GPU (device auto runs on the CPU there);
     # ungrouped for this run (profiles/slurm groups each chain) so the job's own request shows
     out = run_snakemake(["-n", "--configfile", str(cfg), "--profile", str(REPO / "profiles" / "slurm"),
                          "--executor", "dryrun", "--groups", "none=none"], cwd=tmp_path, timeout=300)
-    res = re.search(r"resources: (.*)", _job_blocks(out.stdout + out.stderr)["dwi_tensor_torch"]).group(1)
-    assert "slurm_partition=cpu" in res and "gpu=" not in res, res
+    res = _resources(out, "dwi_tensor_torch")
+    assert res["slurm_partition"] == "cpu" and "gpu" not in res, res
 
 
 def test_dry_run_device_cuda_requests_gpu_locally(tmp_path):
     cfg = _config(tmp_path, _small_bids(tmp_path / "bids"), device="cuda")
     out = run_snakemake(["-n", "--configfile", str(cfg), "--profile", str(REPO / "profiles" / "laptop"),
                          "--resources", "gpu=1"], cwd=tmp_path, timeout=300)
-    res = re.search(r"resources: (.*)", _job_blocks(out.stdout + out.stderr)["dwi_tensor_torch"]).group(1)
-    assert "gpu=1" in res, res
+    res = _resources(out, "dwi_tensor_torch")
+    assert res["gpu"] == "1", res
 
 
 def test_dry_run_rejects_nlls_with_torch(tmp_path):
