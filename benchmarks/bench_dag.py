@@ -109,7 +109,11 @@ def timed(cmd, cwd):
     if p.returncode != 0:
         raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
     m = re.search(r"^total\s+(\d+)", p.stdout, re.M)
-    return dt, dc, int(m.group(1)) if m else None
+    jobs = int(m.group(1)) if m else None
+    # progress, so that a run stopped early still shows what it measured
+    print(f"  {' '.join(str(c) for c in cmd[2:4])}... in {Path(cwd).name}: {dt:.1f} s wall, {dc:.1f} s CPU, "
+          f"{jobs} jobs, load {os.getloadavg()[0]:.1f}", flush=True)
+    return dt, dc, jobs
 
 
 def main():

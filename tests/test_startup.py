@@ -98,3 +98,16 @@ def test_job_process_parses_its_subject_only(tmp_path):
     out = p.stdout + p.stderr
     assert "rule dwi_tensor_dipy" in out and "subject=02" in out
     assert "sub-99" not in out and "sub-98" not in out
+
+
+def test_config_defaults_without_the_schema_check():
+    """A job process fills in the same defaults as the main process, without the schema check
+    (the main process refused a bad configuration before submitting any job)."""
+    from neurosmk.config import ConfigError, validate_config
+
+    cfg = {"bids_dir": "b", "output_dir": "o"}
+    assert validate_config(cfg, check=False) == validate_config(cfg)
+    bad = dict(cfg, no_such_key=1)
+    with pytest.raises(ConfigError, match="no_such_key"):
+        validate_config(bad)
+    assert validate_config(bad, check=False)["no_such_key"] == 1
