@@ -348,3 +348,30 @@ def _refuse_recon_all_redo():
             "\nTo keep it, undo the change (`make why` lists what changed). To redo it on purpose, run "
             "again with `--forcerun freesurfer_recon_all` (as a non-root user first `chmod u+w` "
             "its outputs: they are write-protected).")
+
+
+# rules/validate.smk: the visit's input-check report, as every first rule's input
+def validated_report(datatype):
+    return _paths.state_path(OUT, "validate", datatype, f"{visit_wc()}.json")
+
+
+_DWI_ORDER = ("dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask")
+
+
+def validated(datatype, step=None):
+    """``**validated("anat"|"dwi")`` in a rule's input: the visit's report of that datatype as
+    input ``valid``. For a later DWI step, only when every step before it is 'none' (it
+    then reads the raw series); the anatomical first rules and the denoise rules always read raw
+    data."""
+    if step is not None and any(METHOD.get(s, "none") != "none" for s in _DWI_ORDER[:_DWI_ORDER.index(step)]):
+        return {}
+    return {"valid": validated_report(datatype)}
+
+
+def _validate_t1w(wc):
+    return {"t1w": T1W[_key(wc)]}
+
+
+def _validate_dwi(wc):
+    d = DWI[_key(wc)]
+    return {"dwi": d.nifti, "bval": d.bval, "bvec": d.bvec}

@@ -15,33 +15,8 @@
 # `validate_inputs: false` (read at run time) only skips the voxel reading.
 
 # one job per visit and datatype (validate_anat, validate_dwi), so that each chain starts as soon
-# as its own data passed, and each joins its chain's SLURM group (profiles/slurm: groups)
-def validated_report(datatype):
-    return _paths.state_path(OUT, "validate", datatype, f"{visit_wc()}.json")
-
-
-_DWI_ORDER = ("dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask")
-
-
-def validated(datatype, step=None):
-    """``**validated("anat"|"dwi")`` in a rule's input: the visit's report of that datatype as
-    input ``valid``. For a later DWI step, only when every step before it is 'none' (it
-    then reads the raw series); the anatomical first rules and the denoise rules always read raw
-    data."""
-    if step is not None and any(METHOD.get(s, "none") != "none" for s in _DWI_ORDER[:_DWI_ORDER.index(step)]):
-        return {}
-    return {"valid": validated_report(datatype)}
-
-
-def _validate_t1w(wc):
-    return {"t1w": T1W[_key(wc)]}
-
-
-def _validate_dwi(wc):
-    d = DWI[_key(wc)]
-    return {"dwi": d.nifti, "bval": d.bval, "bvec": d.bvec}
-
-
+# as its own data passed, and each joins its chain's SLURM group (profiles/slurm: groups); its
+# input functions and validated() are in rules/common.smk
 for _dt, _inputs in (("anat", _validate_t1w), ("dwi", _validate_dwi)):
 
     rule:
