@@ -378,7 +378,8 @@ STEPS: dict[str, dict[str, Backend]] = {
         "torch": Backend(
             modules=("torch",), family="neurosmk-gpu", notes="device from dwi.tensor.device (auto|cpu|cuda)",
             choices=(("fit_method", ("WLS", "OLS")),),
-            rules={"dwi_tensor_torch": Res(3000, 20, gpu=True)}, gpu=("device", "cuda"), config_keys=("fit_method",),
+            # 4000 MB (DIPY's fit: 3000): the CUDA context's host memory when it runs on a GPU
+            rules={"dwi_tensor_torch": Res(4000, 20, gpu=True)}, gpu=("device", "cuda"), config_keys=("fit_method",),
             methods=("The diffusion tensor was fitted by {P[fit_method]} (DIPY's estimator batched in PyTorch {V}), "
                      "giving FA, MD, AD and RD maps"),
             refs=("dti_wls", "pytorch"), version_source="torch", doc="DIPY's WLS/OLS in PyTorch, CUDA or CPU"),
