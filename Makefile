@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 CONFIG ?= config/config.yaml
 
-.PHONY: venv demo test test-fast report why status clean-demo
+.PHONY: venv demo test test-fast report why status clean-demo lint
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "neurosmk needs Python >= 3.11; run: make PYTHON=python3.11 ..."'
@@ -47,3 +47,10 @@ status: venv
 
 clean-demo:
 	rm -rf results/demo
+
+# The static gates of tests/test_static_gates.py on their own: ruff, snakefmt, snakemake --lint per
+# scenario config (.test/config_*.yaml)
+lint: venv
+	$(BIN)/ruff check src scripts benchmarks tests
+	$(BIN)/snakefmt --check Snakefile rules/
+	for c in .test/config_*.yaml; do $(BIN)/snakemake --lint --configfile "$$c" || exit 1; done
