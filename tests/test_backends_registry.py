@@ -126,8 +126,10 @@ def test_a_rule_shared_by_backends_has_one_resource_record():
 def _defined_rules() -> set[str]:
     defined = set()
     for smk in (REPO / "rules").glob("*.smk"):
-        defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.MULTILINE))
-    return defined | {"validate_anat", "validate_dwi"}  # rules/validate.smk: name f"validate_{_dt}"
+        defined |= set(re.findall(r"^\s*(?:rule|use rule \w+ as) (\w+)(?: with)?:", smk.read_text(), re.MULTILINE))
+    # named in a loop or after the backend: rules/validate.smk f"validate_{_dt}", rules/anat.smk
+    # f"anat_register_metrics_{_REG_METHOD}" (the tool registrations)
+    return defined | {"validate_anat", "validate_dwi", "anat_register_metrics_fsl", "anat_register_metrics_synthmorph"}
 
 
 def test_every_rule_file_rule_is_in_the_registry_and_reads_it():
@@ -136,7 +138,7 @@ def test_every_rule_file_rule_is_in_the_registry_and_reads_it():
     for smk in (REPO / "rules").glob("*.smk"):
         text = smk.read_text()
         for m in re.finditer(r"^(\s*)resources:\n((?:\1    .*\n)+)", text, re.MULTILINE):
-            assert re.fullmatch(r'\s*\*\*res\((?:"\w+"|f"validate_\{_dt\}")\),\n', m.group(2)), (smk.name, m.group(2))
+            assert re.fullmatch(r'\s*\*\*res\((?:"\w+"|f"validate_\{_dt\}"|f"anat_register_metrics_\{_REG_METHOD\}")\),\n', m.group(2)), (smk.name, m.group(2))
 
 
 def test_profiles_do_not_restate_resources_and_place_the_gpu_rules():
