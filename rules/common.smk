@@ -38,9 +38,10 @@ _sdm = workflow.deployment_settings.deployment_method
 # -n: at parse time workflow.dryrun is still False (no executor yet); output_settings knows
 # --touch (mark existing outputs, e.g. a recon-all made elsewhere, as complete) and --lint run no
 # tool; the executor is not known yet at parse time either, so the command line tells
-_touch = any(a in ("--touch", "-t", "--lint") or a.startswith("--lint=") for a in sys.argv[1:])
+_touch = any(a in ("--touch", "-t") for a in sys.argv[1:])
+_lint = any(a == "--lint" or a.startswith("--lint=") for a in sys.argv[1:])  # writes nothing either
 _check_tools = not (DeploymentMethod.CONDA in _sdm or DeploymentMethod.APPTAINER in _sdm
-                    or getattr(workflow.output_settings, "dryrun", False) or _touch)
+                    or getattr(workflow.output_settings, "dryrun", False) or _touch or _lint)
 METHOD = _backends.check_methods(config, check_tools=_check_tools)
 
 # ---- BIDS input ------------------------------------------------------------------------------
@@ -68,7 +69,7 @@ if config["validate_inputs"] and workflow.is_main_process:
     # a dry run writes nothing into output_dir (README "Safety"): it reads the cache only
     _bids.validate_inputs(_index, _filters, settings=VALIDATE_SETTINGS,
                           cache_path=_paths.state_path(OUT, "validated_headers.json"),
-                          save_cache=not getattr(workflow.output_settings, "dryrun", False))
+                          save_cache=not (getattr(workflow.output_settings, "dryrun", False) or _lint))
 
 wildcard_constraints:
     subject="[a-zA-Z0-9]+",

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -74,8 +75,12 @@ def test_scenarios_exist():
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
 def test_snakemake_lint_clean(scenario):
     """No lint for any rule the scenario defines, nor for any workflow file. `--lint` runs no job,
-    so it needs none of the scenario's tools (rules/common.smk skips the tools-on-PATH check)."""
+    so it needs none of the scenario's tools (rules/common.smk skips the tools-on-PATH check) and
+    writes nothing (not even the header-check cache)."""
+    out = REPO / yaml.safe_load(scenario.read_text())["output_dir"]
+    existed = out.exists()
     res = _snakemake("--lint", "--configfile", str(scenario.relative_to(REPO)))
+    assert existed or not out.exists(), f"snakemake --lint wrote into {out} (a lint writes nothing)"
     lints = parse_lints(res.stdout + res.stderr)
     assert not lints, f"{len(lints)} lint(s) with {scenario.name}:\n" + "\n".join(f"{w}: {t}" for w, t in lints)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
