@@ -551,6 +551,7 @@ def test_cli_skip_bad_writes_manifest(subjects_dir, tmp_path):
     assert str(subjects_dir / "Subj001" / "stats" / "lh.aparc.stats") in set(lg.source_file)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(subjects_dir, tmp_path):
     out = tmp_path / "out"
     r = _run_cli(subjects_dir, "--output-dir", out)
@@ -659,6 +660,7 @@ def _run_script(name, inp, out, params, log):
     return Path(log).read_text()
 
 
+@pytest.mark.slow
 def test_snakemake_scripts(subjects_dir, tmp_path):
     longs, globs = [], []
     for d, subject, session in ((subjects_dir / "Subj001", "Subj001", ""),

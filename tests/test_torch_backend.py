@@ -205,6 +205,7 @@ def test_backend_entry_says_what_to_install():
 # of the relative diff 6.9e-4; sigma median rel. diff 1.4e-7, max 2.9e-3 (0.1 % of voxels above
 # 1e-3: a component on the other side of the threshold). CPU time, 1 thread: DIPY 26.2 s, torch
 # 19.2 s. The test uses a 30x30x16 crop (seconds).
+@pytest.mark.slow
 def test_mppca_matches_dipy_on_demo_crop():
     from dipy.denoise.localpca import mppca
 
