@@ -13,9 +13,7 @@ the end; needs root and slurm-wlm/munge). Two SLURM legs, side by side:
               Snakemake job, as before grouping was the default;
   slurm-grp   the profile as shipped: a subject's DWI chain is one group job, group-components
               packs --group-components (default: the profile's) chains per SLURM job, and the
-              group tables + methods are one last job;
-  slurm-array (only with --slurm-legs ... array) grouping off, and the ready jobs of each rule
-              submitted as one SLURM job array (--slurm-array-jobs all).
+              group tables + methods are one last job.
 For each SLURM leg `sbatch` is the number of SLURM jobs submitted and `sb/subj` that per subject.
 
 How "ideal" is computed, per leg:
@@ -57,7 +55,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_LOCAL = REPO / "scripts" / "slurm_local.sh"
-SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)|Submitted array job with Snakemake IDs")
+SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
 
 
 def make_bids(dst: Path, n: int, crop: int) -> None:
@@ -209,9 +207,6 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=40, help="in-plane crop size (0: full image)")
     ap.add_argument("--slurm", action="store_true",
                     help="also run through profiles/slurm, ungrouped and grouped, on a local cluster")
-    ap.add_argument("--slurm-legs", nargs="+", default=["1job", "grp"], choices=["1job", "grp", "array"],
-                    help="SLURM legs to run (array: grouping off, every rule's ready jobs as one SLURM "
-                         "job array, --slurm-array-jobs all)")
     ap.add_argument("--group-components", nargs="*", default=[],
                     help="override the profile's group-components in the grouped leg, e.g. dwi=2")
     ap.add_argument("--timeout", type=int, default=1800)
@@ -238,15 +233,15 @@ def main() -> None:
             try:
                 env = slurm_env(state)
                 ncpu = slurm_cores(dict(os.environ, **env))
+                jobs, threads, _ = run("slurm-1job", work, bids, "slurm",
+                                       ["--slurm-logdir", str(work / "slurm_logs"), "--groups", "none=none"],
+                                       ncpu, a.timeout, serial_sum, n, env)
+                tables.append(("slurm-1job", jobs, threads))
                 gc = ["--group-components", *a.group_components] if a.group_components else []
-                legs = {"1job": ["--groups", "none=none"], "grp": gc,
-                        "array": ["--groups", "none=none", "--slurm-array-jobs", "all"]}
-                for leg in a.slurm_legs:
-                    label = f"slurm-{leg}"
-                    jobs, threads, _ = run(label, work, bids, "slurm",
-                                           ["--slurm-logdir", str(work / f"slurm_logs_{leg}"), *legs[leg]],
-                                           ncpu, a.timeout, serial_sum, n, env)
-                    tables.append((label, jobs, threads))
+                jobs, threads, _ = run("slurm-grp", work, bids, "slurm",
+                                       ["--slurm-logdir", str(work / "slurm_logs_grp"), *gc],
+                                       ncpu, a.timeout, serial_sum, n, env)
+                tables.append(("slurm-grp", jobs, threads))
             finally:
                 subprocess.run(["bash", str(SLURM_LOCAL), "stop", str(state)], capture_output=True, timeout=120)
         for label, jobs, threads in tables:
