@@ -15,7 +15,7 @@ PROFILES = REPO / "profiles"
 
 # rules whose tools have GPU builds (eddy_cuda, SynthStrip, the PyTorch tensor fit); only these
 # may ask for one: the backend registry's GPU-capable rules
-from neurosmk.backends import gpu_rules  # noqa: E402
+from neurosmk.backends import gpu_rules, rule_resources  # noqa: E402
 
 GPU_RULES = gpu_rules()
 
@@ -100,9 +100,7 @@ def test_profile_rule_names_exist_in_workflow():
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    defined = set()
-    for smk in (root / "rules").glob("*.smk"):
-        defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.M))
+    defined = set(rule_resources())  # the registry lists every rule (tests/test_backends_registry.py)
     for prof in ("laptop", "slurm", "slurm-gpu"):
         cfg = yaml.safe_load((root / "profiles" / prof / "config.v8+.yaml").read_text())
         unknown = set(cfg.get("set-resources", {}) or {}) - defined
@@ -115,12 +113,7 @@ def test_slurm_profile_groups_every_subject_chain():
     names are real rules, group-components covers both groups, and slurm-gpu stays ungrouped
     (a GPU rule in a group would put the whole chain on the GPU partition)."""
     root = Path(__file__).resolve().parents[1]
-    defined = set()
-    for smk in (root / "rules").glob("*.smk"):
-        defined |= set(re.findall(r"^\s*rule (\w+):", smk.read_text(), re.M))
-    # rules/validate.smk defines validate_anat and validate_dwi in one loop (name: f"validate_{_dt}")
-    assert 'f"validate_{_dt}"' in (root / "rules" / "validate.smk").read_text()
-    defined |= {"validate_anat", "validate_dwi"}
+    defined = set(rule_resources())  # the registry lists every rule (tests/test_backends_registry.py)
     p = load("slurm")
     groups = p["groups"]
     assert set(groups) <= defined, set(groups) - defined

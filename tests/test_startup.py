@@ -84,16 +84,16 @@ def test_job_process_parses_its_subject_only(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     smk = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(cfg),
            "-n", "--cores", "1"]
-    main = subprocess.run(smk, cwd=tmp_path, env=env, capture_output=True, text=True)
+    main = subprocess.run(smk, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert main.returncode != 0 and "sub-98_acq-$(x)_T1w.nii.gz" in main.stdout + main.stderr
     shutil.rmtree(bids_dir / "sub-98")
-    main = subprocess.run(smk, cwd=tmp_path, env=env, capture_output=True, text=True)
+    main = subprocess.run(smk, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert main.returncode != 0 and "sub-99_T1w.nii.gz" in main.stdout + main.stderr
     hostile.mkdir(parents=True)
     (hostile / "sub-98_acq-$(x)_T1w.nii.gz").write_bytes(b"")
     job = smk + ["--target-jobs", "dwi_tensor_dipy:subject=02", "--allowed-rules", "dwi_tensor_dipy",
                  "--mode", "remote", "--nolock", "--ignore-incomplete", "--printshellcmds"]
-    p = subprocess.run(job, cwd=tmp_path, env=env, capture_output=True, text=True)
+    p = subprocess.run(job, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     out = p.stdout + p.stderr
     assert "rule dwi_tensor_dipy" in out and "subject=02" in out

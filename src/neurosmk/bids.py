@@ -104,7 +104,7 @@ class BIDSIndex:
     def has_sessions(self) -> bool:
         return any(ses is not None for _, ses in self.visits)
 
-    def select(self, participant_label=None, session_label=None, strict: bool = True) -> "BIDSIndex":
+    def select(self, participant_label=None, session_label=None, strict: bool = True) -> BIDSIndex:
         """Return a sub-index; unknown labels raise an error that names them (``strict`` False:
         they are ignored, for an index of some subjects only, ``index_bids(subjects=...)``)."""
         visits = dict(self.visits)

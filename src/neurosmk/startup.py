@@ -46,7 +46,7 @@ def job_subjects(argv: list[str], main_process: bool) -> frozenset[str] | None:
 
     try:
         parsed = parse_target_jobs_cli_args(specs)
-    except Exception:  # malformed: let snakemake report it, with the whole cohort indexed
+    except ValueError:  # malformed (no ':' or '='): snakemake reports it; index the whole cohort
         return None
     subjects = set()
     for spec in parsed:
