@@ -9,7 +9,7 @@ import shutil as _shutil
 
 FS_RECON_DIR = _paths.recon_all_dir(OUT)
 FS_SUBJECT = visit_wc()  # sub-<label>[_ses-<label>]
-FS_LOCK_SCRIPT = os.path.join(NEUROSMK_ROOT, "scripts", "fs_clear_stale_lock.py")
+os.environ.update(NEUROSMK_FS_LOCK_SCRIPT=os.path.join(NEUROSMK_ROOT, "scripts", "fs_clear_stale_lock.py"))
 _FS_CFG = config["freesurfer"]["recon_all"]
 if _FS_CFG["license"]:
     # cosmetic: exported rather than passed as a param, so moving the file never re-runs recon-all
@@ -43,11 +43,11 @@ if METHOD["anat.biascorrect"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            TOOLRUN +
-            'AntsN4BiasFieldCorrectionFs -i {input.t1w:q} -o "$tmp/n4.nii.gz" -s {params.shrink_factor:q}'
-            ' -t {params.iters:q} > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/n4.nii.gz" {output.t1w:q}'
-            + SIDECAR
+            tool_shell(
+                'AntsN4BiasFieldCorrectionFs -i {input.t1w:q} -o "$tmp/n4.nii.gz" -s {params.shrink_factor:q}'
+                ' -t {params.iters:q} > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/n4.nii.gz" {output.t1w:q}',
+            )
 
 
 if METHOD["anat.skullstrip"] == "freesurfer":
@@ -80,12 +80,12 @@ if METHOD["anat.skullstrip"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            TOOLRUN +
-            '( recon-all -sd "$tmp" -s fs -i {input.t1w:q} -autorecon1 -openmp {threads}'
-            ' && mri_convert "$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like {input.t1w:q} -rt nearest'
-            ' ) > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/brainmask.nii.gz" {output.brainmask:q}'
-            + SIDECAR
+            tool_shell(
+                '( recon-all -sd "$tmp" -s fs -i {input.t1w:q} -autorecon1 -openmp {threads}'
+                ' && mri_convert "$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like {input.t1w:q} -rt nearest'
+                ' ) > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/brainmask.nii.gz" {output.brainmask:q}',
+            )
 
     rule anat_skullstrip_freesurfer_fslmaths:
         # fslmaths T1w -mas brainmask: the brain; brainmask -bin: the binary brain mask.
@@ -111,11 +111,12 @@ if METHOD["anat.skullstrip"] == "freesurfer":
         container:
             CONTAINERS["fsl"]
         shell:
-            TOOLRUN + _FSL_ENV +
-            '( fslmaths {input.t1w:q} -mas {input.brainmask:q} "$tmp/brain.nii.gz"'
-            ' && fslmaths {input.brainmask:q} -bin "$tmp/mask.nii.gz" -odt char ) > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}'
-            + SIDECAR
+            tool_shell(
+                _FSL_ENV,
+                '( fslmaths {input.t1w:q} -mas {input.brainmask:q} "$tmp/brain.nii.gz"'
+                ' && fslmaths {input.brainmask:q} -bin "$tmp/mask.nii.gz" -odt char ) > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}',
+            )
 
 
 if METHOD["anat.skullstrip"] == "synthstrip":
@@ -145,12 +146,12 @@ if METHOD["anat.skullstrip"] == "synthstrip":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            TOOLRUN +
-            'mri_synthstrip -i {input.t1w:q} -o "$tmp/brain.nii.gz" -m "$tmp/mask.nii.gz"'
-            # no thread option: FreeSurfer's mri_synthstrip parser has none (tests/data/interfaces)
-            ' -b {params.border:q} {params.flags:q} > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}'
-            + SIDECAR
+            tool_shell(
+                'mri_synthstrip -i {input.t1w:q} -o "$tmp/brain.nii.gz" -m "$tmp/mask.nii.gz"'
+                # no thread option: FreeSurfer's mri_synthstrip parser has none (tests/data/interfaces)
+                ' -b {params.border:q} {params.flags:q} > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}',
+            )
 
 
 # ---- SynthMorph registration (anat.register: synthmorph) ---------------------------------------
@@ -197,17 +198,17 @@ if METHOD["anat.register"] == "synthmorph":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            TOOLRUN +
-            '( mri_synthmorph -m affine -t "$tmp/affine.txt" -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
-            ' && mri_synthmorph -m deform -i "$tmp/affine.txt" -t "$tmp/warp.nii.gz" -o "$tmp/warped.nii.gz"'
-            ' -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
-            ' && mri_synthmorph -m affine -t "$tmp/inv_affine.txt" -j {threads} {params.gpu:q}'
-            ' {input.template:q} {input.brain:q}'
-            ' && mri_synthmorph -m deform -i "$tmp/inv_affine.txt" -t "$tmp/invwarp.nii.gz"'
-            ' -j {threads} {params.gpu:q} {input.template:q} {input.brain:q} ) > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/affine.txt" {output.affine:q} "$tmp/warp.nii.gz" {output.warp:q}'
-            ' "$tmp/invwarp.nii.gz" {output.invwarp:q} "$tmp/warped.nii.gz" {output.warped:q}'
-            + SIDECAR
+            tool_shell(
+                '( mri_synthmorph -m affine -t "$tmp/affine.txt" -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
+                ' && mri_synthmorph -m deform -i "$tmp/affine.txt" -t "$tmp/warp.nii.gz" -o "$tmp/warped.nii.gz"'
+                ' -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
+                ' && mri_synthmorph -m affine -t "$tmp/inv_affine.txt" -j {threads} {params.gpu:q}'
+                ' {input.template:q} {input.brain:q}'
+                ' && mri_synthmorph -m deform -i "$tmp/inv_affine.txt" -t "$tmp/invwarp.nii.gz"'
+                ' -j {threads} {params.gpu:q} {input.template:q} {input.brain:q} ) > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/affine.txt" {output.affine:q} "$tmp/warp.nii.gz" {output.warp:q}'
+                ' "$tmp/invwarp.nii.gz" {output.invwarp:q} "$tmp/warped.nii.gz" {output.warped:q}',
+            )
 
 
 if _FS_CFG["enabled"]:
@@ -255,7 +256,7 @@ if _FS_CFG["enabled"]:
             ' mkdir -p "$SUBJECTS_DIR/$s/mri/orig"'
             ' && {{ [ -e "$SUBJECTS_DIR/$s/mri/orig/001.mgz" ]'
             ' || mri_convert {input.t1w:q} "$SUBJECTS_DIR/$s/mri/orig/001.mgz"; }}'
-            ' && "$(command -v fspython || command -v python3)" {FS_LOCK_SCRIPT:q} "$SUBJECTS_DIR" "$s"'
+            ' && "$(command -v fspython || command -v python3)" "$NEUROSMK_FS_LOCK_SCRIPT" "$SUBJECTS_DIR" "$s"'
             ' && recon-all -sd "$SUBJECTS_DIR" -s "$s" -all -openmp {threads} {params.extra:q}'
             ' ) > {log:q} 2>&1'
             ' && echo "recon-all -all finished $(date -u +%Y-%m-%dT%H:%M:%SZ)" > {output.done:q}'
@@ -303,12 +304,12 @@ if METHOD["anat.synthseg"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            TOOLRUN +
-            'mri_synthseg --i {input.t1w:q} --o "$tmp/synthseg.nii.gz" --vol "$tmp/volumes.csv"'
-            ' {params.flags:q} --threads {threads} > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/synthseg.nii.gz" {output.dseg:q}'
-            ' && for f in {params.out_vol:q}; do toolrun_end "$tmp/volumes.csv" "$f"; done'
-            + SIDECAR
+            tool_shell(
+                'mri_synthseg --i {input.t1w:q} --o "$tmp/synthseg.nii.gz" --vol "$tmp/volumes.csv"'
+                ' {params.flags:q} --threads {threads} > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/synthseg.nii.gz" {output.dseg:q}'
+                ' && for f in {params.out_vol:q}; do toolrun_end "$tmp/volumes.csv" "$f"; done',
+            )
 
     ANAT_TARGETS += [SYNTHSEG_DSEG] + ([SYNTHSEG_VOL] if _SYN["vol"] else [])
 
@@ -348,10 +349,10 @@ if METHOD["anat.segstats"] == "freesurfer":
         container:
             CONTAINERS["freesurfer"]
         shell:
-            TOOLRUN +
-            'mri_segstats --seg {input.seg:q} --ctab-default --excludeid 0 --sum "$tmp/segstats.stats"'
-            ' > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/segstats.stats" {output.stats:q}'
-            + SIDECAR
+            tool_shell(
+                'mri_segstats --seg {input.seg:q} --ctab-default --excludeid 0 --sum "$tmp/segstats.stats"'
+                ' > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/segstats.stats" {output.stats:q}',
+            )
 
     ANAT_TARGETS.append(SEGSTATS)

@@ -40,10 +40,11 @@ if METHOD["anat.skullstrip"] == "fsl_bet":
         container:
             CONTAINERS["fsl"]
         shell:
-            TOOLRUN + _FSL_ENV +
-            'bet {input.t1w:q} "$tmp/brain" -f {params.f:q} -g {params.g:q} {params.variant:q} -m > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/brain_mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}'
-            + SIDECAR
+            tool_shell(
+                _FSL_ENV,
+                'bet {input.t1w:q} "$tmp/brain" -f {params.f:q} -g {params.g:q} {params.variant:q} -m > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/brain_mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}',
+            )
 
 
 if METHOD["anat.segment"] == "fsl_fast":
@@ -74,11 +75,12 @@ if METHOD["anat.segment"] == "fsl_fast":
         container:
             CONTAINERS["fsl"]
         shell:
-            TOOLRUN + _FSL_ENV +
-            'fast -t 1 -n 3 -g -B -b -p -o "$tmp/fast" {input.brain:q} > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/fast_seg.nii.gz" {output.dseg:q} "$tmp/fast_pve_0.nii.gz" {output.csf:q}'
-            ' "$tmp/fast_pve_1.nii.gz" {output.gm:q} "$tmp/fast_pve_2.nii.gz" {output.wm:q}'
-            + SIDECAR
+            tool_shell(
+                _FSL_ENV,
+                'fast -t 1 -n 3 -g -B -b -p -o "$tmp/fast" {input.brain:q} > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/fast_seg.nii.gz" {output.dseg:q} "$tmp/fast_pve_0.nii.gz" {output.csf:q}'
+                ' "$tmp/fast_pve_1.nii.gz" {output.gm:q} "$tmp/fast_pve_2.nii.gz" {output.wm:q}',
+            )
 
 
 if METHOD["anat.subcortical"] == "fsl_first":
@@ -109,12 +111,13 @@ if METHOD["anat.subcortical"] == "fsl_first":
         container:
             CONTAINERS["fsl"]
         shell:
-            TOOLRUN + _FSL_ENV +
-            '( run_first_all -i {input.t1w:q} -o "$tmp/first" {params.brain:q} {params.structures:q}'
-            ' && cd "$tmp" && first_roi_slicesdir {input.t1w:q} "$tmp/first_all_fast_firstseg.nii.gz" )'
-            ' > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/first_all_fast_firstseg.nii.gz" {output.dseg:q} "$tmp/slicesdir" {output.qc:q}'
-            + SIDECAR
+            tool_shell(
+                _FSL_ENV,
+                '( run_first_all -i {input.t1w:q} -o "$tmp/first" {params.brain:q} {params.structures:q}'
+                ' && cd "$tmp" && first_roi_slicesdir {input.t1w:q} "$tmp/first_all_fast_firstseg.nii.gz" )'
+                ' > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/first_all_fast_firstseg.nii.gz" {output.dseg:q} "$tmp/slicesdir" {output.qc:q}',
+            )
 
     ANAT_TARGETS += [SUBCORT_DSEG, FIRST_QC]
 
@@ -162,11 +165,12 @@ if METHOD["anat.register"] == "fsl":
         container:
             CONTAINERS["fsl"]
         shell:
-            TOOLRUN + _FSL_ENV +
-            '( s="$FSLDIR/data/standard"/{params.standard:q}'
-            ' && cp "$s.nii.gz" "$tmp/head.nii.gz" ) > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/head.nii.gz" {output.head:q}'
-            + SIDECAR
+            tool_shell(
+                _FSL_ENV,
+                '( s="$FSLDIR/data/standard"/{params.standard:q}'
+                ' && cp "$s.nii.gz" "$tmp/head.nii.gz" ) > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/head.nii.gz" {output.head:q}',
+            )
 
     rule anat_template_fsl_brain:
         """FSL's MNI152 brain and dilated brain mask (the fnirt config's --refmask) at the same
@@ -191,12 +195,13 @@ if METHOD["anat.register"] == "fsl":
         container:
             CONTAINERS["fsl"]
         shell:
-            TOOLRUN + _FSL_ENV +
-            '( s="$FSLDIR/data/standard"/{params.standard:q}'
-            ' && cp "$s"_brain.nii.gz "$tmp/brain.nii.gz" && cp "$s"_brain_mask_dil.nii.gz "$tmp/mask_dil.nii.gz"'
-            ' ) > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/brain.nii.gz" {output.brain:q} "$tmp/mask_dil.nii.gz" {output.mask_dil:q}'
-            + SIDECAR
+            tool_shell(
+                _FSL_ENV,
+                '( s="$FSLDIR/data/standard"/{params.standard:q}'
+                ' && cp "$s"_brain.nii.gz "$tmp/brain.nii.gz" && cp "$s"_brain_mask_dil.nii.gz "$tmp/mask_dil.nii.gz"'
+                ' ) > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/brain.nii.gz" {output.brain:q} "$tmp/mask_dil.nii.gz" {output.mask_dil:q}',
+            )
 
     rule anat_register_fsl:
         input:
@@ -230,17 +235,18 @@ if METHOD["anat.register"] == "fsl":
         shell:
             # the warped T1w is the brain (the common name says desc-brain), resampled with the
             # full warp; the inverse warp is defined on the native grid (--ref=the T1w)
-            TOOLRUN + _FSL_ENV +
-            '( flirt -in {input.brain:q} -ref {input.tpl_brain:q} -dof 12 -omat "$tmp/affine.mat"'
-            ' && fnirt --in={input.head:q} --aff="$tmp/affine.mat" --config={params.fnirt_config:q}'
-            ' --ref={input.tpl_head:q} --refmask={input.tpl_mask:q}'
-            ' --cout="$tmp/warpcoef.nii.gz" --fout="$tmp/warp.nii.gz" --logout="$tmp/fnirt.log"'
-            ' && invwarp --warp="$tmp/warp.nii.gz" --ref={input.brain:q} --out="$tmp/invwarp.nii.gz"'
-            ' && applywarp --in={input.brain:q} --ref={input.tpl_head:q} --warp="$tmp/warp.nii.gz"'
-            ' --interp=spline --out="$tmp/warped.nii.gz" ) > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/affine.mat" {output.affine:q} "$tmp/warp.nii.gz" {output.warp:q}'
-            ' "$tmp/invwarp.nii.gz" {output.invwarp:q} "$tmp/warped.nii.gz" {output.warped:q}'
-            + SIDECAR
+            tool_shell(
+                _FSL_ENV,
+                '( flirt -in {input.brain:q} -ref {input.tpl_brain:q} -dof 12 -omat "$tmp/affine.mat"'
+                ' && fnirt --in={input.head:q} --aff="$tmp/affine.mat" --config={params.fnirt_config:q}'
+                ' --ref={input.tpl_head:q} --refmask={input.tpl_mask:q}'
+                ' --cout="$tmp/warpcoef.nii.gz" --fout="$tmp/warp.nii.gz" --logout="$tmp/fnirt.log"'
+                ' && invwarp --warp="$tmp/warp.nii.gz" --ref={input.brain:q} --out="$tmp/invwarp.nii.gz"'
+                ' && applywarp --in={input.brain:q} --ref={input.tpl_head:q} --warp="$tmp/warp.nii.gz"'
+                ' --interp=spline --out="$tmp/warped.nii.gz" ) > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/affine.mat" {output.affine:q} "$tmp/warp.nii.gz" {output.warp:q}'
+                ' "$tmp/invwarp.nii.gz" {output.invwarp:q} "$tmp/warped.nii.gz" {output.warped:q}',
+            )
 
 
 if METHOD["anat.atlas"] == "fsl_applywarp":
@@ -281,11 +287,12 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
         container:
             CONTAINERS["fsl"]
         shell:
-            TOOLRUN + _FSL_ENV +
-            'applywarp --in={input.atlas:q} --ref={input.brain:q} --warp={input.invwarp:q} --interp=nn'
-            ' --out="$tmp/atlas.nii.gz" > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/atlas.nii.gz" {output.dseg:q}'
-            + SIDECAR
+            tool_shell(
+                _FSL_ENV,
+                'applywarp --in={input.atlas:q} --ref={input.brain:q} --warp={input.invwarp:q} --interp=nn'
+                ' --out="$tmp/atlas.nii.gz" > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/atlas.nii.gz" {output.dseg:q}',
+            )
 
     ANAT_TARGETS.append(ATLAS_NATIVE)
 

@@ -44,11 +44,11 @@ if METHOD["dwi.denoise"] == "mrtrix":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            TOOLRUN +
-            'dwidenoise {input.dwi:q} "$tmp/dwi.nii.gz" -noise "$tmp/noise.nii.gz"'
-            ' -extent {params.extent} -nthreads {threads} -force > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/dwi.nii.gz" {output.dwi:q} "$tmp/noise.nii.gz" {output.noise:q}'
-            + SIDECAR
+            tool_shell(
+                'dwidenoise {input.dwi:q} "$tmp/dwi.nii.gz" -noise "$tmp/noise.nii.gz"'
+                ' -extent {params.extent} -nthreads {threads} -force > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/dwi.nii.gz" {output.dwi:q} "$tmp/noise.nii.gz" {output.noise:q}',
+            )
 
 
 if METHOD["dwi.degibbs"] == "mrtrix":
@@ -79,11 +79,11 @@ if METHOD["dwi.degibbs"] == "mrtrix":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            TOOLRUN +
-            'mrdegibbs {input.dwi:q} "$tmp/dwi.nii.gz" -axes {params.axes} -nshifts {params.nshifts}'
-            ' -minW {params.min_w} -maxW {params.max_w} -nthreads {threads} -force > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/dwi.nii.gz" {output.dwi:q}'
-            + SIDECAR
+            tool_shell(
+                'mrdegibbs {input.dwi:q} "$tmp/dwi.nii.gz" -axes {params.axes} -nshifts {params.nshifts}'
+                ' -minW {params.min_w} -maxW {params.max_w} -nthreads {threads} -force > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/dwi.nii.gz" {output.dwi:q}',
+            )
 
 
 if METHOD["dwi.mask"] == "mrtrix":
@@ -110,11 +110,11 @@ if METHOD["dwi.mask"] == "mrtrix":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            TOOLRUN +
-            'dwi2mask {input.dwi:q} "$tmp/mask.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
-            ' -nthreads {threads} -force > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q}'
-            + SIDECAR
+            tool_shell(
+                'dwi2mask {input.dwi:q} "$tmp/mask.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
+                ' -nthreads {threads} -force > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q}',
+            )
 
 
 if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py choices)
@@ -146,19 +146,19 @@ if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py
         # V1 convention: scanner (world, RAS+) axes, which is what tensor2metric writes; the DIPY
         # backend rotates its eigenvectors into the same axes (neurosmk.dwi.fsl_bvec_to_world).
         shell:
-            TOOLRUN +
-            '( dwi2tensor {input.dwi:q} "$tmp/tensor.mif" -fslgrad {input.bvec:q} {input.bval:q}'
-            ' -mask {input.mask:q} {params.fit} -nthreads {threads}'
-            ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -fa "$tmp/FA.nii.gz"'
-            ' -adc "$tmp/MD.nii.gz" -ad "$tmp/AD.nii.gz" -rd "$tmp/RD.nii.gz"'
-            ' -vector "$tmp/V1.nii.gz" -num 1 -modulate none -nthreads {threads} -force'
-            ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -vector "$tmp/rgb.mif" -num 1'
-            ' -modulate fa -nthreads {threads}'
-            ' && mrcalc "$tmp/rgb.mif" -abs "$tmp/RGB.nii.gz" -datatype float32 -nthreads {threads} -force'
-            ' ) > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/FA.nii.gz" {output.FA:q} "$tmp/MD.nii.gz" {output.MD:q} "$tmp/AD.nii.gz" {output.AD:q}'
-            ' "$tmp/RD.nii.gz" {output.RD:q} "$tmp/V1.nii.gz" {output.V1:q} "$tmp/RGB.nii.gz" {output.RGB:q}'
-            + SIDECAR
+            tool_shell(
+                '( dwi2tensor {input.dwi:q} "$tmp/tensor.mif" -fslgrad {input.bvec:q} {input.bval:q}'
+                ' -mask {input.mask:q} {params.fit} -nthreads {threads}'
+                ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -fa "$tmp/FA.nii.gz"'
+                ' -adc "$tmp/MD.nii.gz" -ad "$tmp/AD.nii.gz" -rd "$tmp/RD.nii.gz"'
+                ' -vector "$tmp/V1.nii.gz" -num 1 -modulate none -nthreads {threads} -force'
+                ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -vector "$tmp/rgb.mif" -num 1'
+                ' -modulate fa -nthreads {threads}'
+                ' && mrcalc "$tmp/rgb.mif" -abs "$tmp/RGB.nii.gz" -datatype float32 -nthreads {threads} -force'
+                ' ) > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/FA.nii.gz" {output.FA:q} "$tmp/MD.nii.gz" {output.MD:q} "$tmp/AD.nii.gz" {output.AD:q}'
+                ' "$tmp/RD.nii.gz" {output.RD:q} "$tmp/V1.nii.gz" {output.V1:q} "$tmp/RGB.nii.gz" {output.RGB:q}',
+            )
 
 
 # ---- dwi.preproc: eddy-current and motion correction ------------------------------------------
@@ -195,12 +195,12 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
         container:
             CONTAINERS["mrtrix3"]
         shell:
-            TOOLRUN +
-            '{params.cuda}dwifslpreproc {input.dwi:q} "$tmp/dwi.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
-            ' {params.pe:q} -eddy_options {params.eddy_options:q}'
-            ' -export_grad_fsl "$tmp/dwi.bvec" "$tmp/dwi.bval"'
-            ' -scratch "$tmp" -nthreads {threads} -force > {log:q} 2>&1'
-            ' && toolrun_end "$tmp/dwi.bvec" {output.bvec:q} "$tmp/dwi.bval" {output.bval:q} "$tmp/dwi.nii.gz" {output.dwi:q}'
-            + SIDECAR
+            tool_shell(
+                '{params.cuda}dwifslpreproc {input.dwi:q} "$tmp/dwi.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
+                ' {params.pe:q} -eddy_options {params.eddy_options:q}'
+                ' -export_grad_fsl "$tmp/dwi.bvec" "$tmp/dwi.bval"'
+                ' -scratch "$tmp" -nthreads {threads} -force > {log:q} 2>&1'
+                ' && toolrun_end "$tmp/dwi.bvec" {output.bvec:q} "$tmp/dwi.bval" {output.bval:q} "$tmp/dwi.nii.gz" {output.dwi:q}',
+            )
 
     DWI_TARGETS += [DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC]

@@ -7,11 +7,10 @@
 # script exits without error (neurosmk.runtime.setup); shell rules end their command with
 # SIDECAR, which runs scripts/sidecar.sh in the tool's own environment after the tool succeeded.
 #
-# Tool calls go through the one wrapper scripts/toolrun.sh (sourced by the job's shell, in the
-# tool's environment): TOOLRUN + '( TOOL ... "$tmp/x" ) > {log:q} 2>&1'
-# + ' && toolrun_end "$tmp/x" {output.x:q}' + SIDECAR: a private "$tmp" under $TMPDIR, removed
-# on success, failure and SIGTERM (a SIGKILL leftover by the next run of the job), outputs renamed
-# into place only once the tool wrote them all.
+# Tool calls go through the one wrapper scripts/toolrun.sh, sourced by the job's shell in the
+# tool's environment: tool_shell(TOOL_COMMAND) writes into a private "$tmp" under $TMPDIR (removed
+# on success, failure and SIGTERM; a SIGKILL leftover by the next run of the job), toolrun_end
+# renames the outputs into place only once the tool wrote them all, and SIDECAR follows.
 
 import json as _json
 import shlex as _shlex
@@ -20,12 +19,33 @@ from snakemake.io import apply_wildcards as _apply_wildcards
 
 from neurosmk import provenance as _provenance
 
-SIDECAR_SH = os.path.join(NEUROSMK_ROOT, "scripts", "sidecar.sh")
+# The shell rules reach their helper scripts, the neurosmk version and the dataset folders through
+# environment variables set here at parse time (every process that runs a job parses the workflow
+# first, and containers inherit the environment), so that a shell command names nothing from
+# outside its rule (snakemake --lint) and a moved checkout re-runs nothing. Expanded in double
+# quotes, a value is one word and never evaluated.
+os.environ.update(
+    NEUROSMK_SIDECAR_SH=os.path.join(NEUROSMK_ROOT, "scripts", "sidecar.sh"),
+    NEUROSMK_TOOLRUN_SH=os.path.join(NEUROSMK_ROOT, "scripts", "toolrun.sh"),
+    NEUROSMK_VERSION=NEUROSMK_VERSION,
+    NEUROSMK_OUT=OUT,
+    NEUROSMK_BIDS_DIR=config["bids_dir"],
+)
 # every path shlex-quoted (:q); {params.prov} is already a pair of shlex-quoted words (prov below)
-SIDECAR = (' && NEUROSMK_PROV=sidecar NEUROSMK_VERSION={NEUROSMK_VERSION:q} sh {SIDECAR_SH:q} {params.prov}'
-           ' {OUT:q} {config[bids_dir]:q} {output:q} -- {input:q}')
-TOOLRUN_SH = os.path.join(NEUROSMK_ROOT, "scripts", "toolrun.sh")
-TOOLRUN = ". {TOOLRUN_SH:q} && toolrun_begin {rule:q} {output:q} && "
+SIDECAR = (
+    ' && NEUROSMK_PROV=sidecar sh "$NEUROSMK_SIDECAR_SH" {params.prov}'
+    ' "$NEUROSMK_OUT" "$NEUROSMK_BIDS_DIR" {output:q} -- {input:q}'
+)
+# the job's private folder is named after its rule, which toolrun_begin reads from the log's path
+TOOLRUN = '. "$NEUROSMK_TOOLRUN_SH" && toolrun_begin {log:q} {output:q} && '
+
+
+def tool_shell(*parts, sidecar=True):
+    """A tool rule's shell command: the wrapper's set-up (TOOLRUN), the parts (the tool's call into
+    "$tmp", then toolrun_end), then the sidecar writer (SIDECAR) unless ``sidecar`` is false."""
+    return "".join((TOOLRUN, *parts, SIDECAR if sidecar else ""))
+
+
 SIDECAR_TEMPLATES = []  # every declared sidecar path pattern, for the methods rule
 
 

@@ -76,14 +76,16 @@ if METHOD["dwi.preproc"] == "drbuddi":
         shell:
             # the TORTOISE images keep the binaries in /src/TORTOISEV4/bin (QSIPrep's Dockerfile);
             # DRBUDDI writes into the working folder: the job's private "$tmp" (TOOLRUN)
-            TOOLRUN +
-            'cp {input.up:q} "$tmp/up_b0.nii" && cp {input.down:q} "$tmp/down_b0.nii"'
-            ' && cp {input.up_json:q} "$tmp/up.json"'
-            ' && ( cd "$tmp" && PATH="$PATH:/src/TORTOISEV4/bin" OMP_NUM_THREADS={threads} {params.exe:q}'
-            ' -u up_b0.nii --up_json up.json -d down_b0.nii ) > {log:q} 2>&1'
-            ' && sh -c {params.version_cmd:q} > "$tmp/version.txt"'
-            ' && toolrun_end "$tmp/deformation_FINV.nii.gz" {output.field:q} "$tmp/b0_corrected_final.nii" {output.b0:q}'
-            ' "$tmp/version.txt" {output.version:q}'
+            tool_shell(
+                'cp {input.up:q} "$tmp/up_b0.nii" && cp {input.down:q} "$tmp/down_b0.nii"'
+                ' && cp {input.up_json:q} "$tmp/up.json"'
+                ' && ( cd "$tmp" && PATH="$PATH:/src/TORTOISEV4/bin" OMP_NUM_THREADS={threads} {params.exe:q}'
+                ' -u up_b0.nii --up_json up.json -d down_b0.nii ) > {log:q} 2>&1'
+                ' && sh -c {params.version_cmd:q} > "$tmp/version.txt"'
+                ' && toolrun_end "$tmp/deformation_FINV.nii.gz" {output.field:q} "$tmp/b0_corrected_final.nii" {output.b0:q}'
+                ' "$tmp/version.txt" {output.version:q}',
+                sidecar=False,
+            )
 
     rule dwi_preproc_drbuddi_apply:
         input:

@@ -3,7 +3,7 @@
 # the job's own shell, inside the tool's environment or container (so POSIX sh with mktemp,
 # sha1sum or shasum, mv and rm only: no Python there); rules/provenance.smk builds the calls:
 #
-#   . toolrun.sh && toolrun_begin RULE OUTPUT... && ( TOOL ... "$tmp/x" ... ) > LOG 2>&1
+#   . toolrun.sh && toolrun_begin LOG OUTPUT... && ( TOOL ... "$tmp/x" ... ) > LOG 2>&1
 #     && toolrun_end "$tmp/x" DEST [SRC DEST]... && <SIDECAR: scripts/sidecar.sh>
 #
 # toolrun_begin makes "$tmp", a fresh folder under $TMPDIR named like a Python job's
@@ -28,8 +28,16 @@ toolrun_key() {  # RULE OUTPUT...: <rule>-<first 12 hex of sha1(absolute outputs
     printf '%s-%s' "$_tr_rule" "$(printf '%s' "$_tr_sum" | cut -c1-12)"
 }
 
-toolrun_begin() {  # RULE OUTPUT...: sets tmp (see the head of this file)
-    [ $# -ge 2 ] || { echo "toolrun_begin: usage: toolrun_begin RULE OUTPUT..." >&2; return 2; }
+toolrun_rule() {  # LOG: the job's rule, from its log's path (neurosmk.paths.log_path):
+    # logs/<rule>/<visit>.log, or logs/<rule>.log for a run-level job
+    _tr_dir=$(basename "$(dirname "$1")")
+    if [ "$_tr_dir" = logs ]; then printf '%s' "$(basename "$1" .log)"; else printf '%s' "$_tr_dir"; fi
+}
+
+toolrun_begin() {  # LOG OUTPUT...: sets tmp (see the head of this file)
+    [ $# -ge 2 ] || { echo "toolrun_begin: usage: toolrun_begin LOG OUTPUT..." >&2; return 2; }
+    _tr_log=$1; shift
+    set -- "$(toolrun_rule "$_tr_log")" "$@"
     _tr_base=${TMPDIR:-/tmp}
     mkdir -p "$_tr_base" || { echo "neurosmk: cannot create the temporary folder $_tr_base (TMPDIR)" >&2; return 1; }
     _tr_prefix="neurosmk-job-$(toolrun_key "$@")-" || return 1

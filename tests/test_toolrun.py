@@ -29,7 +29,8 @@ def job(rule: str, outputs: list[Path], tool: str, moves: list[tuple[str, Path]]
     """A job's shell command as rules/provenance.smk's TOOLRUN builds it (paths shlex-quoted)."""
     outs = " ".join(q(str(o)) for o in outputs)
     pairs = " ".join(f'"$tmp/{src}" {q(str(dst))}' for src, dst in moves)
-    return (f"set -euo pipefail; . {q(str(TOOLRUN))} && toolrun_begin {q(rule)} {outs} && "
+    log = q(str(Path(outputs[0]).parent / "logs" / rule / "sub-01.log"))  # neurosmk.paths.log_path's shape
+    return (f"set -euo pipefail; . {q(str(TOOLRUN))} && toolrun_begin {log} {outs} && "
             f"{tool} && toolrun_end {pairs}{tail}")
 
 
@@ -193,3 +194,15 @@ def test_usage_errors(setup):
     res = run(f". {q(str(TOOLRUN))} && toolrun_begin r {q(str(out / 'a'))} && toolrun_end onlyone", base)
     assert res.returncode == 2 and "usage" in res.stderr
     assert os.listdir(base) == []
+
+
+def test_rule_name_comes_from_the_log_path(tmp_path):
+    """toolrun_begin LOG ...: the folder is named after the rule that neurosmk.paths.log_path put in
+    the log's path (a visit job's logs/<rule>/<visit>.log, a run-level job's logs/<rule>.log)."""
+    from neurosmk.paths import log_path
+
+    for visit in ("sub-01_ses-A", None):
+        path = log_path(str(tmp_path / "o u$(t)"), "anat_skullstrip_fsl_bet", visit)
+        res = subprocess.run(["sh", "-c", f". {q(str(TOOLRUN))} && toolrun_rule {q(path)}"],
+                             capture_output=True, text=True)
+        assert (res.returncode, res.stdout) == (0, "anat_skullstrip_fsl_bet"), (visit, res)
