@@ -33,6 +33,6 @@ include: "rules/safety.smk"  # last: wraps the rule files' onstart handler
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -26,11 +26,14 @@ if config["freesurfer"]["recon_all"]["enabled"] and config["steps"]["freesurfer_
     for _visit in T1W:
         _wc = {"subject": _visit[0], **({"session": _visit[1]} if HAS_SES else {})}
         FS_RECON_SUBJECTS[FS_SUBJECT.format(**_wc)] = [
-            FS_OUTPUTS[k].format(**_wc) for k in ("aseg", "lh_aparc", "rh_aparc")] + [FS_DONE.format(**_wc)]
+            FS_OUTPUTS[k].format(**_wc) for k in ("aseg", "lh_aparc", "rh_aparc")
+        ] + [FS_DONE.format(**_wc)]
     _clash = sorted(set(FS_RECON_SUBJECTS) & set(FS_SUBJECTS))
     if _clash:
-        raise ValueError(f"{FS_DIR}: freesurfer_dir has subjects that recon-all also makes under "
-                         f"{FS_RECON_DIR} ({', '.join(_clash)}): remove them from one source")
+        raise ValueError(
+            f"{FS_DIR}: freesurfer_dir has subjects that recon-all also makes under "
+            f"{FS_RECON_DIR} ({', '.join(_clash)}): remove them from one source"
+        )
     FS_SUBJECTS.update({s: f for s, f in FS_RECON_SUBJECTS.items()})
 
 FSG = {k: _paths.fs_group_file(OUT, k) for k in _paths.FS_GROUP_FILES}  # group/freesurfer/
@@ -46,31 +49,30 @@ rule fs_parse_subject:
     input:
         files=lambda wc: FS_SUBJECTS[wc.fssub],
     output:
+        **sidecars(FS_SUBJECT_LONG, FS_SUBJECT_GLOBAL, FS_SUBJECT_SKIPPED),
         long=FS_SUBJECT_LONG,
         global_=FS_SUBJECT_GLOBAL,
         skipped=FS_SUBJECT_SKIPPED,
-        **sidecars(FS_SUBJECT_LONG, FS_SUBJECT_GLOBAL, FS_SUBJECT_SKIPPED),
-    params:
-        # a freesurfer_dir subject keeps its folder name; a recon-all one is sub-X[_ses-Y]
-        stats_dir=lambda wc: os.path.join(FS_RECON_DIR if wc.fssub in FS_RECON_SUBJECTS else FS_DIR,
-                                          wc.fssub, "stats"),
-        subject=lambda wc: _split_fs_name(wc.fssub)[0],
-        session=lambda wc: _split_fs_name(wc.fssub)[1],
-        skip_bad=False,
-        prov=prov("freesurfer.stats"),
-    wildcard_constraints:
-        fssub="[^/]+",
-    threads: 1
-    resources:
-        **res("fs_parse_subject"),
     log:
         logfile("fs_parse_subject", "{fssub}"),
     benchmark:
         benchfile("fs_parse_subject", "{fssub}")
+    wildcard_constraints:
+        fssub="[^/]+",
     conda:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("fs_parse_subject"),
+    params:
+        # a freesurfer_dir subject keeps its folder name; a recon-all one is sub-X[_ses-Y]
+        stats_dir=lambda wc: os.path.join(FS_RECON_DIR if wc.fssub in FS_RECON_SUBJECTS else FS_DIR, wc.fssub, "stats"),
+        subject=lambda wc: _split_fs_name(wc.fssub)[0],
+        session=lambda wc: _split_fs_name(wc.fssub)[1],
+        skip_bad=False,
+        prov=prov("freesurfer.stats"),
     script:
         "../scripts/fs_parse_subject.py"
 
@@ -80,23 +82,19 @@ rule fs_aggregate_group:
         long=expand(FS_SUBJECT_LONG, fssub=sorted(FS_SUBJECTS)),
         global_=expand(FS_SUBJECT_GLOBAL, fssub=sorted(FS_SUBJECTS)),
     output:
-        long_tsv=report(FSG["long"], caption="../report/fs_long.rst",
-                        category="Group tables"),
+        **sidecars(FSG["long"], FSG["global"], FSG["outliers"]),
+        long_tsv=report(FSG["long"], caption="../report/fs_long.rst", category="Group tables"),
         long_parquet=FSG["long_parquet"],
-        global_tsv=report(FSG["global"], caption="../report/fs_global.rst",
-                          category="Group tables"),
+        global_tsv=report(FSG["global"], caption="../report/fs_global.rst", category="Group tables"),
         global_parquet=FSG["global_parquet"],
         wide_dir=directory(FSG["wide"]),
-        qc_dir=report(directory(FSG["qc"]), patterns=["{name}.png"], caption="../report/fs_qc.rst",
-                      category="FreeSurfer group QC"),
-        outliers=report(FSG["outliers"], caption="../report/fs_outliers.rst",
-                        category="Group tables"),
-        **sidecars(FSG["long"], FSG["global"], FSG["outliers"]),
-    params:
-        prov=prov("freesurfer.group"),
-    threads: 1
-    resources:
-        **res("fs_aggregate_group"),
+        qc_dir=report(
+            directory(FSG["qc"]),
+            patterns=["{name}.png"],
+            caption="../report/fs_qc.rst",
+            category="FreeSurfer group QC",
+        ),
+        outliers=report(FSG["outliers"], caption="../report/fs_outliers.rst", category="Group tables"),
     log:
         logfile("fs_aggregate_group", visit=False),
     benchmark:
@@ -105,5 +103,10 @@ rule fs_aggregate_group:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("fs_aggregate_group"),
+    params:
+        prov=prov("freesurfer.group"),
     script:
         "../scripts/fs_aggregate_group.py"

@@ -17,8 +17,14 @@ TISSUE_VOL = anat("volumes", ext=".tsv", desc="tissue")
 # registered T1w, registration metrics, registration figure) is made
 REGISTERED = METHOD["anat.register"] != "none"
 ANAT_TARGETS += [
-    T1_PREPROC, BRAIN_MASK, T1_BRAIN, DSEG, *PROBSEG.values(), TISSUE_VOL,
-    figure("brainmask", "T1w"), figure("dseg", "T1w"),
+    T1_PREPROC,
+    BRAIN_MASK,
+    T1_BRAIN,
+    DSEG,
+    *PROBSEG.values(),
+    TISSUE_VOL,
+    figure("brainmask", "T1w"),
+    figure("dseg", "T1w"),
     *([XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE, REG_METRICS, figure("reg", "T1w")] if REGISTERED else []),
 ]
 
@@ -27,21 +33,11 @@ if METHOD["anat.biascorrect"] == "ants":
 
     rule anat_biascorrect_ants:
         input:
-            t1w=raw_t1w,
             **validated("anat"),  # rules/validate.smk: the visit's voxel checks first
+            t1w=raw_t1w,
         output:
-            t1w=T1_PREPROC,
             **sidecars(T1_PREPROC),
-        params:
-            method="ants",
-            shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
-            convergence_iters=step_cfg("anat.biascorrect")["convergence_iters"],
-            convergence_tol=step_cfg("anat.biascorrect")["convergence_tol"],
-            spline_distance=step_cfg("anat.biascorrect")["spline_distance"],
-            prov=prov("anat.biascorrect"),
-        threads: step_cfg("anat.biascorrect")["threads"]
-        resources:
-            **res("anat_biascorrect_ants"),
+            t1w=T1_PREPROC,
         log:
             logfile("anat_biascorrect_ants"),
         benchmark:
@@ -50,14 +46,25 @@ if METHOD["anat.biascorrect"] == "ants":
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: step_cfg("anat.biascorrect")["threads"]
+        resources:
+            **res("anat_biascorrect_ants"),
+        params:
+            method="ants",
+            shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
+            convergence_iters=step_cfg("anat.biascorrect")["convergence_iters"],
+            convergence_tol=step_cfg("anat.biascorrect")["convergence_tol"],
+            spline_distance=step_cfg("anat.biascorrect")["spline_distance"],
+            prov=prov("anat.biascorrect"),
         script:
             "../scripts/anat_biascorrect.py"
 
 
 # only the keys the chosen backend reads (its registry record's config_keys): editing the other
 # backend's keys re-runs nothing
-_SKULLSTRIP_KEYS = {m: b.config_keys for m, b in _backends.STEPS["anat.skullstrip"].items()
-                    if "anat_skullstrip_python" in b.rules}
+_SKULLSTRIP_KEYS = {
+    m: b.config_keys for m, b in _backends.STEPS["anat.skullstrip"].items() if "anat_skullstrip_python" in b.rules
+}
 
 if METHOD["anat.skullstrip"] in _SKULLSTRIP_KEYS:
 
@@ -65,16 +72,9 @@ if METHOD["anat.skullstrip"] in _SKULLSTRIP_KEYS:
         input:
             t1w=T1_PREPROC,
         output:
+            **sidecars(BRAIN_MASK, T1_BRAIN),
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
-            **sidecars(BRAIN_MASK, T1_BRAIN),
-        params:
-            method=METHOD["anat.skullstrip"],
-            **{k: step_cfg("anat.skullstrip")[k] for k in _SKULLSTRIP_KEYS[METHOD["anat.skullstrip"]]},
-            prov=prov("anat.skullstrip"),
-        threads: step_cfg("anat.skullstrip")["threads"]
-        resources:
-            **res("anat_skullstrip_python"),
         log:
             logfile("anat_skullstrip_python"),
         benchmark:
@@ -83,6 +83,13 @@ if METHOD["anat.skullstrip"] in _SKULLSTRIP_KEYS:
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: step_cfg("anat.skullstrip")["threads"]
+        resources:
+            **res("anat_skullstrip_python"),
+        params:
+            **{k: step_cfg("anat.skullstrip")[k] for k in _SKULLSTRIP_KEYS[METHOD["anat.skullstrip"]]},
+            method=METHOD["anat.skullstrip"],
+            prov=prov("anat.skullstrip"),
         script:
             "../scripts/anat_skullstrip.py"
 
@@ -94,19 +101,11 @@ if METHOD["anat.segment"] == "atropos":
             t1w=T1_PREPROC,
             mask=BRAIN_MASK,
         output:
+            **sidecars(DSEG, *PROBSEG.values()),
             dseg=DSEG,
             csf=PROBSEG["CSF"],
             gm=PROBSEG["GM"],
             wm=PROBSEG["WM"],
-            **sidecars(DSEG, *PROBSEG.values()),
-        params:
-            method="atropos",
-            mrf_weight=step_cfg("anat.segment")["mrf_weight"],
-            iterations=step_cfg("anat.segment")["iterations"],
-            prov=prov("anat.segment"),
-        threads: step_cfg("anat.segment")["threads"]
-        resources:
-            **res("anat_segment_atropos"),
         log:
             logfile("anat_segment_atropos"),
         benchmark:
@@ -115,6 +114,14 @@ if METHOD["anat.segment"] == "atropos":
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: step_cfg("anat.segment")["threads"]
+        resources:
+            **res("anat_segment_atropos"),
+        params:
+            method="atropos",
+            mrf_weight=step_cfg("anat.segment")["mrf_weight"],
+            iterations=step_cfg("anat.segment")["iterations"],
+            prov=prov("anat.segment"),
         script:
             "../scripts/anat_segment.py"
 
@@ -126,22 +133,12 @@ if METHOD["anat.register"] == "ants":
             brain=T1_BRAIN,
             template=template_t1w(),
         output:
+            **sidecars(XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE),
             affine=XFM_AFFINE,
             warp=XFM_WARP,
             invwarp=XFM_INVWARP,
             warped=T1_TEMPLATE,
             metrics=REG_METRICS,
-            **sidecars(XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE),
-        params:
-            method="ants",
-            template=TEMPLATE_NAME,
-            transform=step_cfg("anat.register")["transform"],
-            syn_iterations=step_cfg("anat.register")["syn_iterations"],
-            seed=step_cfg("anat.register")["seed"],
-            prov=prov("anat.register"),
-        threads: step_cfg("anat.register")["threads"]
-        resources:
-            **res("anat_register_ants"),
         log:
             logfile("anat_register_ants"),
         benchmark:
@@ -150,6 +147,16 @@ if METHOD["anat.register"] == "ants":
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: step_cfg("anat.register")["threads"]
+        resources:
+            **res("anat_register_ants"),
+        params:
+            method="ants",
+            template=TEMPLATE_NAME,
+            transform=step_cfg("anat.register")["transform"],
+            syn_iterations=step_cfg("anat.register")["syn_iterations"],
+            seed=step_cfg("anat.register")["seed"],
+            prov=prov("anat.register"),
         script:
             "../scripts/anat_register.py"
 
@@ -168,11 +175,6 @@ if METHOD["anat.register"] in ("fsl", "synthmorph"):
             template=template_t1w(),  # FSL's MNI152 brain for fsl (rules/common.smk)
         output:
             metrics=REG_METRICS,
-        params:
-            method=_REG_METHOD,
-        threads: 1
-        resources:
-            **res(f"anat_register_metrics_{_REG_METHOD}"),
         log:
             logfile(f"anat_register_metrics_{_REG_METHOD}"),
         benchmark:
@@ -181,6 +183,11 @@ if METHOD["anat.register"] in ("fsl", "synthmorph"):
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: 1
+        resources:
+            **res(f"anat_register_metrics_{_REG_METHOD}"),
+        params:
+            method=_REG_METHOD,
         script:
             "../scripts/anat_register_metrics.py"
 
@@ -188,27 +195,40 @@ if METHOD["anat.register"] in ("fsl", "synthmorph"):
 rule anat_volumes_qc:
     """Tissue volume table and the structural QC figures (one job: they share the loads)."""
     input:
+        **({"warped": T1_TEMPLATE, "template": template_t1w()} if REGISTERED else {}),
         t1w=T1_PREPROC,
         mask=BRAIN_MASK,
         dseg=DSEG,
-        **({"warped": T1_TEMPLATE, "template": template_t1w()} if REGISTERED else {}),
     output:
-        volumes=TISSUE_VOL,
-        fig_mask=report(figure("brainmask", "T1w"), caption="../report/brainmask.rst",
-                        category="Structural QC", subcategory="brain mask",
-                        labels={"subject": "{subject}", "figure": "brain mask"}),
-        fig_dseg=report(figure("dseg", "T1w"), caption="../report/dseg.rst",
-                        category="Structural QC", subcategory="segmentation",
-                        labels={"subject": "{subject}", "figure": "tissue segmentation"}),
-        **({"fig_reg": report(figure("reg", "T1w"), caption="../report/registration.rst",
-                              category="Structural QC", subcategory="registration",
-                              labels={"subject": "{subject}", "figure": "registration"})} if REGISTERED else {}),
+        **(
+            {
+                "fig_reg": report(
+                    figure("reg", "T1w"),
+                    caption="../report/registration.rst",
+                    category="Structural QC",
+                    subcategory="registration",
+                    labels={"subject": "{subject}", "figure": "registration"},
+                )
+            }
+            if REGISTERED
+            else {}
+        ),
         **sidecars(TISSUE_VOL),
-    params:
-        prov=prov("anat.qc"),
-    threads: 1
-    resources:
-        **res("anat_volumes_qc"),
+        volumes=TISSUE_VOL,
+        fig_mask=report(
+            figure("brainmask", "T1w"),
+            caption="../report/brainmask.rst",
+            category="Structural QC",
+            subcategory="brain mask",
+            labels={"subject": "{subject}", "figure": "brain mask"},
+        ),
+        fig_dseg=report(
+            figure("dseg", "T1w"),
+            caption="../report/dseg.rst",
+            category="Structural QC",
+            subcategory="segmentation",
+            labels={"subject": "{subject}", "figure": "tissue segmentation"},
+        ),
     log:
         logfile("anat_volumes_qc"),
     benchmark:
@@ -217,5 +237,10 @@ rule anat_volumes_qc:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("anat_volumes_qc"),
+    params:
+        prov=prov("anat.qc"),
     script:
         "../scripts/anat_volumes_qc.py"

@@ -4,8 +4,7 @@
 # all of them by inheritance (desc-denoised, desc-degibbs). dwifslpreproc writes its own rotated
 # desc-preproc_dwi.bval/.bvec (rules/mrtrix.smk; listed in .bidsignore, see README).
 
-_DWI_GRAD_DESCS = [d for d, step in (("denoised", "dwi.denoise"), ("degibbs", "dwi.degibbs"))
-                   if METHOD[step] != "none"]
+_DWI_GRAD_DESCS = [d for d, step in (("denoised", "dwi.denoise"), ("degibbs", "dwi.degibbs")) if METHOD[step] != "none"]
 
 if config["steps"]["dwi"] and DWI and _DWI_GRAD_DESCS:
     DWI_GRADIENTS = {e: dwi("dwi", ext=f".{e}") for e in ("bval", "bvec")}
@@ -13,14 +12,11 @@ if config["steps"]["dwi"] and DWI and _DWI_GRAD_DESCS:
 
     rule dwi_gradients:
         input:
+            **validated("dwi"),  # rules/validate.smk (also joins the dwi SLURM group job)
             bval=lambda wc: raw_dwi(wc)["bval"],
             bvec=lambda wc: raw_dwi(wc)["bvec"],
-            **validated("dwi"),  # rules/validate.smk (also joins the dwi SLURM group job)
         output:
             **DWI_GRADIENTS,
-        threads: 1
-        resources:
-            **res("dwi_gradients"),
         log:
             logfile("dwi_gradients"),
         benchmark:
@@ -29,6 +25,9 @@ if config["steps"]["dwi"] and DWI and _DWI_GRAD_DESCS:
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: 1
+        resources:
+            **res("dwi_gradients"),
         script:
             "../scripts/dwi_gradients.py"
 
@@ -40,11 +39,6 @@ rule methods:
         sidecars=_methods_inputs,
     output:
         md=report(METHODS_MD, caption="../report/methods.rst", category="Methods"),
-    params:
-        methods=METHOD,
-    threads: 1
-    resources:
-        **res("methods"),
     log:
         logfile("methods", visit=False),
     benchmark:
@@ -53,5 +47,10 @@ rule methods:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("methods"),
+    params:
+        methods=METHOD,
     script:
         "../scripts/methods.py"

@@ -40,17 +40,23 @@ _sdm = workflow.deployment_settings.deployment_method
 # tool; the executor is not known yet at parse time either, so the command line tells
 _touch = any(a in ("--touch", "-t") for a in sys.argv[1:])
 _lint = any(a == "--lint" or a.startswith("--lint=") for a in sys.argv[1:])  # writes nothing either
-_check_tools = not (DeploymentMethod.CONDA in _sdm or DeploymentMethod.APPTAINER in _sdm
-                    or getattr(workflow.output_settings, "dryrun", False) or _touch or _lint)
+_check_tools = not (
+    DeploymentMethod.CONDA in _sdm
+    or DeploymentMethod.APPTAINER in _sdm
+    or getattr(workflow.output_settings, "dryrun", False)
+    or _touch
+    or _lint
+)
 METHOD = _backends.check_methods(config, check_tools=_check_tools)
 
 # ---- BIDS input ------------------------------------------------------------------------------
 _index = _bids.index_bids(config["bids_dir"], subjects=JOB_SUBJECTS).select(
-    config["participant_label"], config["session_label"], strict=JOB_SUBJECTS is None)
+    config["participant_label"], config["session_label"], strict=JOB_SUBJECTS is None
+)
 HAS_SES = _index.has_sessions
 _filters = config["bids_filters"]
-T1W = {}   # (subject, session) -> path
-DWI = {}   # (subject, session) -> DWISeries
+T1W = {}  # (subject, session) -> path
+DWI = {}  # (subject, session) -> DWISeries
 for _key, _visit in sorted(_index.visits.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
     _t = _bids.pick_t1w(_visit, _filters.get("t1w"))
     if _t:
@@ -67,13 +73,19 @@ from neurosmk import validate as _validate
 VALIDATE_SETTINGS = _validate.settings_from_config(config, METHOD)
 if config["validate_inputs"] and workflow.is_main_process:
     # a dry run writes nothing into output_dir (README "Safety"): it reads the cache only
-    _bids.validate_inputs(_index, _filters, settings=VALIDATE_SETTINGS,
-                          cache_path=_paths.state_path(OUT, "validated_headers.json"),
-                          save_cache=not (getattr(workflow.output_settings, "dryrun", False) or _lint))
+    _bids.validate_inputs(
+        _index,
+        _filters,
+        settings=VALIDATE_SETTINGS,
+        cache_path=_paths.state_path(OUT, "validated_headers.json"),
+        save_cache=not (getattr(workflow.output_settings, "dryrun", False) or _lint),
+    )
+
 
 wildcard_constraints:
     subject="[a-zA-Z0-9]+",
     session="[a-zA-Z0-9]+",
+
 
 # ---- environments ----------------------------------------------------------------------------
 # one tool family = conda env file + container image + version command, declared once in
@@ -158,8 +170,10 @@ TEMPLATE_NAME = config["template"]["name"]
 FSL_TEMPLATE_NAME = "MNI152NLin6Asym"
 FSL_TEMPLATE_RES = _backends.fnirt_resolution(config["anat"]["register"]["fnirt_config"])  # e.g. "2mm"
 _FSL_TPL = f"tpl-{FSL_TEMPLATE_NAME}_res-{int(FSL_TEMPLATE_RES[:-2]):02d}"
-FSL_TEMPLATE = {k: _paths.template_file(OUT, _FSL_TPL, s) for k, s in (
-    ("head", "T1w.nii.gz"), ("brain", "desc-brain_T1w.nii.gz"), ("mask_dil", "desc-braindil_mask.nii.gz"))}
+FSL_TEMPLATE = {
+    k: _paths.template_file(OUT, _FSL_TPL, s)
+    for k, s in (("head", "T1w.nii.gz"), ("brain", "desc-brain_T1w.nii.gz"), ("mask_dil", "desc-braindil_mask.nii.gz"))
+}
 
 
 def template_t1w():
@@ -216,8 +230,11 @@ def dwi_after_degibbs(wc):
 def dwi_for_model(wc):
     """The DWI series the mask and the tensor fit use, with its gradient table."""
     if METHOD["dwi.preproc"] != "none":  # rules/mrtrix.smk: eddy-corrected series, rotated bvecs
-        return {"dwi": DWI_PREPROC.format(**wc), "bval": DWI_PREPROC_BVAL.format(**wc),
-                "bvec": DWI_PREPROC_BVEC.format(**wc)}
+        return {
+            "dwi": DWI_PREPROC.format(**wc),
+            "bval": DWI_PREPROC_BVAL.format(**wc),
+            "bvec": DWI_PREPROC_BVEC.format(**wc),
+        }
     return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "bvec": raw_dwi(wc)["bvec"]}
 
 
@@ -249,8 +266,10 @@ def _preproc_pe_args(wc):
         return ["-rpe_header", "-json_import", sidecar]
     pe_dir = c["pe_dir"] or meta.get("PhaseEncodingDirection")
     if not pe_dir:
-        raise ValueError(f"dwi.preproc: no phase-encoding direction for {raw_dwi(wc)['nii']}: set "
-                         f"config key 'dwi.preproc.pe_dir' or PhaseEncodingDirection in its BIDS sidecar")
+        raise ValueError(
+            f"dwi.preproc: no phase-encoding direction for {raw_dwi(wc)['nii']}: set "
+            f"config key 'dwi.preproc.pe_dir' or PhaseEncodingDirection in its BIDS sidecar"
+        )
     args = ["-rpe_none", "-pe_dir", str(pe_dir)]
     readout = c["readout_time"] or meta.get("TotalReadoutTime")
     if readout:
@@ -302,8 +321,9 @@ def _qc_metrics_inputs(wc):
             inputs["reg_metrics"] = REG_METRICS.format(**wc)
     if _qc_has(wc, "dwi"):
         raw = raw_dwi(wc)  # image quality of the acquisition, not of the denoised series
-        inputs.update(dwi=raw["nii"], bval=raw["bval"], dwi_mask=DWI_MASK.format(**wc),
-                      dti_stats=DTI_STATS.format(**wc))
+        inputs.update(
+            dwi=raw["nii"], bval=raw["bval"], dwi_mask=DWI_MASK.format(**wc), dti_stats=DTI_STATS.format(**wc)
+        )
     name = _visit_name(wc)
     if name in FS_SUBJECTS:  # a recon-all subject, or a freesurfer_dir folder named like the visit
         inputs["fs_global"] = FS_SUBJECT_GLOBAL.format(fssub=name)
@@ -322,8 +342,7 @@ def _qc_page_captions(wc):
 # rules/tortoise.smk
 def _drb_inputs(wc):
     rev, rb, _ = _DRB_REVERSE[_key(wc)]
-    return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "rev": rev,
-            **({"rev_bval": rb} if rb else {})}
+    return {"dwi": dwi_after_degibbs(wc), "bval": raw_dwi(wc)["bval"], "rev": rev, **({"rev_bval": rb} if rb else {})}
 
 
 # rules/freesurfer.smk
@@ -340,15 +359,19 @@ def _refuse_recon_all_redo():
 
     if "freesurfer_recon_all" in workflow.dag_settings.forcerun:
         return
-    redo = [job for job in workflow.dag.needrun_jobs()
-            if job.rule.name == "freesurfer_recon_all" and os.path.exists(job.output.done)]
+    redo = [
+        job
+        for job in workflow.dag.needrun_jobs()
+        if job.rule.name == "freesurfer_recon_all" and os.path.exists(job.output.done)
+    ]
     if redo:
         lines = "\n".join(f"  - {job.output.done} (reason: {workflow.dag.reason(job)})" for job in redo)
         raise WorkflowError(
             f"refusing to redo a finished FreeSurfer recon-all (hours of work):\n{lines}"
             "\nTo keep it, undo the change (`make why` lists what changed). To redo it on purpose, run "
             "again with `--forcerun freesurfer_recon_all` (as a non-root user first `chmod u+w` "
-            "its outputs: they are write-protected).")
+            "its outputs: they are write-protected)."
+        )
 
 
 # rules/validate.smk: the visit's input-check report, as every first rule's input
@@ -364,7 +387,7 @@ def validated(datatype, step=None):
     input ``valid``. For a later DWI step, only when every step before it is 'none' (it
     then reads the raw series); the anatomical first rules and the denoise rules always read raw
     data."""
-    if step is not None and any(METHOD.get(s, "none") != "none" for s in _DWI_ORDER[:_DWI_ORDER.index(step)]):
+    if step is not None and any(METHOD.get(s, "none") != "none" for s in _DWI_ORDER[: _DWI_ORDER.index(step)]):
         return {}
     return {"valid": validated_report(datatype)}
 

@@ -19,18 +19,9 @@ if "dwi_denoise_dipy" in _backends.STEPS["dwi.denoise"][METHOD["dwi.denoise"]].r
             unpack(raw_dwi),
             **validated("dwi"),  # rules/validate.smk: the visit's voxel checks first
         output:
+            **sidecars(DWI_DENOISED, DWI_NOISE),
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
-            **sidecars(DWI_DENOISED, DWI_NOISE),
-        params:
-            method=METHOD["dwi.denoise"],
-            patch_radius=step_cfg("dwi.denoise")["patch_radius"],
-            prov=prov("dwi.denoise"),
-        # DIPY's mppca computes in one thread (full demo DWI: 29.5 s CPU with 1 or 2 BLAS threads);
-        # reserving dwi.denoise.threads (2, for mrtrix dwidenoise) left a core idle beside it.
-        threads: 1
-        resources:
-            **res("dwi_denoise_dipy"),
         log:
             logfile("dwi_denoise_dipy"),
         benchmark:
@@ -39,6 +30,15 @@ if "dwi_denoise_dipy" in _backends.STEPS["dwi.denoise"][METHOD["dwi.denoise"]].r
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        # DIPY's mppca computes in one thread (full demo DWI: 29.5 s CPU with 1 or 2 BLAS threads);
+        # reserving dwi.denoise.threads (2, for mrtrix dwidenoise) left a core idle beside it.
+        threads: 1
+        resources:
+            **res("dwi_denoise_dipy"),
+        params:
+            method=METHOD["dwi.denoise"],
+            patch_radius=step_cfg("dwi.denoise")["patch_radius"],
+            prov=prov("dwi.denoise"),
         script:
             "../scripts/dwi_denoise.py"
 
@@ -52,16 +52,9 @@ if METHOD["dwi.denoise"] == "torch":
             unpack(raw_dwi),
             **validated("dwi"),  # rules/validate.smk: the visit's voxel checks first
         output:
+            **sidecars(DWI_DENOISED, DWI_NOISE),
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
-            **sidecars(DWI_DENOISED, DWI_NOISE),
-        params:
-            method="torch",
-            patch_radius=step_cfg("dwi.denoise")["patch_radius"],
-            prov=prov("dwi.denoise"),
-        threads: step_cfg("dwi.denoise")["threads"]
-        resources:
-            **res("dwi_denoise_torch"),
         log:
             logfile("dwi_denoise_torch"),
         benchmark:
@@ -70,6 +63,13 @@ if METHOD["dwi.denoise"] == "torch":
             ENVS["neurosmk-gpu"]
         container:
             CONTAINERS["neurosmk"]
+        threads: step_cfg("dwi.denoise")["threads"]
+        resources:
+            **res("dwi_denoise_torch"),
+        params:
+            method="torch",
+            patch_radius=step_cfg("dwi.denoise")["patch_radius"],
+            prov=prov("dwi.denoise"),
         script:
             "../scripts/dwi_denoise_torch.py"
 
@@ -78,19 +78,11 @@ if METHOD["dwi.degibbs"] == "dipy":
 
     rule dwi_degibbs_dipy:
         input:
-            dwi=dwi_after_denoise,
             **validated("dwi", "dwi.degibbs"),  # rules/validate.smk: the visit's voxel checks first
+            dwi=dwi_after_denoise,
         output:
-            dwi=DWI_DEGIBBS,
             **sidecars(DWI_DEGIBBS),
-        params:
-            method="dipy",
-            slice_axis=step_cfg("dwi.degibbs")["slice_axis"],
-            n_points=step_cfg("dwi.degibbs")["n_points"],
-            prov=prov("dwi.degibbs"),
-        threads: step_cfg("dwi.degibbs")["threads"]
-        resources:
-            **res("dwi_degibbs_dipy"),
+            dwi=DWI_DEGIBBS,
         log:
             logfile("dwi_degibbs_dipy"),
         benchmark:
@@ -99,6 +91,14 @@ if METHOD["dwi.degibbs"] == "dipy":
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: step_cfg("dwi.degibbs")["threads"]
+        resources:
+            **res("dwi_degibbs_dipy"),
+        params:
+            method="dipy",
+            slice_axis=step_cfg("dwi.degibbs")["slice_axis"],
+            n_points=step_cfg("dwi.degibbs")["n_points"],
+            prov=prov("dwi.degibbs"),
         script:
             "../scripts/dwi_degibbs.py"
 
@@ -110,17 +110,8 @@ if METHOD["dwi.mask"] == "dipy":
             unpack(dwi_for_model),
             **validated("dwi", "dwi.mask"),  # rules/validate.smk: the visit's voxel checks first
         output:
-            mask=DWI_MASK,
             **sidecars(DWI_MASK),
-        params:
-            method="dipy",
-            median_radius=step_cfg("dwi.mask")["median_radius"],
-            numpass=step_cfg("dwi.mask")["numpass"],
-            b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
-            prov=prov("dwi.mask"),
-        threads: step_cfg("dwi.mask")["threads"]
-        resources:
-            **res("dwi_mask_dipy"),
+            mask=DWI_MASK,
         log:
             logfile("dwi_mask_dipy"),
         benchmark:
@@ -129,6 +120,15 @@ if METHOD["dwi.mask"] == "dipy":
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: step_cfg("dwi.mask")["threads"]
+        resources:
+            **res("dwi_mask_dipy"),
+        params:
+            method="dipy",
+            median_radius=step_cfg("dwi.mask")["median_radius"],
+            numpass=step_cfg("dwi.mask")["numpass"],
+            b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
+            prov=prov("dwi.mask"),
         script:
             "../scripts/dwi_mask.py"
 
@@ -142,14 +142,6 @@ if METHOD["dwi.tensor"] == "dipy":
         output:
             **DTI,
             **sidecars(*DTI.values()),
-        params:
-            method="dipy",
-            fit_method=step_cfg("dwi.tensor")["fit_method"],
-            b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
-            prov=prov("dwi.tensor"),
-        threads: step_cfg("dwi.tensor")["threads"]
-        resources:
-            **res("dwi_tensor_dipy"),
         log:
             logfile("dwi_tensor_dipy"),
         benchmark:
@@ -158,6 +150,14 @@ if METHOD["dwi.tensor"] == "dipy":
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: step_cfg("dwi.tensor")["threads"]
+        resources:
+            **res("dwi_tensor_dipy"),
+        params:
+            method="dipy",
+            fit_method=step_cfg("dwi.tensor")["fit_method"],
+            b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
+            prov=prov("dwi.tensor"),
         script:
             "../scripts/dwi_tensor.py"
 
@@ -176,13 +176,6 @@ if METHOD["dwi.tensor"] == "torch":
         output:
             **DTI,
             **sidecars(*DTI.values()),
-        params:
-            method="torch",
-            fit_method=step_cfg("dwi.tensor")["fit_method"],
-            prov=prov("dwi.tensor"),
-        threads: step_cfg("dwi.tensor")["threads"]
-        resources:
-            **res("dwi_tensor_torch"),
         log:
             logfile("dwi_tensor_torch"),
         benchmark:
@@ -191,6 +184,13 @@ if METHOD["dwi.tensor"] == "torch":
             ENVS["neurosmk-gpu"]
         container:
             CONTAINERS["neurosmk"]
+        threads: step_cfg("dwi.tensor")["threads"]
+        resources:
+            **res("dwi_tensor_torch"),
+        params:
+            method="torch",
+            fit_method=step_cfg("dwi.tensor")["fit_method"],
+            prov=prov("dwi.tensor"),
         script:
             "../scripts/dwi_tensor_torch.py"
 
@@ -198,19 +198,18 @@ if METHOD["dwi.tensor"] == "torch":
 rule dwi_stats_qc:
     """DTI ROI table and the FA / colour-FA QC figure."""
     input:
-        mask=DWI_MASK,
         **DTI,
+        mask=DWI_MASK,
     output:
-        stats=DTI_STATS,
-        fig_fa=report(figure("dti", "dwi"), caption="../report/fa.rst", category="Diffusion QC",
-                      subcategory="DTI", labels={"subject": "{subject}", "figure": "FA / colour FA"}),
         **sidecars(DTI_STATS),
-    params:
-        wm_fa_threshold=step_cfg("dwi.tensor")["wm_fa_threshold"],
-        prov=prov("dwi.qc"),
-    threads: 1
-    resources:
-        **res("dwi_stats_qc"),
+        stats=DTI_STATS,
+        fig_fa=report(
+            figure("dti", "dwi"),
+            caption="../report/fa.rst",
+            category="Diffusion QC",
+            subcategory="DTI",
+            labels={"subject": "{subject}", "figure": "FA / colour FA"},
+        ),
     log:
         logfile("dwi_stats_qc"),
     benchmark:
@@ -219,5 +218,11 @@ rule dwi_stats_qc:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("dwi_stats_qc"),
+    params:
+        wm_fa_threshold=step_cfg("dwi.tensor")["wm_fa_threshold"],
+        prov=prov("dwi.qc"),
     script:
         "../scripts/dwi_stats_qc.py"

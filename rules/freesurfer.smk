@@ -21,19 +21,11 @@ if METHOD["anat.biascorrect"] == "freesurfer":
 
     rule anat_biascorrect_freesurfer:
         input:
-            t1w=raw_t1w,
             **validated("anat"),  # rules/validate.smk: the visit's voxel checks first
+            t1w=raw_t1w,
         output:
-            t1w=T1_PREPROC,
             **sidecars(T1_PREPROC),
-        params:
-            method="freesurfer",
-            shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
-            iters=[str(i) for i in step_cfg("anat.biascorrect")["convergence_iters"]],
-            prov=prov("anat.biascorrect"),
-        threads: step_cfg("anat.biascorrect")["threads"]
-        resources:
-            **res("anat_biascorrect_freesurfer"),
+            t1w=T1_PREPROC,
         log:
             logfile("anat_biascorrect_freesurfer"),
         benchmark:
@@ -42,10 +34,18 @@ if METHOD["anat.biascorrect"] == "freesurfer":
             ENVS["freesurfer"]
         container:
             CONTAINERS["freesurfer"]
+        threads: step_cfg("anat.biascorrect")["threads"]
+        resources:
+            **res("anat_biascorrect_freesurfer"),
+        params:
+            method="freesurfer",
+            shrink_factor=step_cfg("anat.biascorrect")["shrink_factor"],
+            iters=[str(i) for i in step_cfg("anat.biascorrect")["convergence_iters"]],
+            prov=prov("anat.biascorrect"),
         shell:
             tool_shell(
                 'AntsN4BiasFieldCorrectionFs -i {input.t1w:q} -o "$tmp/n4.nii.gz" -s {params.shrink_factor:q}'
-                ' -t {params.iters:q} > {log:q} 2>&1'
+                " -t {params.iters:q} > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/n4.nii.gz" {output.t1w:q}',
             )
 
@@ -63,14 +63,8 @@ if METHOD["anat.skullstrip"] == "freesurfer":
         input:
             t1w=T1_PREPROC,
         output:
-            brainmask=FS_BRAINMASK,
             **sidecars(FS_BRAINMASK),
-        params:
-            method="freesurfer",
-            prov=prov("anat.skullstrip"),
-        threads: step_cfg("anat.skullstrip")["threads"]
-        resources:
-            **res("anat_skullstrip_freesurfer"),
+            brainmask=FS_BRAINMASK,
         log:
             logfile("anat_skullstrip_freesurfer"),
         benchmark:
@@ -79,11 +73,17 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             ENVS["freesurfer"]
         container:
             CONTAINERS["freesurfer"]
+        threads: step_cfg("anat.skullstrip")["threads"]
+        resources:
+            **res("anat_skullstrip_freesurfer"),
+        params:
+            method="freesurfer",
+            prov=prov("anat.skullstrip"),
         shell:
             tool_shell(
                 '( recon-all -sd "$tmp" -s fs -i {input.t1w:q} -autorecon1 -openmp {threads}'
                 ' && mri_convert "$tmp/fs/mri/brainmask.mgz" "$tmp/brainmask.nii.gz" --like {input.t1w:q} -rt nearest'
-                ' ) > {log:q} 2>&1'
+                " ) > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/brainmask.nii.gz" {output.brainmask:q}',
             )
 
@@ -93,15 +93,9 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             t1w=T1_PREPROC,
             brainmask=FS_BRAINMASK,
         output:
+            **sidecars(BRAIN_MASK, T1_BRAIN),
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
-            **sidecars(BRAIN_MASK, T1_BRAIN),
-        params:
-            method="freesurfer",
-            prov=prov("anat.skullstrip"),
-        threads: 1
-        resources:
-            **res("anat_skullstrip_freesurfer_fslmaths"),
         log:
             logfile("anat_skullstrip_freesurfer_fslmaths"),
         benchmark:
@@ -110,6 +104,12 @@ if METHOD["anat.skullstrip"] == "freesurfer":
             ENVS["fsl"]
         container:
             CONTAINERS["fsl"]
+        threads: 1
+        resources:
+            **res("anat_skullstrip_freesurfer_fslmaths"),
+        params:
+            method="freesurfer",
+            prov=prov("anat.skullstrip"),
         shell:
             tool_shell(
                 _FSL_ENV,
@@ -126,17 +126,9 @@ if METHOD["anat.skullstrip"] == "synthstrip":
         input:
             t1w=T1_PREPROC,
         output:
+            **sidecars(BRAIN_MASK, T1_BRAIN),
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
-            **sidecars(BRAIN_MASK, T1_BRAIN),
-        params:
-            method="synthstrip",
-            border=_SS["synthstrip_border"],
-            flags=[f for f, on in (("--no-csf", _SS["synthstrip_no_csf"]), ("-g", _SS["use_gpu"])) if on],
-            prov=prov("anat.skullstrip"),
-        threads: _SS["threads"]
-        resources:
-            **res("anat_skullstrip_synthstrip"),
         log:
             logfile("anat_skullstrip_synthstrip"),
         benchmark:
@@ -145,11 +137,19 @@ if METHOD["anat.skullstrip"] == "synthstrip":
             ENVS["freesurfer"]
         container:
             CONTAINERS["freesurfer"]
+        threads: _SS["threads"]
+        resources:
+            **res("anat_skullstrip_synthstrip"),
+        params:
+            method="synthstrip",
+            border=_SS["synthstrip_border"],
+            flags=[f for f, on in (("--no-csf", _SS["synthstrip_no_csf"]), ("-g", _SS["use_gpu"])) if on],
+            prov=prov("anat.skullstrip"),
         shell:
             tool_shell(
                 'mri_synthstrip -i {input.t1w:q} -o "$tmp/brain.nii.gz" -m "$tmp/mask.nii.gz"'
                 # no thread option: FreeSurfer's mri_synthstrip parser has none (tests/data/interfaces)
-                ' -b {params.border:q} {params.flags:q} > {log:q} 2>&1'
+                " -b {params.border:q} {params.flags:q} > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q} "$tmp/brain.nii.gz" {output.brain:q}',
             )
 
@@ -172,23 +172,11 @@ if METHOD["anat.register"] == "synthmorph":
             brain=T1_BRAIN,
             template=template_t1w(),
         output:
+            **sidecars(XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE),
             affine=XFM_AFFINE,
             warp=XFM_WARP,
             invwarp=XFM_INVWARP,
             warped=T1_TEMPLATE,
-            **sidecars(XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE),
-        params:
-            method="synthmorph",
-            template=TEMPLATE_NAME,
-            gpu=_SM_GPU,
-            convention=("SynthMorph (FreeSurfer 7.4): affine .mat = 4x4 RAS matrix as text, template world "
-                        "-> T1w world; warp = RAS displacement field (mm) on the template grid, template -> "
-                        "T1w, affine included; inverse warp = RAS displacement field on the T1w grid from a "
-                        "second registration with the roles swapped"),
-            prov=prov("anat.register"),
-        threads: _REG["threads"]
-        resources:
-            **res("anat_register_synthmorph"),
         log:
             logfile("anat_register_synthmorph"),
         benchmark:
@@ -197,15 +185,29 @@ if METHOD["anat.register"] == "synthmorph":
             ENVS["freesurfer"]
         container:
             CONTAINERS["freesurfer"]
+        threads: _REG["threads"]
+        resources:
+            **res("anat_register_synthmorph"),
+        params:
+            method="synthmorph",
+            template=TEMPLATE_NAME,
+            gpu=_SM_GPU,
+            convention=(
+                "SynthMorph (FreeSurfer 7.4): affine .mat = 4x4 RAS matrix as text, template world "
+                "-> T1w world; warp = RAS displacement field (mm) on the template grid, template -> "
+                "T1w, affine included; inverse warp = RAS displacement field on the T1w grid from a "
+                "second registration with the roles swapped"
+            ),
+            prov=prov("anat.register"),
         shell:
             tool_shell(
                 '( mri_synthmorph -m affine -t "$tmp/affine.txt" -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
                 ' && mri_synthmorph -m deform -i "$tmp/affine.txt" -t "$tmp/warp.nii.gz" -o "$tmp/warped.nii.gz"'
-                ' -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}'
+                " -j {threads} {params.gpu:q} {input.brain:q} {input.template:q}"
                 ' && mri_synthmorph -m affine -t "$tmp/inv_affine.txt" -j {threads} {params.gpu:q}'
-                ' {input.template:q} {input.brain:q}'
+                " {input.template:q} {input.brain:q}"
                 ' && mri_synthmorph -m deform -i "$tmp/inv_affine.txt" -t "$tmp/invwarp.nii.gz"'
-                ' -j {threads} {params.gpu:q} {input.template:q} {input.brain:q} ) > {log:q} 2>&1'
+                " -j {threads} {params.gpu:q} {input.template:q} {input.brain:q} ) > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/affine.txt" {output.affine:q} "$tmp/warp.nii.gz" {output.warp:q}'
                 ' "$tmp/invwarp.nii.gz" {output.invwarp:q} "$tmp/warped.nii.gz" {output.warped:q}',
             )
@@ -217,11 +219,16 @@ if _FS_CFG["enabled"]:
         if _missing or not os.environ.get("FS_LICENSE"):
             raise _backends.BackendError(
                 "cannot run this configuration:\n  - step 'freesurfer.recon_all' (enabled) needs "
-                + (f"{', '.join(_missing)} on PATH: install {_backends._FS_INSTALL}, or run with --sdm apptainer"
-                   if _missing else "a FreeSurfer license: set freesurfer.recon_all.license or FS_LICENSE"))
+                + (
+                    f"{', '.join(_missing)} on PATH: install {_backends._FS_INSTALL}, or run with --sdm apptainer"
+                    if _missing
+                    else "a FreeSurfer license: set freesurfer.recon_all.license or FS_LICENSE"
+                )
+            )
 
-    FS_OUTPUTS = {k: _paths.recon_all_file(OUT, FS_SUBJECT, k)
-                  for k in ("aseg", "lh_aparc", "rh_aparc", "aparcaseg", "aseg_mgz")}
+    FS_OUTPUTS = {
+        k: _paths.recon_all_file(OUT, FS_SUBJECT, k) for k in ("aseg", "lh_aparc", "rh_aparc", "aparcaseg", "aseg_mgz")
+    }
     FS_DONE = _paths.recon_all_file(OUT, FS_SUBJECT, "done")
 
     rule freesurfer_recon_all:
@@ -230,19 +237,11 @@ if _FS_CFG["enabled"]:
         # A stale IsRunning lock from a killed run is removed first, only if no recon-all of this
         # subject runs here (scripts/fs_clear_stale_lock.py). Outputs are protected (hours of work).
         input:
-            t1w=raw_t1w,
             **validated("anat"),  # rules/validate.smk: the visit's voxel checks first
+            t1w=raw_t1w,
         output:
             **{k: protected(v) for k, v in FS_OUTPUTS.items()},
             done=protected(FS_DONE),
-        params:
-            method="recon-all",
-            subjects_dir=lambda wc, output: folder_of(output.done, 3),  # FS_RECON_DIR
-            subject=FS_SUBJECT,
-            extra=_shlex.split(_FS_CFG["extra_args"]),  # one word per argument, each quoted in the shell
-        threads: _FS_CFG["threads"]
-        resources:
-            **res("freesurfer_recon_all"),
         log:
             logfile("freesurfer_recon_all"),
         benchmark:
@@ -251,20 +250,29 @@ if _FS_CFG["enabled"]:
             ENVS["freesurfer"]
         container:
             CONTAINERS["freesurfer"]
+        threads: _FS_CFG["threads"]
+        resources:
+            **res("freesurfer_recon_all"),
+        params:
+            method="recon-all",
+            subjects_dir=lambda wc, output: folder_of(output.done, 3),  # FS_RECON_DIR
+            subject=FS_SUBJECT,
+            extra=_shlex.split(_FS_CFG["extra_args"]),  # one word per argument, each quoted in the shell
         shell:
-            'export SUBJECTS_DIR={params.subjects_dir:q} && s={params.subject:q} && ('
+            "export SUBJECTS_DIR={params.subjects_dir:q} && s={params.subject:q} && ("
             ' mkdir -p "$SUBJECTS_DIR/$s/mri/orig"'
             ' && {{ [ -e "$SUBJECTS_DIR/$s/mri/orig/001.mgz" ]'
             ' || mri_convert {input.t1w:q} "$SUBJECTS_DIR/$s/mri/orig/001.mgz"; }}'
             ' && "$(command -v fspython || command -v python3)" "$NEUROSMK_FS_LOCK_SCRIPT" "$SUBJECTS_DIR" "$s"'
             ' && recon-all -sd "$SUBJECTS_DIR" -s "$s" -all -openmp {threads} {params.extra:q}'
-            ' ) > {log:q} 2>&1'
+            " ) > {log:q} 2>&1"
             ' && echo "recon-all -all finished $(date -u +%Y-%m-%dT%H:%M:%SZ)" > {output.done:q}'
 
     ANAT_TARGETS += [*FS_OUTPUTS.values(), FS_DONE]
 
     onstart:
         _refuse_recon_all_redo()
+
 
 # ---- SynthSeg ---------------------------------------------------------------------------------
 SYNTHSEG_DSEG = anat("dseg", desc="synthseg")
@@ -278,23 +286,12 @@ if METHOD["anat.synthseg"] == "freesurfer":
         # segmentation is on SynthSeg's 1 mm grid (FreeSurferColorLUT labels); the volumes are
         # SynthSeg's own CSV (one row, mm^3), kept as written.
         input:
-            t1w=raw_t1w,
             **validated("anat"),  # rules/validate.smk: the visit's voxel checks first
+            t1w=raw_t1w,
         output:
-            dseg=SYNTHSEG_DSEG,
             **({"vol": SYNTHSEG_VOL} if _SYN["vol"] else {}),
             **sidecars(SYNTHSEG_DSEG, *([SYNTHSEG_VOL] if _SYN["vol"] else [])),
-        params:
-            method="freesurfer",
-            prov=prov("anat.synthseg"),
-            flags=[f for f, on in (("--robust", _SYN["robust"]), ("--parc", _SYN["parc"]),
-                                   ("--cpu", not _SYN["use_gpu"])) if on],
-            vol=_SYN["vol"],
-            # where the volumes CSV goes: [] without --vol (the shell loop then moves nothing)
-            out_vol=lambda wc, output: [output.vol] if _SYN["vol"] else [],
-        threads: _SYN["threads"]
-        resources:
-            **res("anat_synthseg_freesurfer"),
+            dseg=SYNTHSEG_DSEG,
         log:
             logfile("anat_synthseg_freesurfer"),
         benchmark:
@@ -303,10 +300,24 @@ if METHOD["anat.synthseg"] == "freesurfer":
             ENVS["freesurfer"]
         container:
             CONTAINERS["freesurfer"]
+        threads: _SYN["threads"]
+        resources:
+            **res("anat_synthseg_freesurfer"),
+        params:
+            method="freesurfer",
+            prov=prov("anat.synthseg"),
+            flags=[
+                f
+                for f, on in (("--robust", _SYN["robust"]), ("--parc", _SYN["parc"]), ("--cpu", not _SYN["use_gpu"]))
+                if on
+            ],
+            vol=_SYN["vol"],
+            # where the volumes CSV goes: [] without --vol (the shell loop then moves nothing)
+            out_vol=lambda wc, output: [output.vol] if _SYN["vol"] else [],
         shell:
             tool_shell(
                 'mri_synthseg --i {input.t1w:q} --o "$tmp/synthseg.nii.gz" --vol "$tmp/volumes.csv"'
-                ' {params.flags:q} --threads {threads} > {log:q} 2>&1'
+                " {params.flags:q} --threads {threads} > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/synthseg.nii.gz" {output.dseg:q}'
                 ' && for f in {params.out_vol:q}; do toolrun_end "$tmp/volumes.csv" "$f"; done',
             )
@@ -318,11 +329,15 @@ if METHOD["anat.synthseg"] == "freesurfer":
 if METHOD["anat.segstats"] == "freesurfer":
     _SEGSTATS_SEG = step_cfg("anat.segstats")["seg"]
     if _SEGSTATS_SEG == "synthseg" and METHOD["anat.synthseg"] != "freesurfer":
-        raise ValueError("config key 'anat.segstats.seg' 'synthseg' needs anat.synthseg.method 'freesurfer', "
-                         f"not {METHOD['anat.synthseg']!r}")
+        raise ValueError(
+            "config key 'anat.segstats.seg' 'synthseg' needs anat.synthseg.method 'freesurfer', "
+            f"not {METHOD['anat.synthseg']!r}"
+        )
     if _SEGSTATS_SEG == "aseg" and not _FS_CFG["enabled"]:
-        raise ValueError("config key 'anat.segstats.seg' 'aseg' needs freesurfer.recon_all.enabled: true "
-                         "(the recon-all mri/aseg.mgz)")
+        raise ValueError(
+            "config key 'anat.segstats.seg' 'aseg' needs freesurfer.recon_all.enabled: true "
+            "(the recon-all mri/aseg.mgz)"
+        )
     SEGSTATS = anat("segstats", ext=".stats", desc=_SEGSTATS_SEG)
 
     rule anat_segstats_freesurfer:
@@ -331,15 +346,8 @@ if METHOD["anat.segstats"] == "freesurfer":
         input:
             seg=SYNTHSEG_DSEG if _SEGSTATS_SEG == "synthseg" else FS_OUTPUTS["aseg_mgz"],
         output:
-            stats=SEGSTATS,
             **sidecars(SEGSTATS),
-        params:
-            method="freesurfer",
-            prov=prov("anat.segstats"),
-            seg=_SEGSTATS_SEG,
-        threads: step_cfg("anat.segstats")["threads"]
-        resources:
-            **res("anat_segstats_freesurfer"),
+            stats=SEGSTATS,
         log:
             logfile("anat_segstats_freesurfer"),
         benchmark:
@@ -348,10 +356,17 @@ if METHOD["anat.segstats"] == "freesurfer":
             ENVS["freesurfer"]
         container:
             CONTAINERS["freesurfer"]
+        threads: step_cfg("anat.segstats")["threads"]
+        resources:
+            **res("anat_segstats_freesurfer"),
+        params:
+            method="freesurfer",
+            prov=prov("anat.segstats"),
+            seg=_SEGSTATS_SEG,
         shell:
             tool_shell(
                 'mri_segstats --seg {input.seg:q} --ctab-default --excludeid 0 --sum "$tmp/segstats.stats"'
-                ' > {log:q} 2>&1'
+                " > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/segstats.stats" {output.stats:q}',
             )
 

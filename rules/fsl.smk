@@ -19,18 +19,9 @@ if METHOD["anat.skullstrip"] == "fsl_bet":
         input:
             t1w=T1_PREPROC,
         output:
+            **sidecars(BRAIN_MASK, T1_BRAIN),
             mask=BRAIN_MASK,
             brain=T1_BRAIN,
-            **sidecars(BRAIN_MASK, T1_BRAIN),
-        params:
-            method="fsl_bet",
-            f=step_cfg("anat.skullstrip")["fractional_threshold"],
-            g=step_cfg("anat.skullstrip")["vertical_gradient"],
-            variant=[] if _BET_VARIANT == "none" else [f"-{_BET_VARIANT}"],  # a list: :q quotes each item
-            prov=prov("anat.skullstrip"),
-        threads: 1
-        resources:
-            **res("anat_skullstrip_fsl_bet"),
         log:
             logfile("anat_skullstrip_fsl_bet"),
         benchmark:
@@ -39,6 +30,15 @@ if METHOD["anat.skullstrip"] == "fsl_bet":
             ENVS["fsl"]
         container:
             CONTAINERS["fsl"]
+        threads: 1
+        resources:
+            **res("anat_skullstrip_fsl_bet"),
+        params:
+            method="fsl_bet",
+            f=step_cfg("anat.skullstrip")["fractional_threshold"],
+            g=step_cfg("anat.skullstrip")["vertical_gradient"],
+            variant=[] if _BET_VARIANT == "none" else [f"-{_BET_VARIANT}"],  # a list: :q quotes each item
+            prov=prov("anat.skullstrip"),
         shell:
             tool_shell(
                 _FSL_ENV,
@@ -55,17 +55,11 @@ if METHOD["anat.segment"] == "fsl_fast":
         input:
             brain=T1_BRAIN,
         output:
+            **sidecars(DSEG, *PROBSEG.values()),
             dseg=DSEG,
             csf=PROBSEG["CSF"],
             gm=PROBSEG["GM"],
             wm=PROBSEG["WM"],
-            **sidecars(DSEG, *PROBSEG.values()),
-        params:
-            method="fsl_fast",
-            prov=prov("anat.segment"),
-        threads: 1
-        resources:
-            **res("anat_segment_fsl_fast"),
         log:
             logfile("anat_segment_fsl_fast"),
         benchmark:
@@ -74,6 +68,12 @@ if METHOD["anat.segment"] == "fsl_fast":
             ENVS["fsl"]
         container:
             CONTAINERS["fsl"]
+        threads: 1
+        resources:
+            **res("anat_segment_fsl_fast"),
+        params:
+            method="fsl_fast",
+            prov=prov("anat.segment"),
         shell:
             tool_shell(
                 _FSL_ENV,
@@ -91,17 +91,9 @@ if METHOD["anat.subcortical"] == "fsl_first":
         input:
             t1w=T1_BRAIN if _FIRST_INPUT == "brain" else T1_PREPROC,
         output:
+            **sidecars(SUBCORT_DSEG),
             dseg=SUBCORT_DSEG,
             qc=directory(FIRST_QC),
-            **sidecars(SUBCORT_DSEG),
-        params:
-            method="fsl_first",
-            brain=["-b"] if _FIRST_INPUT == "brain" else [],
-            structures=["-s", _FIRST_STRUCTS] if _FIRST_STRUCTS else [],
-            prov=prov("anat.subcortical"),
-        threads: 1
-        resources:
-            **res("anat_subcortical_fsl_first"),
         log:
             logfile("anat_subcortical_fsl_first"),
         benchmark:
@@ -110,12 +102,20 @@ if METHOD["anat.subcortical"] == "fsl_first":
             ENVS["fsl"]
         container:
             CONTAINERS["fsl"]
+        threads: 1
+        resources:
+            **res("anat_subcortical_fsl_first"),
+        params:
+            method="fsl_first",
+            brain=["-b"] if _FIRST_INPUT == "brain" else [],
+            structures=["-s", _FIRST_STRUCTS] if _FIRST_STRUCTS else [],
+            prov=prov("anat.subcortical"),
         shell:
             tool_shell(
                 _FSL_ENV,
                 '( run_first_all -i {input.t1w:q} -o "$tmp/first" {params.brain:q} {params.structures:q}'
                 ' && cd "$tmp" && first_roi_slicesdir {input.t1w:q} "$tmp/first_all_fast_firstseg.nii.gz" )'
-                ' > {log:q} 2>&1'
+                " > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/first_all_fast_firstseg.nii.gz" {output.dseg:q} "$tmp/slicesdir" {output.qc:q}',
             )
 
@@ -139,7 +139,8 @@ if METHOD["anat.register"] == "fsl":
             "anat.register.method 'fsl' registers to FSL's MNI152 ($FSLDIR/data/standard/MNI152_T1_2mm*, "
             f"the reference and refmask fnirt --config={_FNIRT_CONFIG} was tuned for), whose TemplateFlow name is "
             f"{FSL_TEMPLATE_NAME}: set template.name: {FSL_TEMPLATE_NAME} and template.t1w: null "
-            f"(now template.name {TEMPLATE_NAME!r}, template.t1w {config['template']['t1w']!r})")
+            f"(now template.name {TEMPLATE_NAME!r}, template.t1w {config['template']['t1w']!r})"
+        )
 
     # Two rules because a job's sidecars share one provenance record, and the BIDS SkullStripped
     # of the head (false) and of the brain (true) differ.
@@ -147,15 +148,8 @@ if METHOD["anat.register"] == "fsl":
         """FSL's MNI152 head at the fnirt config's resolution, copied from $FSLDIR/data/standard
         (fsl-data_standard) into the derivatives' sourcedata."""
         output:
-            head=FSL_TEMPLATE["head"],
             **sidecars(FSL_TEMPLATE["head"]),
-        params:
-            method="fsl",
-            standard=f"MNI152_T1_{FSL_TEMPLATE_RES}",
-            prov=prov("anat.register"),
-        threads: 1
-        resources:
-            **res("anat_template_fsl"),
+            head=FSL_TEMPLATE["head"],
         log:
             logfile("anat_template_fsl", visit=False),
         benchmark:
@@ -164,6 +158,13 @@ if METHOD["anat.register"] == "fsl":
             ENVS["fsl"]
         container:
             CONTAINERS["fsl"]
+        threads: 1
+        resources:
+            **res("anat_template_fsl"),
+        params:
+            method="fsl",
+            standard=f"MNI152_T1_{FSL_TEMPLATE_RES}",
+            prov=prov("anat.register"),
         shell:
             tool_shell(
                 _FSL_ENV,
@@ -176,16 +177,9 @@ if METHOD["anat.register"] == "fsl":
         """FSL's MNI152 brain and dilated brain mask (the fnirt config's --refmask) at the same
         resolution, from $FSLDIR/data/standard."""
         output:
+            **sidecars(FSL_TEMPLATE["brain"], FSL_TEMPLATE["mask_dil"]),
             brain=FSL_TEMPLATE["brain"],
             mask_dil=FSL_TEMPLATE["mask_dil"],
-            **sidecars(FSL_TEMPLATE["brain"], FSL_TEMPLATE["mask_dil"]),
-        params:
-            method="fsl",
-            standard=f"MNI152_T1_{FSL_TEMPLATE_RES}",
-            prov=prov("anat.register"),
-        threads: 1
-        resources:
-            **res("anat_template_fsl_brain"),
         log:
             logfile("anat_template_fsl_brain", visit=False),
         benchmark:
@@ -194,12 +188,19 @@ if METHOD["anat.register"] == "fsl":
             ENVS["fsl"]
         container:
             CONTAINERS["fsl"]
+        threads: 1
+        resources:
+            **res("anat_template_fsl_brain"),
+        params:
+            method="fsl",
+            standard=f"MNI152_T1_{FSL_TEMPLATE_RES}",
+            prov=prov("anat.register"),
         shell:
             tool_shell(
                 _FSL_ENV,
                 '( s="$FSLDIR/data/standard"/{params.standard:q}'
                 ' && cp "$s"_brain.nii.gz "$tmp/brain.nii.gz" && cp "$s"_brain_mask_dil.nii.gz "$tmp/mask_dil.nii.gz"'
-                ' ) > {log:q} 2>&1'
+                " ) > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/brain.nii.gz" {output.brain:q} "$tmp/mask_dil.nii.gz" {output.mask_dil:q}',
             )
 
@@ -211,19 +212,11 @@ if METHOD["anat.register"] == "fsl":
             tpl_brain=FSL_TEMPLATE["brain"],
             tpl_mask=FSL_TEMPLATE["mask_dil"],
         output:
+            **sidecars(XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE),
             affine=XFM_AFFINE,
             warp=XFM_WARP,
             invwarp=XFM_INVWARP,
             warped=T1_TEMPLATE,
-            **sidecars(XFM_AFFINE, XFM_WARP, XFM_INVWARP, T1_TEMPLATE),
-        params:
-            method="fsl",
-            template=TEMPLATE_NAME,
-            fnirt_config=_FNIRT_CONFIG,
-            prov=prov("anat.register"),
-        threads: 1
-        resources:
-            **res("anat_register_fsl"),
         log:
             logfile("anat_register_fsl"),
         benchmark:
@@ -232,6 +225,14 @@ if METHOD["anat.register"] == "fsl":
             ENVS["fsl"]
         container:
             CONTAINERS["fsl"]
+        threads: 1
+        resources:
+            **res("anat_register_fsl"),
+        params:
+            method="fsl",
+            template=TEMPLATE_NAME,
+            fnirt_config=_FNIRT_CONFIG,
+            prov=prov("anat.register"),
         shell:
             # the warped T1w is the brain (the common name says desc-brain), resampled with the
             # full warp; the inverse warp is defined on the native grid (--ref=the T1w)
@@ -239,7 +240,7 @@ if METHOD["anat.register"] == "fsl":
                 _FSL_ENV,
                 '( flirt -in {input.brain:q} -ref {input.tpl_brain:q} -dof 12 -omat "$tmp/affine.mat"'
                 ' && fnirt --in={input.head:q} --aff="$tmp/affine.mat" --config={params.fnirt_config:q}'
-                ' --ref={input.tpl_head:q} --refmask={input.tpl_mask:q}'
+                " --ref={input.tpl_head:q} --refmask={input.tpl_mask:q}"
                 ' --cout="$tmp/warpcoef.nii.gz" --fout="$tmp/warp.nii.gz" --logout="$tmp/fnirt.log"'
                 ' && invwarp --warp="$tmp/warp.nii.gz" --ref={input.brain:q} --out="$tmp/invwarp.nii.gz"'
                 ' && applywarp --in={input.brain:q} --ref={input.tpl_head:q} --warp="$tmp/warp.nii.gz"'
@@ -252,11 +253,15 @@ if METHOD["anat.register"] == "fsl":
 if METHOD["anat.atlas"] == "fsl_applywarp":
     _ATLAS = step_cfg("anat.atlas")
     if METHOD["anat.register"] != "fsl":
-        raise ValueError("config key 'anat.atlas.method' 'fsl_applywarp' needs anat.register.method 'fsl' "
-                         f"(the inverse fnirt warp), not {METHOD['anat.register']!r}")
+        raise ValueError(
+            "config key 'anat.atlas.method' 'fsl_applywarp' needs anat.register.method 'fsl' "
+            f"(the inverse fnirt warp), not {METHOD['anat.register']!r}"
+        )
     if not _ATLAS["image"]:
-        raise ValueError("config key 'anat.atlas.image' must name a label image in template space "
-                         "when anat.atlas.method is 'fsl_applywarp'")
+        raise ValueError(
+            "config key 'anat.atlas.image' must name a label image in template space "
+            "when anat.atlas.method is 'fsl_applywarp'"
+        )
     ATLAS_NAME = _backends.atlas_label(_ATLAS["image"], _ATLAS["name"])
     ATLAS_NATIVE = anat("dseg", atlas=ATLAS_NAME, space="T1w")
 
@@ -269,15 +274,8 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
             brain=T1_BRAIN,
             invwarp=XFM_INVWARP,
         output:
-            dseg=ATLAS_NATIVE,
             **sidecars(ATLAS_NATIVE),
-        params:
-            method="fsl_applywarp",
-            atlas=ATLAS_NAME,
-            prov=prov("anat.atlas"),
-        threads: 1
-        resources:
-            **res("anat_atlas_fsl_applywarp"),
+            dseg=ATLAS_NATIVE,
         log:
             logfile("anat_atlas_fsl_applywarp"),
         benchmark:
@@ -286,10 +284,17 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
             ENVS["fsl"]
         container:
             CONTAINERS["fsl"]
+        threads: 1
+        resources:
+            **res("anat_atlas_fsl_applywarp"),
+        params:
+            method="fsl_applywarp",
+            atlas=ATLAS_NAME,
+            prov=prov("anat.atlas"),
         shell:
             tool_shell(
                 _FSL_ENV,
-                'applywarp --in={input.atlas:q} --ref={input.brain:q} --warp={input.invwarp:q} --interp=nn'
+                "applywarp --in={input.atlas:q} --ref={input.brain:q} --warp={input.invwarp:q} --interp=nn"
                 ' --out="$tmp/atlas.nii.gz" > {log:q} 2>&1'
                 ' && toolrun_end "$tmp/atlas.nii.gz" {output.dseg:q}',
             )

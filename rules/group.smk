@@ -5,14 +5,8 @@ rule group_anat_volumes:
     input:
         tables=lambda wc: expand_visits(TISSUE_VOL, T1W),
     output:
-        tsv=report(GROUP_ANAT_VOLUMES, caption="../report/anat_volumes.rst", category="Group tables"),
         **sidecars(GROUP_ANAT_VOLUMES),
-    params:
-        atlas="tissue",
-        prov=prov("group.tables"),
-    threads: 1
-    resources:
-        **res("group_anat_volumes"),
+        tsv=report(GROUP_ANAT_VOLUMES, caption="../report/anat_volumes.rst", category="Group tables"),
     log:
         logfile("group_anat_volumes", visit=False),
     benchmark:
@@ -21,6 +15,12 @@ rule group_anat_volumes:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("group_anat_volumes"),
+    params:
+        atlas="tissue",
+        prov=prov("group.tables"),
     script:
         "../scripts/group_tables.py"
 
@@ -29,18 +29,18 @@ use rule group_anat_volumes as group_dti_stats with:
     input:
         tables=lambda wc: expand_visits(DTI_STATS, DWI),
     output:
-        tsv=report(GROUP_DTI_STATS, caption="../report/dti_stats.rst", category="Group tables"),
         **sidecars(GROUP_DTI_STATS),
-    params:
-        atlas="dti_roi",
-        prov=prov("group.tables"),
-    threads: 1
-    resources:
-        **res("group_dti_stats"),
+        tsv=report(GROUP_DTI_STATS, caption="../report/dti_stats.rst", category="Group tables"),
     log:
         logfile("group_dti_stats", visit=False),
     benchmark:
         benchfile("group_dti_stats", visit=False)
+    threads: 1
+    resources:
+        **res("group_dti_stats"),
+    params:
+        atlas="dti_roi",
+        prov=prov("group.tables"),
 
 
 rule dataset_description:
@@ -49,12 +49,6 @@ rule dataset_description:
         readme=_paths.dataset_file(OUT, "README.md"),
         descriptions=_paths.dataset_file(OUT, "descriptions.tsv"),
         bidsignore=_paths.dataset_file(OUT, ".bidsignore"),
-    params:
-        bids_dir=config["bids_dir"],
-        container=CONTAINERS["neurosmk"],
-    threads: 1
-    resources:
-        **res("dataset_description"),
     log:
         logfile("dataset_description", visit=False),
     benchmark:
@@ -63,6 +57,12 @@ rule dataset_description:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("dataset_description"),
+    params:
+        bids_dir=config["bids_dir"],
+        container=CONTAINERS["neurosmk"],
     script:
         "../scripts/dataset_description.py"
 
@@ -72,8 +72,10 @@ rule dataset_description:
 GROUP_LONG = _paths.group_file(OUT, "long")
 
 
-if (config["steps"]["anat"] and T1W) or (config["steps"]["dwi"] and DWI) or (
-    config["freesurfer_dir"] and config["steps"]["freesurfer_stats"]
+if (
+    (config["steps"]["anat"] and T1W)
+    or (config["steps"]["dwi"] and DWI)
+    or (config["freesurfer_dir"] and config["steps"]["freesurfer_stats"])
 ):
     EXTRA_TARGETS.append(GROUP_LONG)
 
@@ -93,14 +95,9 @@ rule group_long:
     input:
         unpack(_group_long_inputs),
     output:
+        **sidecars(GROUP_LONG),
         tsv=report(GROUP_LONG, caption="../report/neurosmk_long.rst", category="Group tables"),
         parquet=_paths.group_file(OUT, "long_parquet"),
-        **sidecars(GROUP_LONG),
-    params:
-        prov=prov("group.long"),
-    threads: 1
-    resources:
-        **res("group_long"),
     log:
         logfile("group_long", visit=False),
     benchmark:
@@ -109,5 +106,10 @@ rule group_long:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("group_long"),
+    params:
+        prov=prov("group.long"),
     script:
         "../scripts/group_long.py"

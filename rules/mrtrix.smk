@@ -22,19 +22,12 @@ if METHOD["dwi.denoise"] == "mrtrix":
 
     rule dwi_denoise_mrtrix:
         input:
-            dwi=lambda wc: raw_dwi(wc)["nii"],
             **validated("dwi"),  # rules/validate.smk: the visit's voxel checks first
+            dwi=lambda wc: raw_dwi(wc)["nii"],
         output:
+            **sidecars(DWI_DENOISED, DWI_NOISE),
             dwi=DWI_DENOISED,
             noise=DWI_NOISE,
-            **sidecars(DWI_DENOISED, DWI_NOISE),
-        params:
-            method="mrtrix",
-            extent=",".join(str(e) for e in step_cfg("dwi.denoise")["extent"]),
-            prov=prov("dwi.denoise"),
-        threads: step_cfg("dwi.denoise")["threads"]
-        resources:
-            **res("dwi_denoise_mrtrix"),
         log:
             logfile("dwi_denoise_mrtrix"),
         benchmark:
@@ -43,10 +36,17 @@ if METHOD["dwi.denoise"] == "mrtrix":
             ENVS["mrtrix3"]
         container:
             CONTAINERS["mrtrix3"]
+        threads: step_cfg("dwi.denoise")["threads"]
+        resources:
+            **res("dwi_denoise_mrtrix"),
+        params:
+            method="mrtrix",
+            extent=",".join(str(e) for e in step_cfg("dwi.denoise")["extent"]),
+            prov=prov("dwi.denoise"),
         shell:
             tool_shell(
                 'dwidenoise {input.dwi:q} "$tmp/dwi.nii.gz" -noise "$tmp/noise.nii.gz"'
-                ' -extent {params.extent} -nthreads {threads} -force > {log:q} 2>&1'
+                " -extent {params.extent} -nthreads {threads} -force > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/dwi.nii.gz" {output.dwi:q} "$tmp/noise.nii.gz" {output.noise:q}',
             )
 
@@ -55,21 +55,11 @@ if METHOD["dwi.degibbs"] == "mrtrix":
 
     rule dwi_degibbs_mrtrix:
         input:
-            dwi=dwi_after_denoise,
             **validated("dwi", "dwi.degibbs"),  # rules/validate.smk: the visit's voxel checks first
+            dwi=dwi_after_denoise,
         output:
-            dwi=DWI_DEGIBBS,
             **sidecars(DWI_DEGIBBS),
-        params:
-            method="mrtrix",
-            axes=_mrtrix_degibbs_axes(step_cfg("dwi.degibbs")["slice_axis"]),
-            nshifts=step_cfg("dwi.degibbs")["nshifts"],
-            min_w=step_cfg("dwi.degibbs")["min_w"],
-            max_w=step_cfg("dwi.degibbs")["max_w"],
-            prov=prov("dwi.degibbs"),
-        threads: step_cfg("dwi.degibbs")["threads"]
-        resources:
-            **res("dwi_degibbs_mrtrix"),
+            dwi=DWI_DEGIBBS,
         log:
             logfile("dwi_degibbs_mrtrix"),
         benchmark:
@@ -78,10 +68,20 @@ if METHOD["dwi.degibbs"] == "mrtrix":
             ENVS["mrtrix3"]
         container:
             CONTAINERS["mrtrix3"]
+        threads: step_cfg("dwi.degibbs")["threads"]
+        resources:
+            **res("dwi_degibbs_mrtrix"),
+        params:
+            method="mrtrix",
+            axes=_mrtrix_degibbs_axes(step_cfg("dwi.degibbs")["slice_axis"]),
+            nshifts=step_cfg("dwi.degibbs")["nshifts"],
+            min_w=step_cfg("dwi.degibbs")["min_w"],
+            max_w=step_cfg("dwi.degibbs")["max_w"],
+            prov=prov("dwi.degibbs"),
         shell:
             tool_shell(
                 'mrdegibbs {input.dwi:q} "$tmp/dwi.nii.gz" -axes {params.axes} -nshifts {params.nshifts}'
-                ' -minW {params.min_w} -maxW {params.max_w} -nthreads {threads} -force > {log:q} 2>&1'
+                " -minW {params.min_w} -maxW {params.max_w} -nthreads {threads} -force > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/dwi.nii.gz" {output.dwi:q}',
             )
 
@@ -93,14 +93,8 @@ if METHOD["dwi.mask"] == "mrtrix":
             unpack(dwi_for_model),
             **validated("dwi", "dwi.mask"),  # rules/validate.smk: the visit's voxel checks first
         output:
-            mask=DWI_MASK,
             **sidecars(DWI_MASK),
-        params:
-            method="mrtrix",
-            prov=prov("dwi.mask"),
-        threads: step_cfg("dwi.mask")["threads"]
-        resources:
-            **res("dwi_mask_mrtrix"),
+            mask=DWI_MASK,
         log:
             logfile("dwi_mask_mrtrix"),
         benchmark:
@@ -109,10 +103,16 @@ if METHOD["dwi.mask"] == "mrtrix":
             ENVS["mrtrix3"]
         container:
             CONTAINERS["mrtrix3"]
+        threads: step_cfg("dwi.mask")["threads"]
+        resources:
+            **res("dwi_mask_mrtrix"),
+        params:
+            method="mrtrix",
+            prov=prov("dwi.mask"),
         shell:
             tool_shell(
                 'dwi2mask {input.dwi:q} "$tmp/mask.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
-                ' -nthreads {threads} -force > {log:q} 2>&1'
+                " -nthreads {threads} -force > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/mask.nii.gz" {output.mask:q}',
             )
 
@@ -126,13 +126,6 @@ if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py
         output:
             **DTI,
             **sidecars(*DTI.values()),
-        params:
-            method="mrtrix",
-            fit=MRTRIX_TENSOR_FIT[step_cfg("dwi.tensor")["fit_method"]],
-            prov=prov("dwi.tensor"),
-        threads: step_cfg("dwi.tensor")["threads"]
-        resources:
-            **res("dwi_tensor_mrtrix"),
         log:
             logfile("dwi_tensor_mrtrix"),
         benchmark:
@@ -141,6 +134,13 @@ if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py
             ENVS["mrtrix3"]
         container:
             CONTAINERS["mrtrix3"]
+        threads: step_cfg("dwi.tensor")["threads"]
+        resources:
+            **res("dwi_tensor_mrtrix"),
+        params:
+            method="mrtrix",
+            fit=MRTRIX_TENSOR_FIT[step_cfg("dwi.tensor")["fit_method"]],
+            prov=prov("dwi.tensor"),
         # FA/ADC(=MD)/AD/RD and V1 (unmodulated principal eigenvector) in one pass; colour FA is
         # |V1| x FA as in DIPY's color_fa: tensor2metric -vector -modulate FA, then mrcalc -abs.
         # V1 convention: scanner (world, RAS+) axes, which is what tensor2metric writes; the DIPY
@@ -148,14 +148,14 @@ if METHOD["dwi.tensor"] == "mrtrix":  # fit_method checked at start (backends.py
         shell:
             tool_shell(
                 '( dwi2tensor {input.dwi:q} "$tmp/tensor.mif" -fslgrad {input.bvec:q} {input.bval:q}'
-                ' -mask {input.mask:q} {params.fit} -nthreads {threads}'
+                " -mask {input.mask:q} {params.fit} -nthreads {threads}"
                 ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -fa "$tmp/FA.nii.gz"'
                 ' -adc "$tmp/MD.nii.gz" -ad "$tmp/AD.nii.gz" -rd "$tmp/RD.nii.gz"'
                 ' -vector "$tmp/V1.nii.gz" -num 1 -modulate none -nthreads {threads} -force'
                 ' && tensor2metric "$tmp/tensor.mif" -mask {input.mask:q} -vector "$tmp/rgb.mif" -num 1'
-                ' -modulate fa -nthreads {threads}'
+                " -modulate fa -nthreads {threads}"
                 ' && mrcalc "$tmp/rgb.mif" -abs "$tmp/RGB.nii.gz" -datatype float32 -nthreads {threads} -force'
-                ' ) > {log:q} 2>&1'
+                " ) > {log:q} 2>&1"
                 ' && toolrun_end "$tmp/FA.nii.gz" {output.FA:q} "$tmp/MD.nii.gz" {output.MD:q} "$tmp/AD.nii.gz" {output.AD:q}'
                 ' "$tmp/RD.nii.gz" {output.RD:q} "$tmp/V1.nii.gz" {output.V1:q} "$tmp/RGB.nii.gz" {output.RGB:q}',
             )
@@ -167,25 +167,15 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
 
     rule dwi_preproc_dwifslpreproc:
         input:
+            **validated("dwi", "dwi.preproc"),  # rules/validate.smk: the visit's voxel checks first
             dwi=dwi_after_degibbs,
             bval=lambda wc: raw_dwi(wc)["bval"],
             bvec=lambda wc: raw_dwi(wc)["bvec"],
-            **validated("dwi", "dwi.preproc"),  # rules/validate.smk: the visit's voxel checks first
         output:
+            **sidecars(DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC),
             dwi=DWI_PREPROC,
             bval=DWI_PREPROC_BVAL,
             bvec=DWI_PREPROC_BVEC,
-            **sidecars(DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC),
-        params:
-            method="fsl_dwifslpreproc",
-            pe=_preproc_pe_args,
-            eddy_options=_eddy_options(),
-            # use_gpu false hides the GPUs: dwifslpreproc then falls back from eddy_cuda to the CPU eddy
-            cuda="" if _PREPROC_GPU else "CUDA_VISIBLE_DEVICES= ",
-            prov=prov("dwi.preproc", versions="mrtrix3+fsl"),
-        threads: step_cfg("dwi.preproc")["threads"]
-        resources:
-            **res("dwi_preproc_dwifslpreproc"),
         log:
             logfile("dwi_preproc_dwifslpreproc"),
         benchmark:
@@ -194,10 +184,20 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
             ENVS["fsl"]
         container:
             CONTAINERS["mrtrix3"]
+        threads: step_cfg("dwi.preproc")["threads"]
+        resources:
+            **res("dwi_preproc_dwifslpreproc"),
+        params:
+            method="fsl_dwifslpreproc",
+            pe=_preproc_pe_args,
+            eddy_options=_eddy_options(),
+            # use_gpu false hides the GPUs: dwifslpreproc then falls back from eddy_cuda to the CPU eddy
+            cuda="" if _PREPROC_GPU else "CUDA_VISIBLE_DEVICES= ",
+            prov=prov("dwi.preproc", versions="mrtrix3+fsl"),
         shell:
             tool_shell(
                 '{params.cuda}dwifslpreproc {input.dwi:q} "$tmp/dwi.nii.gz" -fslgrad {input.bvec:q} {input.bval:q}'
-                ' {params.pe:q} -eddy_options {params.eddy_options:q}'
+                " {params.pe:q} -eddy_options {params.eddy_options:q}"
                 ' -export_grad_fsl "$tmp/dwi.bvec" "$tmp/dwi.bval"'
                 ' -scratch "$tmp" -nthreads {threads} -force > {log:q} 2>&1'
                 ' && toolrun_end "$tmp/dwi.bvec" {output.bvec:q} "$tmp/dwi.bval" {output.bval:q} "$tmp/dwi.nii.gz" {output.dwi:q}',

@@ -96,8 +96,11 @@ def prov(step, versions=None):
     def _prov(wildcards, input, output):
         r_ = _prov_rule(_prov)
         # out_* params only route outputs (paths): not parameters of the method
-        params = {k: _param_value(v, wildcards, input, output) for k, v in r_.params.items()
-                  if k != "prov" and not k.startswith("out_")}
+        params = {
+            k: _param_value(v, wildcards, input, output)
+            for k, v in r_.params.items()
+            if k != "prov" and not k.startswith("out_")
+        }
         # the rest of the record depends on the rule, these params and whether the outputs are
         # skull-stripped only: one per rule at scale
         ss = _provenance.skull_stripped_of(output)
@@ -118,14 +121,23 @@ def _prov_text(r_, step, versions, params, skull_stripped):
     shell = r_.shellcmd is not None
     # string keys: formatted one per line, `rule=...` or `container=...` would start a line, and
     # Snakemake's parser reads those as directives
-    rec = _provenance.static_record(**{
-        "step": step, "method": method, "rule": r_.name, "parameters": params,
-        "conda_env": f"envs/{env}.yaml" if env else None, "container": r_.container_img,
-        "device": "gpu" if resources.get("gpu") else "cpu",
-        # the tool's command: without the wrapper's set-up (TOOLRUN) and the sidecar call
-        "command_template": r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0].removeprefix(TOOLRUN) if shell else None,
-        "script": os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
-        "skull_stripped": skull_stripped})
+    rec = _provenance.static_record(
+        **{
+            "step": step,
+            "method": method,
+            "rule": r_.name,
+            "parameters": params,
+            "conda_env": f"envs/{env}.yaml" if env else None,
+            "container": r_.container_img,
+            "device": "gpu" if resources.get("gpu") else "cpu",
+            # the tool's command: without the wrapper's set-up (TOOLRUN) and the sidecar call
+            "command_template": (
+                r_.shellcmd.split(" && NEUROSMK_PROV=sidecar")[0].removeprefix(TOOLRUN) if shell else None
+            ),
+            "script": os.path.normpath(os.path.join(NEUROSMK_ROOT, "rules", r_.script)) if r_.script else None,
+            "skull_stripped": skull_stripped,
+        }
+    )
     if backend is not None and backend.function:  # a script serving several methods calls this one
         rec["Functions"] = [backend.function]
     text = _json.dumps(rec, default=str)

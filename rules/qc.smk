@@ -17,8 +17,7 @@ FIG_COLORFA = figure("colorfa", "dwi")
 
 _QC_ANAT = bool(config["steps"]["anat"])
 _QC_DWI = bool(config["steps"]["dwi"])
-QC_VISITS = sorted(set(T1W if _QC_ANAT else {}) | set(DWI if _QC_DWI else {}),
-                   key=lambda k: (k[0], k[1] or ""))
+QC_VISITS = sorted(set(T1W if _QC_ANAT else {}) | set(DWI if _QC_DWI else {}), key=lambda k: (k[0], k[1] or ""))
 
 if _QC_DWI and DWI:
     DWI_TARGETS += [FIG_B0MASK, FIG_COLORFA]
@@ -30,17 +29,26 @@ if QC_VISITS:
 QC_FIGURES = {
     "anat": [
         (figure("brainmask", "T1w"), "Brain mask", "Brain mask (red) on the bias-corrected T1w."),
-        (figure("dseg", "T1w"), "Tissue classes",
-         "Tissue segmentation contours on the bias-corrected T1w: CSF blue, GM green, WM yellow."),
-        (figure("reg", "T1w"), "Registration to the template",
-         "T1w brain registered to the template; red lines are the template's brain outline and "
-         "grey/white boundary: the T1w's should follow them (ventricles, sulci, cerebellum)."),
+        (
+            figure("dseg", "T1w"),
+            "Tissue classes",
+            "Tissue segmentation contours on the bias-corrected T1w: CSF blue, GM green, WM yellow.",
+        ),
+        (
+            figure("reg", "T1w"),
+            "Registration to the template",
+            "T1w brain registered to the template; red lines are the template's brain outline and "
+            "grey/white boundary: the T1w's should follow them (ventricles, sulci, cerebellum).",
+        ),
     ],
     "dwi": [
         (FIG_B0MASK, "DWI brain mask", "DWI brain mask (red) on the mean b=0 image."),
         (figure("dti", "dwi"), "Fractional anisotropy", "FA (0 to 1) in the DWI mask's bounding box."),
-        (FIG_COLORFA, "Colour FA",
-         "Colour FA: red left-right, green anterior-posterior, blue inferior-superior (scanner axes)."),
+        (
+            FIG_COLORFA,
+            "Colour FA",
+            "Colour FA: red left-right, green anterior-posterior, blue inferior-superior (scanner axes).",
+        ),
     ],
 }
 
@@ -56,15 +64,20 @@ rule qc_dwi_figures:
         mask=DWI_MASK,
         rgb=DTI["RGB"],
     output:
-        b0mask=report(FIG_B0MASK, caption="../report/b0mask.rst", category="Diffusion QC",
-                      subcategory="DWI mask", labels={"subject": "{subject}", "figure": "DWI mask"}),
-        colorfa=report(FIG_COLORFA, caption="../report/colorfa.rst", category="Diffusion QC",
-                       subcategory="colour FA", labels={"subject": "{subject}", "figure": "colour FA"}),
-    params:
-        b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
-    threads: 1
-    resources:
-        **res("qc_dwi_figures"),
+        b0mask=report(
+            FIG_B0MASK,
+            caption="../report/b0mask.rst",
+            category="Diffusion QC",
+            subcategory="DWI mask",
+            labels={"subject": "{subject}", "figure": "DWI mask"},
+        ),
+        colorfa=report(
+            FIG_COLORFA,
+            caption="../report/colorfa.rst",
+            category="Diffusion QC",
+            subcategory="colour FA",
+            labels={"subject": "{subject}", "figure": "colour FA"},
+        ),
     log:
         logfile("qc_dwi_figures"),
     benchmark:
@@ -73,6 +86,11 @@ rule qc_dwi_figures:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("qc_dwi_figures"),
+    params:
+        b0_threshold=step_cfg("dwi.mask")["b0_threshold"],
     script:
         "../scripts/qc_dwi_figures.py"
 
@@ -83,12 +101,6 @@ rule qc_visit_metrics:
         unpack(_qc_metrics_inputs),
     output:
         metrics=QC_METRICS,
-    params:
-        # only a visit with DWI reads it (an anatomy-only visit does not re-run when it changes)
-        b0_threshold=lambda wc: step_cfg("dwi.mask")["b0_threshold"] if _qc_has(wc, "dwi") else None,
-    threads: 1
-    resources:
-        **res("qc_visit_metrics"),
     log:
         logfile("qc_visit_metrics"),
     benchmark:
@@ -97,6 +109,12 @@ rule qc_visit_metrics:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("qc_visit_metrics"),
+    params:
+        # only a visit with DWI reads it (an anatomy-only visit does not re-run when it changes)
+        b0_threshold=lambda wc: step_cfg("dwi.mask")["b0_threshold"] if _qc_has(wc, "dwi") else None,
     script:
         "../scripts/qc_visit_metrics.py"
 
@@ -108,13 +126,6 @@ rule qc_visit_page:
         figures=_qc_page_figures,
     output:
         html=QC_PAGE,
-    params:
-        captions=_qc_page_captions,
-        out_group_page=QC_GROUP_PAGE,
-        out_dir=lambda wc, output: folder_of(output.html),  # out_*: paths, left out of the provenance record
-    threads: 1
-    resources:
-        **res("qc_visit_page"),
     log:
         logfile("qc_visit_page"),
     benchmark:
@@ -123,6 +134,13 @@ rule qc_visit_page:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("qc_visit_page"),
+    params:
+        captions=_qc_page_captions,
+        out_group_page=QC_GROUP_PAGE,
+        out_dir=lambda wc, output: folder_of(output.html),  # out_*: paths, left out of the provenance record
     script:
         "../scripts/qc_visit_page.py"
 
@@ -132,16 +150,9 @@ rule qc_group_page:
     input:
         metrics=expand_visits(QC_METRICS, QC_VISITS),
     output:
+        **sidecars(QC_GROUP_TSV),
         html=QC_GROUP_PAGE,  # not embedded in the Snakemake report (its links are relative); linked from it
         tsv=QC_GROUP_TSV,
-        **sidecars(QC_GROUP_TSV),
-    params:
-        out_pages=expand_visits(QC_PAGE, QC_VISITS),
-        out_dir=lambda wc, output: folder_of(output.html, 2),  # out_*: paths, left out of the provenance record
-        prov=prov("qc.group"),
-    threads: 1
-    resources:
-        **res("qc_group_page"),
     log:
         logfile("qc_group_page", visit=False),
     benchmark:
@@ -150,5 +161,12 @@ rule qc_group_page:
         ENVS["neurosmk"]
     container:
         CONTAINERS["neurosmk"]
+    threads: 1
+    resources:
+        **res("qc_group_page"),
+    params:
+        out_pages=expand_visits(QC_PAGE, QC_VISITS),
+        out_dir=lambda wc, output: folder_of(output.html, 2),  # out_*: paths, left out of the provenance record
+        prov=prov("qc.group"),
     script:
         "../scripts/qc_group_page.py"

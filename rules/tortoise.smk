@@ -11,9 +11,17 @@ from neurosmk import dwi_scheme as _dwi_scheme
 if METHOD["dwi.preproc"] == "drbuddi":
     _DRB = step_cfg("dwi.preproc")
     _DRB_WORK = _paths.state_path(OUT, "work", "drbuddi", visit_wc())
-    _DRB_FILES = {k: os.path.join(_DRB_WORK, f) for k, f in (
-        ("up", "up_b0.nii"), ("down", "down_b0.nii"), ("up_json", "up.json"), ("field", "deformation_FINV.nii.gz"),
-        ("b0", "b0_corrected_final.nii"), ("version", "drbuddi_version.txt"))}
+    _DRB_FILES = {
+        k: os.path.join(_DRB_WORK, f)
+        for k, f in (
+            ("up", "up_b0.nii"),
+            ("down", "down_b0.nii"),
+            ("up_json", "up.json"),
+            ("field", "deformation_FINV.nii.gz"),
+            ("b0", "b0_corrected_final.nii"),
+            ("version", "drbuddi_version.txt"),
+        )
+    }
     _DRB_EXE = _backends.STEPS["dwi.preproc"]["drbuddi"].tools_for(_DRB)[0]
     _DRB_IMAGE = CONTAINERS["tortoise_cuda" if _DRB["use_gpu"] else "tortoise"]
     _DRB_REVERSE = {}  # (subject, session) -> (reverse image, its bval or None, pe of the DWI)
@@ -30,12 +38,6 @@ if METHOD["dwi.preproc"] == "drbuddi":
             up=temp(_DRB_FILES["up"]),
             down=temp(_DRB_FILES["down"]),
             up_json=temp(_DRB_FILES["up_json"]),
-        params:
-            pe_up=lambda wc: _DRB_REVERSE[_key(wc)][2],
-            b0_threshold=config["dwi"]["mask"]["b0_threshold"],
-        threads: 1
-        resources:
-            **res("dwi_preproc_drbuddi_inputs"),
         log:
             logfile("dwi_preproc_drbuddi_inputs"),
         benchmark:
@@ -44,6 +46,12 @@ if METHOD["dwi.preproc"] == "drbuddi":
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: 1
+        resources:
+            **res("dwi_preproc_drbuddi_inputs"),
+        params:
+            pe_up=lambda wc: _DRB_REVERSE[_key(wc)][2],
+            b0_threshold=config["dwi"]["mask"]["b0_threshold"],
         script:
             "../scripts/drbuddi_inputs.py"
 
@@ -58,13 +66,6 @@ if METHOD["dwi.preproc"] == "drbuddi":
             # the ToolVersion of the corrected DWI's sidecars (dwi_preproc_drbuddi_apply): DRBUDDI
             # has no version option, so it is the pinned image the job ran in (provenance.VERSION_COMMANDS)
             version=temp(_DRB_FILES["version"]),
-        params:
-            method="drbuddi",
-            exe=_DRB_EXE,  # DRBUDDI_cuda with use_gpu
-            version_cmd=_provenance.version_command("tortoise", [_DRB_EXE], image=_DRB_IMAGE),
-        threads: _DRB["threads"]
-        resources:
-            **res("dwi_preproc_drbuddi"),
         log:
             logfile("dwi_preproc_drbuddi"),
         benchmark:
@@ -73,6 +74,13 @@ if METHOD["dwi.preproc"] == "drbuddi":
             ENVS["tortoise"]
         container:
             _DRB_IMAGE
+        threads: _DRB["threads"]
+        resources:
+            **res("dwi_preproc_drbuddi"),
+        params:
+            method="drbuddi",
+            exe=_DRB_EXE,  # DRBUDDI_cuda with use_gpu
+            version_cmd=_provenance.version_command("tortoise", [_DRB_EXE], image=_DRB_IMAGE),
         shell:
             # the TORTOISE images keep the binaries in /src/TORTOISEV4/bin (QSIPrep's Dockerfile);
             # DRBUDDI writes into the working folder: the job's private "$tmp" (TOOLRUN)
@@ -80,7 +88,7 @@ if METHOD["dwi.preproc"] == "drbuddi":
                 'cp {input.up:q} "$tmp/up_b0.nii" && cp {input.down:q} "$tmp/down_b0.nii"'
                 ' && cp {input.up_json:q} "$tmp/up.json"'
                 ' && ( cd "$tmp" && PATH="$PATH:/src/TORTOISEV4/bin" OMP_NUM_THREADS={threads} {params.exe:q}'
-                ' -u up_b0.nii --up_json up.json -d down_b0.nii ) > {log:q} 2>&1'
+                " -u up_b0.nii --up_json up.json -d down_b0.nii ) > {log:q} 2>&1"
                 ' && sh -c {params.version_cmd:q} > "$tmp/version.txt"'
                 ' && toolrun_end "$tmp/deformation_FINV.nii.gz" {output.field:q} "$tmp/b0_corrected_final.nii" {output.b0:q}'
                 ' "$tmp/version.txt" {output.version:q}',
@@ -96,17 +104,10 @@ if METHOD["dwi.preproc"] == "drbuddi":
             b0=_DRB_FILES["b0"],
             version=_DRB_FILES["version"],
         output:
+            **sidecars(DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC),
             dwi=DWI_PREPROC,
             bval=DWI_PREPROC_BVAL,
             bvec=DWI_PREPROC_BVEC,
-            **sidecars(DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC),
-        params:
-            method="drbuddi",
-            use_gpu=_DRB["use_gpu"],
-            prov=prov("dwi.preproc"),
-        threads: 1
-        resources:
-            **res("dwi_preproc_drbuddi_apply"),
         log:
             logfile("dwi_preproc_drbuddi_apply"),
         benchmark:
@@ -115,6 +116,13 @@ if METHOD["dwi.preproc"] == "drbuddi":
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: 1
+        resources:
+            **res("dwi_preproc_drbuddi_apply"),
+        params:
+            method="drbuddi",
+            use_gpu=_DRB["use_gpu"],
+            prov=prov("dwi.preproc"),
         script:
             "../scripts/drbuddi_apply.py"
 

@@ -26,9 +26,6 @@ for _dt, _inputs in (("anat", _validate_t1w), ("dwi", _validate_dwi)):
             unpack(_inputs),
         output:
             report=validated_report(_dt),
-        threads: 1
-        resources:
-            **res(f"validate_{_dt}"),
         log:
             logfile(f"validate_{_dt}"),
         benchmark:
@@ -37,5 +34,8 @@ for _dt, _inputs in (("anat", _validate_t1w), ("dwi", _validate_dwi)):
             ENVS["neurosmk"]
         container:
             CONTAINERS["neurosmk"]
+        threads: 1
+        resources:
+            **res(f"validate_{_dt}"),
         script:
             "../scripts/validate_visit.py"
