@@ -43,7 +43,8 @@ _FSL_VERSION = 'printf "FSL %s" "$(cat "$FSLDIR/etc/fslversion" 2>/dev/null || e
 # ncores), so its version is the pinned image it ran in; outside a container it is unknown
 _TORTOISE_VERSION = (
     'case "${{APPTAINER_CONTAINER:-}}${{SINGULARITY_CONTAINER:-}}" in '
-    '?*) printf "TORTOISE %s from %s (DRBUDDI has no version option: the image tag is the version)" "{tool}" "{image}" ;; '
+    '?*) printf "TORTOISE %s from %s (DRBUDDI has no version option: the image tag is the version)"'
+    ' "{tool}" "{image}" ;; '
     '*) printf "TORTOISE %s, version unknown (DRBUDDI has no version option; not run in the pinned image %s)" '
     '"{tool}" "{image}" ;; esac')
 

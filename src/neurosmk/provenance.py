@@ -416,7 +416,8 @@ REFS = _backends.REFERENCES
 # version source: a Python distribution name, or "tool" for the shell tool's version line
 METHODS = _backends.backend_methods_table()
 STEP_ORDER = ["anat.biascorrect", "anat.skullstrip", "anat.segment", "anat.subcortical", "anat.register",
-              "anat.atlas", "anat.synthseg", "anat.segstats", "dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask", "dwi.tensor"]
+              "anat.atlas", "anat.synthseg", "anat.segstats", "dwi.denoise", "dwi.degibbs", "dwi.preproc", "dwi.mask",
+              "dwi.tensor"]
 SKIPPED = {"dwi.denoise": "No denoising was applied", "dwi.degibbs": "Gibbs ringing was not corrected",
            "dwi.preproc": "No eddy-current or motion correction was applied",
            "anat.register": "No spatial normalisation to a template was applied"}
