@@ -83,7 +83,12 @@ def _expression(toks, i):
 def _text(tokens, consts) -> tuple[str, bool]:
     """The string the tokens concatenate: literals, and module constants (SIDECAR, _FSL_TMP, ...)
     by name, in order. Returns (text, whether an f-string or an unknown name took part)."""
-    parts, dynamic = [], False
+    parts, dynamic, tail = [], False, ""
+    names = [t.string for t in tokens if t.type == tokenize.NAME]
+    if names[:1] == ["tool_shell"]:  # rules/provenance.smk: TOOLRUN + the parts + SIDECAR (unless sidecar=False)
+        parts.append(consts.get("TOOLRUN", FSTRING))
+        tail = "" if "False" in names else consts.get("SIDECAR", FSTRING)
+        tokens = [t for t in tokens if t.string not in ("tool_shell", "sidecar", "False")]
     for t in tokens:
         if t.type == tokenize.STRING:
             try:
@@ -95,7 +100,7 @@ def _text(tokens, consts) -> tuple[str, bool]:
                 parts.append(consts[t.string])
             else:
                 dynamic = True
-    return "".join(parts), dynamic
+    return "".join(parts) + tail, dynamic
 
 
 def shell_templates() -> list[tuple[str, str, str]]:

@@ -279,9 +279,7 @@ def test_report_contents(runs):
 def _sidecar_call(shell: str) -> list[str]:
     cmd, sep, rest = shell.partition(" && NEUROSMK_PROV=sidecar ")
     assert sep, shell[-300:]
-    args = shlex.split(rest)
-    assert args[0] == f"NEUROSMK_VERSION={P.__version__}"
-    return args[1:]
+    return shlex.split(rest)
 
 
 def _dry_commands(cfg: Path) -> dict[str, str]:
@@ -316,12 +314,14 @@ def test_fsl_freesurfer_rules_write_sidecars(tmp_path):
     }
     for rule, (step, method, sidecars, vtag) in want.items():
         args = _sidecar_call(cmds[rule])
-        assert args[:2] == ["sh", str(SIDECAR_SH)]
+        # the script and the dataset folders come from the environment the workflow sets at parse
+        # time (rules/provenance.smk); the MRtrix sidecar tests run them for real
+        assert args[:2] == ["sh", "$NEUROSMK_SIDECAR_SH"]
         static, vcmd, o, b = args[2:6]
         rec = json.loads(static)
         assert (rec["Step"], rec["Method"], rec["Rule"]) == (step, method, rule)
         assert vtag in vcmd
-        assert (o, b) == (str(out), str(BIDS))
+        assert (o, b) == ("$NEUROSMK_OUT", "$NEUROSMK_BIDS_DIR")
         outputs = args[6:args.index("--")]
         assert [x for x in outputs if x.endswith(".json")] == sidecars
         assert args[args.index("--") + 1:]  # the inputs, checksummed at run time
