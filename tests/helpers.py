@@ -160,7 +160,8 @@ def run_snakemake(args, cwd: Path = REPO, timeout: float = 1200, check: bool = T
     return proc
 
 
-def dry_run(cfg: Path, *args: str, cwd: Path = REPO, check: bool = True) -> tuple[dict[str, dict], subprocess.CompletedProcess]:
+def dry_run(cfg: Path, *args: str, cwd: Path = REPO,
+            check: bool = True) -> tuple[dict[str, dict], subprocess.CompletedProcess]:
     """``snakemake -n -p --cores 2 --configfile CFG ARGS``: (parse_dry_run of it, the process)."""
     proc = run_snakemake(["-n", "-p", "--cores", "2", "--configfile", str(cfg), *args], cwd=cwd, check=check)
     return parse_dry_run(proc.stdout), proc
@@ -218,7 +219,8 @@ def parse_dry_run(text: str) -> dict[str, dict]:
     """``snakemake -n -p`` output -> rule name -> {'input', 'output', 'valid' (the visit's
     input-check reports, apart from 'input'), 'sidecars' (X.json beside an output X, apart from
     'output'), 'resources', 'threads', 'shell' (None for run:/script: rules), 'sidecar' (the
-    provenance call every shell rule ends with), 'command' (shell and sidecar call as printed), 'jobs' (one such dict per job, in order)}; the
+    provenance call every shell rule ends with), 'command' (shell and sidecar call as printed),
+    'jobs' (one such dict per job, in order)}; the
     rule's own keys are those of its last job."""
     parsed: list[tuple[str, dict]] = []
     cur = None

@@ -138,7 +138,8 @@ def test_every_rule_file_rule_is_in_the_registry_and_reads_it():
     for smk in (REPO / "rules").glob("*.smk"):
         text = smk.read_text()
         for m in re.finditer(r"^(\s*)resources:\n((?:\1    .*\n)+)", text, re.MULTILINE):
-            assert re.fullmatch(r'\s*\*\*res\((?:"\w+"|f"validate_\{_dt\}"|f"anat_register_metrics_\{_REG_METHOD\}")\),\n', m.group(2)), (smk.name, m.group(2))
+            named = r'"\w+"|f"validate_\{_dt\}"|f"anat_register_metrics_\{_REG_METHOD\}"'
+            assert re.fullmatch(rf"\s*\*\*res\((?:{named})\),\n", m.group(2)), (smk.name, m.group(2))
 
 
 def test_profiles_do_not_restate_resources_and_place_the_gpu_rules():

@@ -110,7 +110,7 @@ def test_dataset_description_readme_descriptions(reduced_run):
     assert dd["Authors"] == raw["Authors"]
     readme = (out / "README.md").read_text()
     assert "na_values='n/a'" in readme and "na.strings = 'n/a'" in readme
-    rows = [l.split("\t") for l in (out / "descriptions.tsv").read_text().splitlines()]
+    rows = [ln.split("\t") for ln in (out / "descriptions.tsv").read_text().splitlines()]
     assert rows[0] == ["desc_id", "description"]
     documented = {r[0][len("desc-"):] for r in rows[1:]}
     used = {m for p in out.rglob("*") for m in re.findall(r"_desc-([a-zA-Z0-9]+)_", p.name)}

@@ -132,7 +132,7 @@ def aseg_header(files: list[Path], meas: str) -> list[str]:
 
 
 def _ncols(path: Path) -> int:
-    return len(next(l for l in path.read_text().splitlines() if l.startswith("# ColHeaders"))
+    return len(next(ln for ln in path.read_text().splitlines() if ln.startswith("# ColHeaders"))
                .split()) - 2
 
 
@@ -147,7 +147,7 @@ def _expected() -> dict[str, list[str]]:
             continue
         hemi = name[:2] if name[:3] in ("lh.", "rh.") else None
         atlas = name[3:-6] if hemi else name[:-6]
-        segstats = "SegId" in next(l for l in text.splitlines() if l.startswith("# ColHeaders"))
+        segstats = "SegId" in next(ln for ln in text.splitlines() if ln.startswith("# ColHeaders"))
         if segstats:  # asegstats2table --stats <name>
             for meas, col in ASEG_MEAS_COL.items():
                 if col < _ncols(files[0]) and not (meas == "nvertices" and "NVoxels" in text

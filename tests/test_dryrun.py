@@ -45,7 +45,8 @@ def _tiny_session_dataset(root):
                      str(d / f"sub-{sub}_ses-{ses}_dwi.nii.gz"))
             # 7 volumes, unit vectors: the least a tensor fit takes (neurosmk.validate)
             (d / f"sub-{sub}_ses-{ses}_dwi.bval").write_text("0 1000 1000 1000 1000 1000 1000\n")
-            (d / f"sub-{sub}_ses-{ses}_dwi.bvec").write_text("0 1 0 0 0.6 0.8 0\n0 0 1 0 0.8 0 0.6\n0 0 0 1 0 0.6 0.8\n")
+            (d / f"sub-{sub}_ses-{ses}_dwi.bvec").write_text(
+                "0 1 0 0 0.6 0.8 0\n0 0 1 0 0.8 0 0.6\n0 0 0 1 0 0.6 0.8\n")
 
 
 def test_sessions_and_participant_selection(tmp_path):
@@ -95,7 +96,8 @@ from snakemake.settings.types import ConfigSettings, ResourceSettings
 with SnakemakeApi() as api:
     wf = api.workflow(resource_settings=ResourceSettings(cores=2),
                       config_settings=ConfigSettings(configfiles=[Path({str(REPO / 'config/config.yaml')!r})],
-                          config={{'bids_dir': {str(DEMO_BIDS)!r}, 'output_dir': 'out', 'freesurfer_dir': {str(REPO / 'demo/freesurfer')!r}}}),
+                          config={{'bids_dir': {str(DEMO_BIDS)!r}, 'output_dir': 'out',
+                                  'freesurfer_dir': {str(REPO / 'demo/freesurfer')!r}}}),
                       snakefile=Path({str(REPO / 'Snakefile')!r}))
     w = wf._workflow
     for r in w.rules:

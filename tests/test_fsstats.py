@@ -20,8 +20,7 @@ import pytest
 
 from neurosmk.fsstats import qc
 from neurosmk.fsstats.cli import aggregate, find_subject_dirs, parse_subject_dir
-from neurosmk.fsstats.parser import (StatsParseError, atlas_and_hemi_from_name,
-                                     parse_stats_file, split_subject_session)
+from neurosmk.fsstats.parser import StatsParseError, atlas_and_hemi_from_name, parse_stats_file, split_subject_session
 from neurosmk.fsstats.tables import global_table, long_table, wide_tables
 from neurosmk.io import InputError
 
@@ -212,7 +211,7 @@ def test_split_subject_session(name, expected):
 
 def test_units_fallback_without_tablecol(tmp_path):
     f = tmp_path / "lh.aparc.stats"
-    f.write_text("".join(l for l in (FS7 / "lh.aparc.stats").open() if "TableCol" not in l))
+    f.write_text("".join(ln for ln in (FS7 / "lh.aparc.stats").open() if "TableCol" not in ln))
     p = parse_stats_file(f, subject="x")
     u = dict(zip(p.numeric_columns, p.units))
     assert u["ThickAvg"] == "mm" and u["SurfArea"] == "mm^2" and u["GrayVol"] == "mm^3"
@@ -317,7 +316,7 @@ def test_curv_layout_cache_reads_each_file(tmp_path):
 
 def test_curv_bad_value_names_line(tmp_path):
     lines = _lines(FS7 / "lh.curv.stats")
-    i = next(k for k, l in enumerate(lines) if "Raw Max:" in l)
+    i = next(k for k, ln in enumerate(lines) if "Raw Max:" in ln)
     lines[i] = lines[i].replace("1.05909", "1.05x09")
     f = tmp_path / "lh.curv.stats"
     f.write_text("".join(lines))
@@ -392,12 +391,12 @@ def _copy_subject(dst: Path, drop=()):
     (dst / "stats").mkdir(parents=True)
     for f in FS7.glob("*.stats"):
         lines = f.read_text().splitlines(keepends=True)
-        keep = [l for l in lines
-                if l.startswith("#") or not l.strip() or not (set(l.split()) & set(drop))]
+        keep = [ln for ln in lines
+                if ln.startswith("#") or not ln.strip() or not (set(ln.split()) & set(drop))]
         n_dropped = len(lines) - len(keep)
         if n_dropped:
-            keep = [(f"# NRows {int(l.split()[2]) - n_dropped} \n" if l.startswith("# NRows")
-                     else l) for l in keep]
+            keep = [(f"# NRows {int(ln.split()[2]) - n_dropped} \n" if ln.startswith("# NRows")
+                     else ln) for ln in keep]
         (dst / "stats" / f.name).write_text("".join(keep))
 
 
@@ -424,7 +423,7 @@ def _lines(path):
 
 
 def _first_data_line(lines):
-    return next(i for i, l in enumerate(lines) if l.strip() and not l.startswith("#"))
+    return next(i for i, ln in enumerate(lines) if ln.strip() and not ln.startswith("#"))
 
 
 def _truncated(tmp):
@@ -444,14 +443,14 @@ def _truncated_at_row(tmp):
 
 def _truncated_header(tmp):
     lines = _lines(FS7 / "lh.aparc.stats")
-    i = next(k for k, l in enumerate(lines) if l.startswith("# TableCol"))
+    i = next(k for k, ln in enumerate(lines) if ln.startswith("# TableCol"))
     tmp.write_text("".join(lines[:i]))
     return i, "ColHeaders"
 
 
 def _no_colheaders(tmp):
     lines = _lines(FS7 / "lh.aparc.stats")
-    tmp.write_text("".join(l for l in lines if not l.startswith("# ColHeaders")))
+    tmp.write_text("".join(ln for ln in lines if not ln.startswith("# ColHeaders")))
     return _first_data_line(lines), "ColHeaders"            # one line fewer before it
 
 
@@ -486,7 +485,7 @@ def _binary(tmp):
 
 def _bad_measure(tmp):
     lines = _lines(FS7 / "aseg.stats")
-    i = next(k for k, l in enumerate(lines) if ", eTIV," in l)
+    i = next(k for k, ln in enumerate(lines) if ", eTIV," in ln)
     lines[i] = lines[i].replace("1269108.687970", "lots")
     tmp.write_text("".join(lines))
     return i + 1, "Measure"

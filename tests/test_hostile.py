@@ -32,7 +32,8 @@ import numpy as np
 import pytest
 
 from .conftest import dwi_slab_bids
-from .helpers import merge as _merge, run_snakemake, write_config
+from .helpers import merge as _merge
+from .helpers import run_snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,7 +187,8 @@ def test_lint_detects_bad_quoting():
     assert shell_problems("r", 'cmd "$(dirname "{output.x}")"') and shell_problems("r", "cmd \"a {output.x:q}\"")
     assert not shell_problems("r", 'cmd "$(dirname {output.x:q})/x"')  # $( ) inside "..." is parsed anew
     assert shell_problems("r", "cmd {params.extent:q} > {log}")  # log bare
-    assert not shell_problems("r", "tmp=$(mktemp -d \"${{TMPDIR:-/tmp}}/x.XXXXXX\") && cmd {input:q} \"$tmp/a\" > {log:q}")
+    assert not shell_problems("r", "tmp=$(mktemp -d \"${{TMPDIR:-/tmp}}/x.XXXXXX\")"
+                                   " && cmd {input:q} \"$tmp/a\" > {log:q}")
     assert not shell_problems("dwi_denoise_mrtrix", "dwidenoise -extent {params.extent} -nthreads {threads}")
 
 

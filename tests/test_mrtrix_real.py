@@ -70,7 +70,8 @@ def run(tmp_path_factory):
 
     cfg = write_config(tmp / "config.yaml", {"bids_dir": str(bids), "output_dir": str(tmp / "out"),
                                              "steps": {"anat": False},
-                                             "dwi": {s: {"method": "mrtrix"} for s in ("denoise", "degibbs", "mask", "tensor")}})
+                                             "dwi": {s: {"method": "mrtrix"}
+                                                     for s in ("denoise", "degibbs", "mask", "tensor")}})
     o = tmp / "out" / "sub-02" / "dwi"
     mr = {"den": o / "sub-02_desc-denoised_dwi.nii.gz", "noise": o / "sub-02_desc-mppca_noise.nii.gz",
           "gibbs": o / "sub-02_desc-degibbs_dwi.nii.gz", "mask": o / "sub-02_desc-brain_mask.nii.gz",

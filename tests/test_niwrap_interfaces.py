@@ -25,7 +25,6 @@ import yaml
 from .niwrap_oracle import check_argv, load_spec, simple_commands, tool_name
 from .test_tool_rules import BIDS, MRTRIX_ALL, _bids_with_sidecar, _merge, dry_run
 
-
 DATA = Path(__file__).parent / "data" / "interfaces"
 FS_SPEC = yaml.safe_load((DATA / "freesurfer.yaml").read_text())
 TORTOISE_SPEC = yaml.safe_load((DATA / "tortoise.yaml").read_text())
@@ -177,7 +176,8 @@ def test_every_tool_call_matches_its_interface(tmp_path, name):
 
 def test_drbuddi_call_matches_qsiprep_interface(tmp_path):
     bids = _bids_with_reverse_pe(tmp_path)
-    jobs, out = dry_run(tmp_path, {"steps": {"anat": False}, "dwi": {"preproc": {"method": "drbuddi", "use_gpu": True}}},
+    jobs, out = dry_run(tmp_path, {"steps": {"anat": False},
+                                   "dwi": {"preproc": {"method": "drbuddi", "use_gpu": True}}},
                         bids=bids)
     problems, checked = check_calls(jobs)
     assert not problems, "\n".join(problems)
@@ -199,7 +199,8 @@ def test_drbuddi_call_matches_qsiprep_interface(tmp_path):
     image = "docker://pennlinc/qsiprep-drbuddicuda:24.4.29"
     env = {k: v for k, v in os.environ.items() if k not in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")}
     inside = subprocess.run(sh[0], env={**env, "APPTAINER_CONTAINER": "/x/img.sif"}, capture_output=True, text=True)
-    assert inside.stdout == f"TORTOISE DRBUDDI_cuda from {image} (DRBUDDI has no version option: the image tag is the version)"
+    assert inside.stdout == (f"TORTOISE DRBUDDI_cuda from {image} "
+                             "(DRBUDDI has no version option: the image tag is the version)")
     outside = subprocess.run(sh[0], env=env, capture_output=True, text=True)
     assert outside.stdout.startswith("TORTOISE DRBUDDI_cuda, version unknown") and image in outside.stdout
 

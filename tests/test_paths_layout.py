@@ -20,8 +20,10 @@ def test_dataset_level_layout():
     assert P.group_file(o, "dti_stats") == "/d/out/group/dwi_dti_roistats.tsv"
     assert P.group_file(o, "qc_page") == "/d/out/group/qc.html"
     assert P.fs_group_file(o, "global_parquet") == "/d/out/group/freesurfer/freesurfer_global_measures.parquet"
-    assert P.fs_subject_table(o, "{fssub}", "skipped", ext=".tsv") == "/d/out/group/freesurfer/subjects/{fssub}_skipped.tsv"
-    assert P.recon_all_file(o, "sub-{subject}", "done") == "/d/out/freesurfer/sub-{subject}/scripts/neurosmk_recon-all_all.done"
+    skipped = P.fs_subject_table(o, "{fssub}", "skipped", ext=".tsv")
+    assert skipped == "/d/out/group/freesurfer/subjects/{fssub}_skipped.tsv"
+    done = P.recon_all_file(o, "sub-{subject}", "done")
+    assert done == "/d/out/freesurfer/sub-{subject}/scripts/neurosmk_recon-all_all.done"
     assert P.recon_all_file(o, "sub-01", "aparcaseg") == "/d/out/freesurfer/sub-01/mri/aparc+aseg.mgz"
     assert P.figure_path(o, "{subject}", "sub-{subject}", "first", "slicesdir", ext="") == \
         "/d/out/sub-{subject}/figures/sub-{subject}_desc-first_slicesdir"

@@ -95,7 +95,6 @@ def test_laptop_profile_dry_run():
 
 def test_profile_rule_names_exist_in_workflow():
     """set-resources entries for unknown rules are silently ignored by snakemake: catch typos."""
-    import re
 
     import yaml
 
@@ -112,7 +111,6 @@ def test_slurm_profile_groups_every_subject_chain():
     backend is in group anat or dwi (a rule left out would cost one SLURM job per subject), the
     names are real rules, group-components covers both groups, and slurm-gpu stays ungrouped
     (a GPU rule in a group would put the whole chain on the GPU partition)."""
-    root = Path(__file__).resolve().parents[1]
     defined = set(rule_resources())  # the registry lists every rule (tests/test_backends_registry.py)
     p = load("slurm")
     groups = p["groups"]

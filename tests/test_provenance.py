@@ -183,7 +183,8 @@ def test_mrtrix_sidecars(runs):
     bids = runs["bids"]
     expect = {"desc-denoised_dwi": ("dwi.denoise", "dwidenoise"), "desc-mppca_noise": ("dwi.denoise", "dwidenoise"),
               "desc-degibbs_dwi": ("dwi.degibbs", "mrdegibbs"), "desc-brain_mask": ("dwi.mask", "dwi2mask"),
-              **{f"model-DTI_param-{p}_dwimap": ("dwi.tensor", "dwi2tensor") for p in ("FA", "MD", "AD", "RD", "RGB", "V1")}}
+              **{f"model-DTI_param-{p}_dwimap": ("dwi.tensor", "dwi2tensor")
+                 for p in ("FA", "MD", "AD", "RD", "RGB", "V1")}}
     version = subprocess.run(["dwidenoise", "-version"], capture_output=True, text=True).stdout.splitlines()[0]
     for name, (step, tool) in expect.items():
         rel = Path("sub-02/dwi") / f"sub-02_{name}.json"
@@ -192,7 +193,8 @@ def test_mrtrix_sidecars(runs):
         assert sc["Describes"] == [f"sub-02_{name}.nii.gz"]
         # BIDS: required for derivative images (masks exempt); DTI maps are fitted in the mask
         assert sc.get("SkullStripped") == (None if name.endswith("_mask") else name.endswith("_dwimap")), name
-        assert re.fullmatch(r"== \w+ 3\.\d+\.\d+ ==", sc["ToolVersion"]) and sc["ToolVersion"].split()[2] == version.split()[2]
+        assert re.fullmatch(r"== \w+ 3\.\d+\.\d+ ==", sc["ToolVersion"])
+        assert sc["ToolVersion"].split()[2] == version.split()[2]
         assert sc["Device"] == "cpu" and sc["GeneratedBy"] == {"Name": "neurosmk", "Version": P.__version__}
         assert sc["SoftwareEnvironment"] == {"CondaEnv": "envs/mrtrix3.yaml",
                                              "Container": "docker://mrtrix3/mrtrix3:3.0.4", "Active": "host"}
@@ -298,7 +300,8 @@ def test_fsl_freesurfer_rules_write_sidecars(tmp_path):
     cmds = _dry_commands(cfg)
     a = f"{out}/sub-01/anat/sub-01"
     want = {
-        "anat_biascorrect_freesurfer": ("anat.biascorrect", "freesurfer", [f"{a}_desc-preproc_T1w.json"], "build-stamp"),
+        "anat_biascorrect_freesurfer": ("anat.biascorrect", "freesurfer", [f"{a}_desc-preproc_T1w.json"],
+                                        "build-stamp"),
         "anat_skullstrip_synthstrip": ("anat.skullstrip", "synthstrip",
                                        [f"{a}_desc-brain_mask.json", f"{a}_desc-brain_T1w.json"], "build-stamp"),
         "anat_segment_fsl_fast": ("anat.segment", "fsl_fast", [f"{a}_dseg.json"] + [

@@ -281,9 +281,7 @@ def test_visit_page_content(tmp_path, monkeypatch):
 
 
 def test_status_rows_for_one_visit(tmp_path, monkeypatch):
-    import types
 
-    import pandas as pd
 
     _fake_status(monkeypatch, ["sub-01", "sub-02", "sub-01"])
     rows = qcpages.visit_status(str(tmp_path), "sub-01", None)
@@ -337,9 +335,7 @@ def test_group_page_sessions_and_bad_metrics_file(tmp_path):
 
 
 def test_group_page_status_column(tmp_path, monkeypatch):
-    import types
 
-    import pandas as pd
 
     folder = tmp_path / "m"
     folder.mkdir()

@@ -21,7 +21,7 @@ import pytest
 
 from neurosmk import paths, status
 
-from .conftest import DEMO_BIDS, REPO, run_snakemake, write_config
+from .conftest import DEMO_BIDS, run_snakemake, write_config
 
 
 def _job(out: Path, rule: str, visit: str | None, log_text: str, done: bool, age: float = 100.0) -> Path:

@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from . import helpers as H
-from .helpers import DEMO_BIDS as BIDS, REPO, merge as _merge, parse_dry_run  # noqa: F401 (used by other test files)
+from .helpers import DEMO_BIDS as BIDS  # noqa: F401 (used by other test files)
+from .helpers import REPO, parse_dry_run
+from .helpers import merge as _merge
 
 sys.path.insert(0, str(REPO / "src"))
 
@@ -210,7 +212,8 @@ def test_mrtrix_tensor_rejects_unsupported_fit(tmp_path):
     cfg, _ = write_config(tmp_path, _merge(MRTRIX_ALL, {"dwi": {"tensor": {"fit_method": "NLLS"}}}))
     res = snakemake(cfg, "-n", "--cores", "1")
     assert res.returncode != 0
-    assert "dwi.tensor.fit_method" in (res.stdout + res.stderr) and "'NLLS'" in (res.stdout + res.stderr) and "OLS" in (res.stdout + res.stderr)
+    said = res.stdout + res.stderr
+    assert "dwi.tensor.fit_method" in said and "'NLLS'" in said and "OLS" in said
 
 
 # ---- dwi.preproc (dwifslpreproc) -------------------------------------------------------------
@@ -327,7 +330,8 @@ def test_fsl_structural_family(tmp_path):
     iw = call(reg, "invwarp")
     assert opt(iw, "--ref=") == a["brain"] and opt(iw, "--warp=") == opt(fn, "--fout=")
     aw = call(reg, "applywarp")
-    assert opt(aw, "--ref=") == tpl["head"] and opt(aw, "--in=") == a["brain"] and opt(aw, "--warp=") == opt(fn, "--fout=")
+    assert opt(aw, "--ref=") == tpl["head"] and opt(aw, "--in=") == a["brain"]
+    assert opt(aw, "--warp=") == opt(fn, "--fout=")
     assert moves(reg)[a["invwarp"]] == opt(iw, "--out=")
     t, tb = jobs["anat_template_fsl"], jobs["anat_template_fsl_brain"]
     assert t["output"] == [tpl["head"]] and tb["output"] == [tpl["brain"], tpl["mask_dil"]]
@@ -346,7 +350,8 @@ def test_fsl_structural_family(tmp_path):
 
 def anat_template_paths(out: Path) -> dict[str, str]:
     t = f"{out}/sourcedata/templates/tpl-{FSL_TPL}_res-02"
-    return {"head": f"{t}_T1w.nii.gz", "brain": f"{t}_desc-brain_T1w.nii.gz", "mask_dil": f"{t}_desc-braindil_mask.nii.gz"}
+    return {"head": f"{t}_T1w.nii.gz", "brain": f"{t}_desc-brain_T1w.nii.gz",
+            "mask_dil": f"{t}_desc-braindil_mask.nii.gz"}
 
 
 def test_atlas_name_from_config_or_image(tmp_path):
@@ -357,7 +362,8 @@ def test_atlas_name_from_config_or_image(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     jobs, out = dry_run(tmp_path / "a", base)
-    assert jobs["anat_atlas_fsl_applywarp"]["output"] == [anat_paths(out, FSL_TPL, "HarvardOxfordsubmaxprobthr25")["atlas"]]
+    atlas = anat_paths(out, FSL_TPL, "HarvardOxfordsubmaxprobthr25")["atlas"]
+    assert jobs["anat_atlas_fsl_applywarp"]["output"] == [atlas]
     jobs, out = dry_run(tmp_path / "b", _merge(base, {"anat": {"atlas": {"name": "HOsub"}}}))
     assert jobs["anat_atlas_fsl_applywarp"]["output"] == [anat_paths(out, FSL_TPL, "HOsub")["atlas"]]
 
@@ -424,7 +430,8 @@ def test_freesurfer_family(tmp_path):
     rj = jobs["freesurfer_recon_all"]
     assert rj["input"] == [RAW_T1]
     assert rj["output"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats", f"{fs}/stats/rh.aparc.stats",
-                            f"{fs}/mri/aparc+aseg.mgz", f"{fs}/mri/aseg.mgz", f"{fs}/scripts/neurosmk_recon-all_all.done"]
+                            f"{fs}/mri/aparc+aseg.mgz", f"{fs}/mri/aseg.mgz",
+                            f"{fs}/scripts/neurosmk_recon-all_all.done"]
     # the registry's (one place; the SLURM profile used to say 8000/720 against the rule's 16000/1440)
     assert rj["resources"]["mem_mb"] == "8000" and rj["resources"]["runtime"] == "720"
     r = call(rj, "recon-all")
@@ -444,7 +451,8 @@ def test_skullstrip_freesurfer_rules_use_one_tool_env_each(tmp_path):
     tools = {r: {tool_name(a[0]) for a in simple_commands(jobs[r]["shell"])} for r in (fs, fsl)}
     assert {"recon-all", "mri_convert"} <= tools[fs] and "fslmaths" not in tools[fs]
     assert "fslmaths" in tools[fsl] and not {"recon-all", "mri_convert"} & tools[fsl]
-    assert props[fs]["conda_env"].endswith("envs/freesurfer.yaml") and "freesurfer/freesurfer:" in props[fs]["container"]
+    assert props[fs]["conda_env"].endswith("envs/freesurfer.yaml")
+    assert "freesurfer/freesurfer:" in props[fs]["container"]
     assert props[fsl]["conda_env"].endswith("envs/fsl.yaml") and "/fsl_" in props[fsl]["container"]
 
 
@@ -592,9 +600,11 @@ def test_recon_all_chains_into_fs_aggregation(tmp_path):
     res = snakemake(cfg, "-n", "-p", "--cores", "2", f"{out}/group/freesurfer/subjects/sub-01_long.parquet")
     assert res.returncode == 0, res.stderr[-3000:]
     one = parse_dry_run(res.stdout)
-    assert set(one) == {"validate_anat", "freesurfer_recon_all", "fs_parse_subject"}  # validate_anat: rules/validate.smk
+    # validate_anat: rules/validate.smk
+    assert set(one) == {"validate_anat", "freesurfer_recon_all", "fs_parse_subject"}
     assert one["fs_parse_subject"]["input"] == [f"{fs}/stats/aseg.stats", f"{fs}/stats/lh.aparc.stats",
-                                                f"{fs}/stats/rh.aparc.stats", f"{fs}/scripts/neurosmk_recon-all_all.done"]
+                                                f"{fs}/stats/rh.aparc.stats",
+                                                f"{fs}/scripts/neurosmk_recon-all_all.done"]
     group = jobs["fs_aggregate_group"]
     assert f"{parse}_long.parquet" in group["input"] and f"{parse}_global.parquet" in group["input"]
     assert any("/Subj001_long.parquet" in f for f in group["input"])
@@ -652,7 +662,8 @@ main()
 
 def test_finished_recon_all_outputs_stay_protected(tmp_path):
     """recon-all marks every output protected() (Snakemake makes them read-only when the job
-    ends; read from the parsed workflow, not the rule's text); a newer T1w then makes Snakemake want to re-run recon-all, and the read-only outputs
+    ends; read from the parsed workflow, not the rule's text); a newer T1w then makes Snakemake want to re-run
+    recon-all, and the read-only outputs
     stop the run at start ("Write-protected output files"): nothing is deleted or redone."""
     (tmp_path / "flags").mkdir()
     flags = H.rule_properties(write_config(tmp_path / "flags", {"freesurfer": {"recon_all": {"enabled": True}}})[0],
@@ -817,7 +828,8 @@ def test_fsl_env_and_container_are_one_release():
     manifest = yaml.safe_load(FSL_RELEASES.read_text())
     assert fsl_release_problems(env, common, manifest) == []
     # the check fails for what it must catch
-    other_image = re.sub(r'("fsl": ToolFamily\("fsl", )"docker://[^"]+"', r'\1"docker://brainlife/fsl:6.0.7.22"', common)
+    other_image = re.sub(r'("fsl": ToolFamily\("fsl", )"docker://[^"]+"', r'\1"docker://brainlife/fsl:6.0.7.22"',
+                         common)
     assert fsl_release_problems(env, other_image, manifest) == [
         "container docker://brainlife/fsl:6.0.7.22 is FSL 6.0.7.22, envs/fsl.yaml FSL 6.0.7.18"]
     other_pin = env.replace("fsl-bet2=2111.8", "fsl-bet2=2111.9")

@@ -67,7 +67,8 @@ def _wait_for_tmp(base: Path, timeout=20.0) -> list[str]:
 def test_success_moves_outputs_and_removes_tmp(setup):
     root, base, out, src = setup
     a, b = out / "a.nii.gz", out / "b.txt"
-    py = f"{q(sys.executable)} -c 'import os; open(os.environ[\"tmp\"] + \"/b.txt\", \"w\").write(\"made in \" + os.environ[\"TMPDIR\"])'"
+    code = 'import os; open(os.environ[\"tmp\"] + \"/b.txt\", \"w\").write(\"made in \" + os.environ[\"TMPDIR\"])'
+    py = f"{q(sys.executable)} -c '{code}'"
     cmd = job("r", [a, b], f'cp {q(str(src))} "$tmp/a.nii.gz" && export tmp && {py}',
               [("a.nii.gz", a), ("b.txt", b)])
     res = run(cmd, base)

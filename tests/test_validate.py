@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,10 +24,9 @@ import pytest
 from neurosmk.bids import index_bids, pick_dwi, pick_t1w, validate_inputs
 from neurosmk.config import validate_config
 from neurosmk.io import InputError
-from neurosmk.validate import (DEFAULT_SETTINGS, check_dwi_data, check_t1w_data, check_visit_data,
-                               settings_from_config)
+from neurosmk.validate import DEFAULT_SETTINGS, check_dwi_data, check_t1w_data, check_visit_data, settings_from_config
 
-from .conftest import DEMO_BIDS, dwi_slab_bids, job_counts, run_snakemake, write_config
+from .conftest import DEMO_BIDS, dwi_slab_bids
 
 DWI = "sub-02/dwi/sub-02_dwi"
 
