@@ -79,13 +79,15 @@ def scenario_path(name: str) -> Path:
 
 def write_config(path: Path, overrides: dict | None = None, *, scenario: str | None = None, **dotted) -> Path:
     """Write ``base_config(scenario)`` with ``overrides`` (nested dict) deep-merged on, then the
-    ``dotted`` keys ("anat.register.seed"=...) set, to ``path``; returns ``path``."""
+    ``dotted`` keys ("anat.register.seed"=...) set, to ``path``; returns ``path``. The base's
+    relative paths are made absolute (to the repository); a relative path the caller gives stays
+    relative to the run's working directory, as Snakemake reads it (``output_dir="out"``)."""
     cfg = merge(base_config(scenario), overrides or {})
     for key, value in dotted.items():
         set_dotted(cfg, key, value)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(_absolute(cfg), allow_unicode=True))
+    tmp.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     tmp.replace(path)
     return path
 
