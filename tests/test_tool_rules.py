@@ -868,12 +868,18 @@ def _fake_proc(root: Path, procs: dict[int, list[str]]) -> Path:
     return proc
 
 
-def test_stale_lock_removed_when_no_recon_all_runs(tmp_path):
-    mod = _lock_module()
+def _recon_all_lock(tmp_path: Path, text: str) -> Path:
+    """sub-01's recon-all lock file (SUBJECTS_DIR = tmp_path/subjects) with ``text``."""
     scripts = tmp_path / "subjects" / "sub-01" / "scripts"
     scripts.mkdir(parents=True)
     lock = scripts / "IsRunning.lh+rh"
-    lock.write_text("SUBJECT sub-01\nHOST thishost\nPROCESSID 999\n")
+    lock.write_text(text)
+    return lock
+
+
+def test_stale_lock_removed_when_no_recon_all_runs(tmp_path):
+    mod = _lock_module()
+    lock = _recon_all_lock(tmp_path, "SUBJECT sub-01\nHOST thishost\nPROCESSID 999\n")
     proc = _fake_proc(tmp_path, {10: ["/bin/bash", "/opt/fs/bin/recon-all", "-s", "sub-02", "-all"]})
     removed = mod.clear_stale_locks(str(tmp_path / "subjects"), "sub-01", proc=str(proc), hostname="thishost")
     assert removed == [str(lock)] and not lock.exists()
@@ -882,10 +888,7 @@ def test_stale_lock_removed_when_no_recon_all_runs(tmp_path):
 
 def test_lock_kept_while_recon_all_runs_or_from_other_host(tmp_path):
     mod = _lock_module()
-    scripts = tmp_path / "subjects" / "sub-01" / "scripts"
-    scripts.mkdir(parents=True)
-    lock = scripts / "IsRunning.lh+rh"
-    lock.write_text("HOST thishost\n")
+    lock = _recon_all_lock(tmp_path, "HOST thishost\n")
     proc = _fake_proc(tmp_path, {42: ["/bin/tcsh", "-f", "/opt/fs/bin/recon-all", "-s", "sub-01", "-all"]})
     with pytest.raises(RuntimeError, match="pid 42"):
         mod.clear_stale_locks(str(tmp_path / "subjects"), "sub-01", proc=str(proc), hostname="thishost")
