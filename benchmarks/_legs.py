@@ -21,3 +21,11 @@ def run_leg(script: str, *args) -> dict:
     out = subprocess.run([sys.executable, script, "--one", *map(str, args)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table: the header, the separator and one line per row."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _legs import RAW, REPO, run_leg
+from _legs import RAW, REPO, print_table, run_leg
 
 sys.path.insert(0, str(REPO / "src"))
 PARAMS = ("FA", "MD", "AD", "RD", "RGB", "V1")
@@ -109,14 +109,11 @@ def main() -> None:
         rows.append((step, res))
     rows = [(step, res, agreement(step, work)) for step, res in rows]  # needs the mask: after all steps
     print(f"demo DWI 72x72x36x21, {args.threads} threads, work dir {work}")
-    hdr = ("| step | MRtrix wall s | DIPY wall s | DIPY/MRtrix time | MRtrix peak MiB | DIPY peak MiB | "
-           "agreement (in the MRtrix mask) |")
-    print(hdr)
-    print("|" + "---|" * 7)
-    for step, res, agree in rows:
-        m, d = res["mrtrix"], res["dipy"]
-        print(f"| {step} | {m['wall_s']:.2f} | {d['wall_s']:.2f} | {d['wall_s'] / m['wall_s']:.1f}x | "
-              f"{m['peak_mib']:.0f} | {d['peak_mib']:.0f} | {agree} |")
+    print_table(["step", "MRtrix wall s", "DIPY wall s", "DIPY/MRtrix time", "MRtrix peak MiB", "DIPY peak MiB",
+                 "agreement (in the MRtrix mask)"],
+                [[step, f"{res['mrtrix']['wall_s']:.2f}", f"{res['dipy']['wall_s']:.2f}",
+                  f"{res['dipy']['wall_s'] / res['mrtrix']['wall_s']:.1f}x", f"{res['mrtrix']['peak_mib']:.0f}",
+                  f"{res['dipy']['peak_mib']:.0f}", agree] for step, res, agree in rows])
     if not args.workdir:
         shutil.rmtree(work)
 

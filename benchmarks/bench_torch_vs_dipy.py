@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _legs import RAW, REPO, run_leg
+from _legs import RAW, REPO, print_table, run_leg
 
 sys.path.insert(0, str(REPO / "src"))
 PARAMS = ("FA", "MD", "AD", "RD", "RGB", "V1")
@@ -115,14 +115,15 @@ def main() -> None:
         rows.append((step, res))
     print(f"demo DWI 72x72x36x21, {args.threads} thread(s), torch {torch.__version__}, "
           f"CUDA {'available' if torch.cuda.is_available() else 'not available'}")
-    print("| step | backend | device | wall s | torch import s | speed-up vs DIPY | peak MiB | agreement with DIPY |")
-    print("|" + "---|" * 8)
+    table = []
     for step, res in rows:
         base = res[("dipy", "cpu")]["wall_s"]
         for (backend, device), r in res.items():
             agree = "(reference)" if backend == "dipy" else agreement(step, work, f"{backend}-{device}")
-            print(f"| {step} | {backend} | {device} | {r['wall_s']:.2f} | {r['import_s']:.2f} | "
-                  f"{base / r['wall_s']:.2f}x | {r['peak_mib']:.0f} | {agree} |")
+            table.append([step, backend, device, f"{r['wall_s']:.2f}", f"{r['import_s']:.2f}",
+                          f"{base / r['wall_s']:.2f}x", f"{r['peak_mib']:.0f}", agree])
+    print_table(["step", "backend", "device", "wall s", "torch import s", "speed-up vs DIPY", "peak MiB",
+                 "agreement with DIPY"], table)
     if not args.workdir:
         shutil.rmtree(work)
 
