@@ -71,14 +71,16 @@ for _w in _index.warnings:
 from neurosmk import validate as _validate
 
 VALIDATE_SETTINGS = _validate.settings_from_config(config, METHOD)
+HEADER_CACHE = None
 if config["validate_inputs"] and workflow.is_main_process:
-    # a dry run writes nothing into output_dir (README "Safety"): it reads the cache only
-    _bids.validate_inputs(
+    # read-only here: the cache is saved when jobs start (rules/safety.smk onstart), so a dry run,
+    # --lint or --list-rules writes nothing into output_dir (README "Safety")
+    HEADER_CACHE = _bids.validate_inputs(
         _index,
         _filters,
         settings=VALIDATE_SETTINGS,
         cache_path=_paths.state_path(OUT, "validated_headers.json"),
-        save_cache=not (getattr(workflow.output_settings, "dryrun", False) or _lint),
+        save_cache=False,
     )
 
 

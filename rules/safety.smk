@@ -21,6 +21,8 @@ onstart:
         _outdir.acquire_lock(OUT, checkout=NEUROSMK_ROOT)
     except _outdir.OutputDirError as exc:
         raise _WorkflowError(str(exc)) from None
+    if HEADER_CACHE is not None:  # rules/common.smk: the start-up header checks, read-only until now
+        HEADER_CACHE.save()
     _RULE_FILES_ONSTART(log)
 
 

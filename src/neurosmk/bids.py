@@ -256,11 +256,11 @@ def pick_dwi(visit: Visit, filters: dict | None = None) -> DWISeries | None:
 
 
 def validate_inputs(index: BIDSIndex, filters: dict | None = None, cache_path: str | None = None,
-                    settings: dict | None = None, save_cache: bool = True) -> None:
+                    settings: dict | None = None, save_cache: bool = True):
     """Header-level checks of every selected T1w and DWI; raise InputError on the first bad file.
 
     Reads NIfTI headers and gradient tables only (cost independent of image size), cached by
-    size and mtime in ``cache_path``."""
+    size and mtime in ``cache_path``; returns the cache (neurosmk.validate.HeaderCache)."""
     from .validate import DEFAULT_SETTINGS, check_headers
 
     filters = filters or {}
@@ -271,4 +271,4 @@ def validate_inputs(index: BIDSIndex, filters: dict | None = None, cache_path: s
                 raise InputError(visit.other[0], "not a NIfTI file (expected .nii or .nii.gz)")
             yield pick_t1w(visit, filters.get("t1w")), pick_dwi(visit, filters.get("dwi"))
 
-    check_headers(picks(), settings or DEFAULT_SETTINGS, cache_path, save_cache=save_cache)
+    return check_headers(picks(), settings or DEFAULT_SETTINGS, cache_path, save_cache=save_cache)

@@ -262,9 +262,10 @@ class HeaderCache:
 
 
 def check_headers(visits, settings: dict = DEFAULT_SETTINGS, cache_path: str | None = None,
-                  save_cache: bool = True) -> None:
+                  save_cache: bool = True) -> "HeaderCache":
     """Header tier for ``visits``: an iterable of (t1w path or None, DWISeries or None).
-    ``save_cache`` False (a dry run, which writes nothing into output_dir): read the cache only."""
+    ``save_cache`` False: read the cache only, and return it (the workflow saves it when jobs
+    start, so a dry run, --lint or --list-rules writes nothing into output_dir)."""
     cache = HeaderCache(cache_path, settings)
     try:
         for t1, dwi in visits:
@@ -279,6 +280,7 @@ def check_headers(visits, settings: dict = DEFAULT_SETTINGS, cache_path: str | N
     finally:
         if save_cache:
             cache.save()
+    return cache
 
 
 # ---- data tier --------------------------------------------------------------------------------
