@@ -529,13 +529,12 @@ def rule_resources() -> dict[str, Res]:
 
 def _owner(rule: str, cfg: dict) -> tuple[str | None, Backend | None]:
     """The step and backend a rule belongs to, preferring the method the config selected."""
+    chosen = selected_methods(cfg)
     found = None
     for step, methods in STEPS.items():
-        section, name = step.split(".")
-        chosen = cfg.get(section, {}).get(name, {}).get("method")
         for method, backend in methods.items():
             if rule in backend.rules:
-                if method == chosen:
+                if method == chosen[step]:
                     return step, backend
                 found = found or (step, backend)
     return found or (None, None)
