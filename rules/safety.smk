@@ -32,3 +32,9 @@ onsuccess:
 
 onerror:
     _outdir.release_lock(OUT)
+
+# every rule is defined: their input/params/resource functions get their signature once, instead
+# of once per job (neurosmk.startup.freeze_signatures)
+from neurosmk.startup import freeze_signatures
+
+freeze_signatures(workflow.rules)

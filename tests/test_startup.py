@@ -111,3 +111,49 @@ def test_config_defaults_without_the_schema_check():
     with pytest.raises(ConfigError, match="no_such_key"):
         validate_config(bad)
     assert validate_config(bad, check=False)["no_such_key"] == 1
+
+
+FROZEN_SNAKEFILE = """
+import inspect, sys
+sys.path.insert(0, {src!r})
+from neurosmk.startup import freeze_signatures
+
+def pick(wildcards):
+    return f"in/{{wildcards.x}}.txt"
+
+rule all:
+    input: "out/a.txt"
+
+rule one:
+    input: pick
+    output: "out/{{x}}.txt"
+    params:
+        tag=lambda wildcards, input, output: f"{{wildcards.x}}:{{input[0]}}:{{output[0]}}",
+        plain="p",
+    resources:
+        mem_mb=lambda wildcards, attempt, threads: 100 * attempt + threads,
+        runtime=5,
+    threads: 1
+    shell: "echo {{params.tag:q}} {{resources.mem_mb}} {{resources.runtime}} > {{output:q}}"
+
+n = freeze_signatures(workflow.rules)
+for f in (pick, rules.one.rule.params.tag):
+    assert list(getattr(f, "_overwrite_params")) == list(inspect.signature(f).parameters), f
+print(f"frozen {{n}}", file=sys.stderr)
+"""
+
+
+def test_freeze_signatures_keeps_what_functions_receive(tmp_path):
+    """Input, params and resource functions whose signature was recorded once
+    (freeze_signatures) still get exactly their arguments from Snakemake: input/output for the
+    params function, attempt/threads for the resource."""
+    (tmp_path / "Snakefile").write_text(FROZEN_SNAKEFILE.format(src=str(REPO / "src")))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("x")
+    p = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1"], cwd=tmp_path,
+                       capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    # at least the input function, the params lambda and the resource lambda
+    assert int(p.stderr.split("frozen ")[1].split()[0]) >= 3
+    assert (tmp_path / "out" / "a.txt").read_text().split() == ["a:in/a.txt:out/a.txt", "101", "5"]
+
