@@ -162,17 +162,18 @@ CHAIN = {"validate_dwi": (2000, 10, 1), "dwi_mask_dipy": (2000, 10, 2), "dwi_ten
 QC_CHAIN = {"qc_visit_metrics": (2000, 10, 1), "qc_visit_page": (1000, 5, 1)}
 
 
-def layered(chain, parallel=()):
-    """Snakemake's layered group resources: jobs that can run side by side (``parallel``, one
-    layer) add up; along the chain the max of memory and CPUs and the sum of time."""
-    layers = [[r] for r in chain if r not in parallel] + ([list(parallel)] if parallel else [])
-    per = [(sum(chain[r][0] for r in ly), max(chain[r][1] for r in ly), sum(chain[r][2] for r in ly))
-           for ly in layers]
-    return max(p[0] for p in per), sum(p[1] for p in per), max(p[2] for p in per)
+def serial(chain):
+    """What a group job asks for with profiles/slurm's `group_slot` (one per job, a `local`
+    resource of which a group job has one): Snakemake stacks the steps that could run side by side
+    in series, as the jobstep plugin runs them (one at a time), so the request is the largest
+    step's memory and CPUs and the sum of the steps' time. Without it, the two QC steps that
+    can run side by side (dwi_stats_qc, qc_dwi_figures) would add up to 4000 MB and 2 CPUs."""
+    return (max(m for m, _, _ in chain.values()), sum(t for _, t, _ in chain.values()),
+            max(c for _, _, c in chain.values()))
 
 
-GROUP_JOB = layered(CHAIN, parallel=("dwi_stats_qc", "qc_dwi_figures"))
-QC_GROUP_JOB = layered(QC_CHAIN)
+GROUP_JOB = serial(CHAIN)
+QC_GROUP_JOB = serial(QC_CHAIN)
 # cohort-level rules run beside snakemake (localrules), not as SLURM jobs
 LOCAL = {"dataset_description", "group_dti_stats", "methods", "qc_group_page"}
 
