@@ -8,12 +8,16 @@
 from snakemake.exceptions import WorkflowError as _WorkflowError
 
 from neurosmk import outdir as _outdir
+from neurosmk.startup import freeze_signatures
 
 _RULE_FILES_ONSTART = workflow._onstart
 
 # every rule file is read: each selected (step, method) must resolve to its registered rules and
 # have its methods sentence (neurosmk.backends.check_rules), else stop now, naming it
 _backends.check_rules({_r.name for _r in workflow.rules}, METHOD)
+# and their input/params/resource functions get their signature once, not once per job
+# (neurosmk.startup.freeze_signatures)
+freeze_signatures(workflow.rules)
 
 
 onstart:
@@ -32,9 +36,3 @@ onsuccess:
 
 onerror:
     _outdir.release_lock(OUT)
-
-# every rule is defined: their input/params/resource functions get their signature once, instead
-# of once per job (neurosmk.startup.freeze_signatures)
-from neurosmk.startup import freeze_signatures
-
-freeze_signatures(workflow.rules)
