@@ -60,9 +60,8 @@ def job_subjects(argv: list[str], main_process: bool) -> frozenset[str] | None:
 # Snakemake asks ``inspect.signature`` which arguments an input function, a params function or a
 # callable resource takes every time it calls one: per job and item, ~5 calls per job of this
 # workflow at ~0.1 ms each. The answer never changes, so each function gets it once, through
-# Snakemake's own override (``_overwrite_params``: set by
-# snakemake.common.overwrite_function_params, read first by get_function_params).
-OVERWRITE_PARAMS_ATTR = "_overwrite_params"
+# Snakemake's own override (snakemake.common.overwrite_function_params, whose attribute
+# get_function_params reads first).
 
 
 def _rule_functions(rule):
@@ -80,18 +79,20 @@ def _rule_functions(rule):
 
 
 def freeze_signatures(rules) -> int:
-    """Record each rule function's parameters on it once (Snakemake's ``_overwrite_params``), so
+    """Record each rule function's parameters on it once (overwrite_function_params), so
     that Snakemake does not recompute ``inspect.signature`` per job. Returns how many functions
     were given one. Functions that cannot take attributes (builtins, bound methods) are left as
     they are, and so is a function that already has an override (Snakemake's own)."""
     import inspect
     import types
 
+    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
+
     done = 0
     for rule in rules:
         for fn in _rule_functions(rule):
-            if not isinstance(fn, types.FunctionType) or hasattr(fn, OVERWRITE_PARAMS_ATTR):
+            if not isinstance(fn, types.FunctionType) or hasattr(fn, FUNC_OVERWRITE_PARAMS_ATTR):
                 continue
-            setattr(fn, OVERWRITE_PARAMS_ATTR, inspect.signature(fn).parameters)
+            overwrite_function_params(fn, inspect.signature(fn).parameters)
             done += 1
     return done
