@@ -95,7 +95,6 @@ def test_laptop_profile_dry_run():
 
 def test_profile_rule_names_exist_in_workflow():
     """set-resources entries for unknown rules are silently ignored by snakemake: catch typos."""
-
     import yaml
 
     root = Path(__file__).resolve().parents[1]

@@ -281,8 +281,6 @@ def test_visit_page_content(tmp_path, monkeypatch):
 
 
 def test_status_rows_for_one_visit(tmp_path, monkeypatch):
-
-
     _fake_status(monkeypatch, ["sub-01", "sub-02", "sub-01"])
     rows = qcpages.visit_status(str(tmp_path), "sub-01", None)
     assert [r["stage"] for r in rows] == ["a", "c"]
@@ -335,8 +333,6 @@ def test_group_page_sessions_and_bad_metrics_file(tmp_path):
 
 
 def test_group_page_status_column(tmp_path, monkeypatch):
-
-
     folder = tmp_path / "m"
     folder.mkdir()
     visits = [(str(_metrics(folder, f"sub-0{i}", gm_ml=600.0 + i)), str(tmp_path / f"sub-0{i}.html"))
