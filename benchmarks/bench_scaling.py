@@ -15,6 +15,8 @@ the end; needs root and slurm-wlm/munge). Two SLURM legs, side by side:
               packs --group-components (default: the profile's) chains per SLURM job, and the
               group tables + methods are one last job.
 For each SLURM leg `sbatch` is the number of SLURM jobs submitted and `sb/subj` that per subject.
+--compare CHECKOUT runs each SLURM leg a second time (label base-...) with that checkout's
+Snakefile, profile and src/, right after this checkout's, on the same data and cluster.
 
 How "ideal" is computed, per leg:
   job s      each job's own wall time, from the rule's `benchmark:` file (column `s`; it covers
@@ -114,9 +116,9 @@ def critical_path(jobs: list[dict]) -> float:
     return max(chain.values(), default=0.0) + after
 
 
-def rule_threads(wd: Path, extra: list[str], env) -> dict[str, int]:
+def rule_threads(wd: Path, extra: list[str], env, repo: Path = REPO) -> dict[str, int]:
     """Threads per rule as snakemake will schedule them (dry-run job listing)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", *extra]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n", *extra]
     out = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=600).stdout
     threads = {}
     for block in re.split(r"\n(?=[ \t]*(?:local)?rule \w+:)", out):  # group jobs indent theirs
@@ -127,8 +129,8 @@ def rule_threads(wd: Path, extra: list[str], env) -> dict[str, int]:
     return threads
 
 
-def setup_leg(label: str, work: Path, bids: Path) -> tuple[Path, Path]:
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+def setup_leg(label: str, work: Path, bids: Path, repo: Path = REPO) -> tuple[Path, Path]:
+    cfg = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     out = work / f"out-{label}"
     cfg.update(bids_dir=str(bids), output_dir=str(out), freesurfer_dir=None,
                steps={"anat": False, "dwi": True, "freesurfer_stats": False})
@@ -139,15 +141,15 @@ def setup_leg(label: str, work: Path, bids: Path) -> tuple[Path, Path]:
 
 
 def run(label: str, work: Path, bids: Path, profile: str, extra: list[str], cores: int, timeout: int,
-        serial_sum: float | None, n_subjects: int, env_extra: dict | None = None):
-    wd, out = setup_leg(label, work, bids)
+        serial_sum: float | None, n_subjects: int, env_extra: dict | None = None, repo: Path = REPO):
+    wd, out = setup_leg(label, work, bids, repo)
     env = dict(os.environ, **(env_extra or {}))
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    args = ["--profile", str(REPO / "profiles" / profile), *extra]
+    env["PYTHONPATH"] = str(repo / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    args = ["--profile", str(repo / "profiles" / profile), *extra]
     t0 = time.monotonic()
-    threads = rule_threads(wd, args, env)
+    threads = rule_threads(wd, args, env, repo)
     startup = time.monotonic() - t0
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), *args]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.monotonic() - t0
@@ -160,7 +162,7 @@ def run(label: str, work: Path, bids: Path, profile: str, extra: list[str], core
     ideal1 = f"{serial_sum / cores:7.1f}" if serial_sum else "      -"
     n_sbatch = len(SUBMITTED.findall(proc.stdout + proc.stderr))
     sb = f"{n_sbatch:>6} {n_sbatch / n_subjects:7.2f}" if "slurm" in profile else f"{'-':>6} {'-':>7}"
-    print(f"{label:<10} {cores:>5} {len(jobs):>4} {wall:7.1f} {busy:7.1f} {ideal:7.1f} {ideal1} {bound:7.1f} "
+    print(f"{label:<15} {cores:>5} {len(jobs):>4} {wall:7.1f} {busy:7.1f} {ideal:7.1f} {ideal1} {bound:7.1f} "
           f"{startup:7.1f} {ideal / wall:5.0%} {ideal / max(wall - startup, 1e-9):5.0%} "
           f"{(wall - ideal) / max(len(jobs), 1):7.1f} {sb}", flush=True)
     return jobs, threads, busy
@@ -209,6 +211,9 @@ def main() -> None:
                     help="also run through profiles/slurm, ungrouped and grouped, on a local cluster")
     ap.add_argument("--group-components", nargs="*", default=[],
                     help="override the profile's group-components in the grouped leg, e.g. dwi=2")
+    ap.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                    help="also run each SLURM leg with this checkout's Snakefile, profile and src/ (e.g. a "
+                         "worktree of the commit before a change), interleaved, for a before/after in one run")
     ap.add_argument("--timeout", type=int, default=1800)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="neurosmk-bench-") as tmp:
@@ -217,7 +222,7 @@ def main() -> None:
         bids.mkdir()
         make_bids(bids, a.subjects, a.crop)
         print(f"{a.subjects} subjects (DWI of demo sub-02, crop {a.crop or 'none'}), machine: {os.cpu_count()} CPUs")
-        print(f"{'leg':<10} {'cores':>5} {'jobs':>4} {'wall':>7} {'sum':>7} {'ideal':>7} {'ideal1c':>7} "
+        print(f"{'leg':<15} {'cores':>5} {'jobs':>4} {'wall':>7} {'sum':>7} {'ideal':>7} {'ideal1c':>7} "
               f"{'bound':>7} {'startup':>7} {'eff':>5} {'eff-st':>5} {'ovh/job':>7} {'sbatch':>6} {'sb/subj':>7}"
               "   (seconds)")
         serial_sum, tables = None, []
@@ -233,15 +238,15 @@ def main() -> None:
             try:
                 env = slurm_env(state)
                 ncpu = slurm_cores(dict(os.environ, **env))
-                jobs, threads, _ = run("slurm-1job", work, bids, "slurm",
-                                       ["--slurm-logdir", str(work / "slurm_logs"), "--groups", "none=none"],
-                                       ncpu, a.timeout, serial_sum, n, env)
-                tables.append(("slurm-1job", jobs, threads))
                 gc = ["--group-components", *a.group_components] if a.group_components else []
-                jobs, threads, _ = run("slurm-grp", work, bids, "slurm",
-                                       ["--slurm-logdir", str(work / "slurm_logs_grp"), *gc],
-                                       ncpu, a.timeout, serial_sum, n, env)
-                tables.append(("slurm-grp", jobs, threads))
+                checkouts = [("", REPO)] + ([("base-", a.compare.resolve())] if a.compare else [])
+                for leg, extra in (("slurm-1job", ["--groups", "none=none"]), ("slurm-grp", gc)):
+                    for prefix, repo in checkouts:
+                        label = prefix + leg
+                        jobs, threads, _ = run(label, work, bids, "slurm",
+                                               ["--slurm-logdir", str(work / f"slurm_logs_{label}"), *extra],
+                                               ncpu, a.timeout, serial_sum, n, env, repo)
+                        tables.append((label, jobs, threads))
             finally:
                 subprocess.run(["bash", str(SLURM_LOCAL), "stop", str(state)], capture_output=True, timeout=120)
         for label, jobs, threads in tables:

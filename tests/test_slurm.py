@@ -10,7 +10,9 @@ What is checked, from `scontrol show job` (no accounting DB, so no sacct; the cl
 finished jobs for MinJobAge=600 s):
   * the DWI part of the neurosmk demo (2 subjects) runs through --profile profiles/slurm as
     shipped, i.e. grouped: one SLURM job per subject's DWI chain, asking for the chain's
-    largest CPUs and memory and its summed time limit; the cohort-level jobs run locally;
+    largest CPUs and memory and its summed time limit, and running the chain's steps in the
+    snakemake that the SLURM job started (one per job, from its SLURM log); the cohort-level jobs
+    run locally;
   * a gpu=1 rule (tests/data/slurm/Snakefile, --profile profiles/slurm-gpu) lands on
     partition gpu with CUDA_VISIBLE_DEVICES=0;
   * a rule over its memory is killed by SLURM ("exceeded memory limit") and succeeds on attempt 2 with
@@ -192,7 +194,7 @@ def test_dwi_demo_runs_as_grouped_slurm_jobs(slurm_env, tmp_path):
 
     log, wall = run_snakemake(
         ["-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "slurm"),
-         "--slurm-logdir", str(tmp_path / "slurm_logs")],
+         "--slurm-logdir", str(tmp_path / "slurm_logs"), "--slurm-keep-successful-logs"],
         cwd=work, env=slurm_env, timeout=600)
 
     jobs = submitted_jobs(log, slurm_env)
@@ -208,6 +210,13 @@ def test_dwi_demo_runs_as_grouped_slurm_jobs(slurm_env, tmp_path):
         assert (mem_mb(j), minutes(j["TimeLimit"]), int(j["NumCPUs"])) == expected, j
     for rule in LOCAL:
         assert re.search(rf"localrule {rule}:", log), rule
+    # each group job ran its steps in the one snakemake its SLURM job started
+    # (neurosmk.startup.run_steps_in_job), not an srun + a fresh snakemake per step
+    for j in jobs:
+        text = next((tmp_path / "slurm_logs").glob(f"*/{j['JobId']}.log")).read_text()
+        chain = CHAIN if j["rule"].startswith("dwi_") else QC_CHAIN
+        assert text.count("Building DAG of jobs") == 1, (j["JobId"], text.count("Building DAG of jobs"))
+        assert all(f"localrule {rule}:" in text for rule in chain), text[-3000:]
     # every job of every chain ran (inside its group job) and succeeded
     for sub in ("01", "02"):
         for rule in (*CHAIN, *QC_CHAIN):

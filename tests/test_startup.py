@@ -98,6 +98,9 @@ def test_job_process_parses_its_subject_only(tmp_path):
     out = p.stdout + p.stderr
     assert "rule dwi_tensor_dipy" in out and "subject=02" in out
     assert "sub-99" not in out and "sub-98" not in out
+    # in the job's own process the step is a local job (neurosmk.startup.run_steps_in_job): run
+    # by this snakemake, not handed to the jobstep executor's srun + one more snakemake
+    assert "localrule dwi_tensor_dipy:" in out
 
 
 def test_config_defaults_without_the_schema_check():

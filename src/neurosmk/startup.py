@@ -96,3 +96,18 @@ def freeze_signatures(rules) -> int:
             overwrite_function_params(fn, inspect.signature(fn).parameters)
             done += 1
     return done
+
+
+def run_steps_in_job(workflow) -> bool:
+    """Inside a cluster job: run its steps in this snakemake process, not one snakemake each.
+
+    A SLURM job (one rule's job, or a group job's chain) starts snakemake with ``--mode remote``
+    and the jobstep executor, which starts every step with ``srun`` and a new snakemake that
+    re-reads the workflow (~3.5 s a step). Marking every rule local in that process makes
+    Snakemake run the steps with its local executor (``Workflow.is_local``), in the job's
+    allocation. The main process (``--mode default``) is left as is. True when applied.
+    """
+    if not workflow.remote_exec:
+        return False
+    workflow.localrules(*(rule.name for rule in workflow.rules))
+    return True
