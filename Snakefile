@@ -21,10 +21,18 @@ include: "rules/provenance.smk"
 include: "rules/validate.smk"
 include: "rules/anat.smk"
 include: "rules/dwi.smk"
-include: "rules/mrtrix.smk"
-include: "rules/tortoise.smk"
-include: "rules/fsl.smk"
-include: "rules/freesurfer.smk"
+
+
+# the tool rule files (MRtrix3, TORTOISE, FSL, FreeSurfer: neurosmk.startup.TOOL_RULE_FILES),
+# only those that define a rule the config selects
+for _tool_rules in tool_rule_files(
+    workflow.basedir,
+    _backends.selected_rules(METHOD, config["freesurfer"]["recon_all"]["enabled"]),
+):
+
+    include: _tool_rules
+
+
 include: "rules/group.smk"
 include: "rules/aggregate.smk"
 include: "rules/bids.smk"

@@ -20,7 +20,7 @@ from neurosmk import bids as _bids
 from neurosmk.config import validate_config
 from neurosmk import paths as _paths
 from neurosmk.paths import bench_path, deriv, log_path
-from neurosmk.startup import job_subjects
+from neurosmk.startup import job_subjects, tool_rule_files
 
 # A snakemake started for jobs of a main process (a cluster job, a group job's step: --mode
 # remote/subprocess with --target-jobs) re-parses this workflow for each job: it indexes only the
@@ -188,6 +188,20 @@ def template_t1w():
 
     return nilearn_template()
 
+
+# shared by the tool rule files, which the Snakefile includes only when the config selects one of
+# their rules (neurosmk.startup.tool_rule_files)
+# dwi.preproc (rules/mrtrix.smk dwifslpreproc, rules/tortoise.smk DRBUDDI): eddy/distortion-
+# corrected series with its rotated gradients
+DWI_PREPROC = dwi("dwi", desc="preproc")
+DWI_PREPROC_BVAL = dwi("dwi", ext=".bval", desc="preproc")
+DWI_PREPROC_BVEC = dwi("dwi", ext=".bvec", desc="preproc")
+# FSL writes NIfTI-gz (its outputs are named after a basename: each rule runs through the tool
+# wrapper, TOOLRUN, in the job's private "$tmp", and toolrun_end renames the files it keeps)
+_FSL_ENV = "export FSLOUTPUTTYPE=NIFTI_GZ && "
+# FreeSurfer recon-all (rules/freesurfer.smk) and its stats tables (rules/aggregate.smk)
+FS_RECON_DIR = _paths.recon_all_dir(OUT)
+FS_SUBJECT = visit_wc()  # sub-<label>[_ses-<label>]
 
 DATASET_DESCRIPTION = _paths.dataset_file(OUT, "dataset_description.json")
 GROUP_ANAT_VOLUMES = _paths.group_file(OUT, "anat_volumes")

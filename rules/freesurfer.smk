@@ -7,8 +7,6 @@
 import shlex as _shlex
 import shutil as _shutil
 
-FS_RECON_DIR = _paths.recon_all_dir(OUT)
-FS_SUBJECT = visit_wc()  # sub-<label>[_ses-<label>]
 os.environ.update(NEUROSMK_FS_LOCK_SCRIPT=os.path.join(NEUROSMK_ROOT, "scripts", "fs_clear_stale_lock.py"))
 _FS_CFG = config["freesurfer"]["recon_all"]
 if _FS_CFG["license"]:

@@ -7,10 +7,6 @@
 SUBCORT_DSEG = anat("dseg", seg="FIRST")
 FIRST_QC = _paths.figure_path(OUT, "{subject}", visit_wc(), "first", "slicesdir", ext="")
 
-# FSL writes NIfTI-gz (its outputs are named after a basename: each rule runs through the tool
-# wrapper, TOOLRUN, in the job's private "$tmp", and toolrun_end renames the files it keeps)
-_FSL_ENV = "export FSLOUTPUTTYPE=NIFTI_GZ && "
-
 
 if METHOD["anat.skullstrip"] == "fsl_bet":
     _BET_VARIANT = step_cfg("anat.skullstrip")["bet_variant"]
@@ -300,12 +296,3 @@ if METHOD["anat.atlas"] == "fsl_applywarp":
             )
 
     ANAT_TARGETS.append(ATLAS_NATIVE)
-
-
-# ---- DSI guard for dwi.preproc fsl_dwifslpreproc (eddy) ---------------------------------------
-if METHOD["dwi.preproc"] == "fsl_dwifslpreproc" and config["steps"]["dwi"]:
-    from neurosmk import dwi_scheme as _dwi_scheme
-
-    for _series in DWI.values():  # stops at start, naming the file, for a non-shelled scheme
-        if _series.bval:
-            _dwi_scheme.check_shelled(_series.bval, step_cfg("dwi.preproc")["max_shells"])

@@ -10,10 +10,6 @@
 # Paths reach the shell only through Snakemake's shlex quoting ({input.x:q}, {output.x:q},
 # {log:q}); tests/test_hostile.py checks it.
 
-DWI_PREPROC = dwi("dwi", desc="preproc")
-DWI_PREPROC_BVAL = dwi("dwi", ext=".bval", desc="preproc")
-DWI_PREPROC_BVEC = dwi("dwi", ext=".bvec", desc="preproc")
-
 # DIPY fit_method -> dwi2tensor options: DIPY WLS weights an OLS prediction once (-ols -iter 1)
 MRTRIX_TENSOR_FIT = {"OLS": "-ols -iter 0", "WLS": "-ols -iter 1"}
 
@@ -204,3 +200,12 @@ if METHOD["dwi.preproc"] == "fsl_dwifslpreproc":
             )
 
     DWI_TARGETS += [DWI_PREPROC, DWI_PREPROC_BVAL, DWI_PREPROC_BVEC]
+
+
+# ---- DSI guard for dwi.preproc fsl_dwifslpreproc (eddy) ---------------------------------------
+if METHOD["dwi.preproc"] == "fsl_dwifslpreproc" and config["steps"]["dwi"]:
+    from neurosmk import dwi_scheme as _dwi_scheme
+
+    for _series in DWI.values():  # stops at start, naming the file, for a non-shelled scheme
+        if _series.bval:
+            _dwi_scheme.check_shelled(_series.bval, step_cfg("dwi.preproc")["max_shells"])

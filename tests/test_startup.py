@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from neurosmk import bids
 from neurosmk.io import InputError
@@ -98,9 +100,6 @@ def test_job_process_parses_its_subject_only(tmp_path):
     out = p.stdout + p.stderr
     assert "rule dwi_tensor_dipy" in out and "subject=02" in out
     assert "sub-99" not in out and "sub-98" not in out
-    # in the job's own process the step is a local job (neurosmk.startup.run_steps_in_job): run
-    # by this snakemake, not handed to the jobstep executor's srun + one more snakemake
-    assert "localrule dwi_tensor_dipy:" in out
 
 
 def test_config_defaults_without_the_schema_check():
@@ -160,3 +159,30 @@ def test_freeze_signatures_keeps_what_functions_receive(tmp_path):
     assert int(p.stderr.split("frozen ")[1].split()[0]) >= 3
     assert (tmp_path / "out" / "a.txt").read_text().split() == ["a:in/a.txt:out/a.txt", "101", "5"]
 
+
+
+def test_tool_rule_files_are_included_when_a_rule_of_theirs_is_selected():
+    """The Snakefile reads a tool rule file (MRtrix3, TORTOISE, FSL, FreeSurfer) only for a
+    configuration that selects one of its rules: every backend's registered rules must still be
+    defined by the files it gets, and a Python-only configuration gets none of them."""
+    from neurosmk import backends
+    from neurosmk.startup import TOOL_RULE_FILES, rules_defined, tool_rule_files
+
+    always = {f"rules/{m}" for m in re.findall(r'^include: "rules/(\w+\.smk)"', (REPO / "Snakefile").read_text(), re.M)}
+    assert always and not always & set(TOOL_RULE_FILES)
+    assert set(TOOL_RULE_FILES) | always == {f"rules/{p.name}" for p in (REPO / "rules").glob("*.smk")}
+    in_tool_files = {f: rules_defined(REPO / f) for f in TOOL_RULE_FILES}
+    assert all(in_tool_files.values())
+    for step, methods in backends.STEPS.items():
+        for method, backend in methods.items():
+            picked = tool_rule_files(REPO, backends.selected_rules({step: method}, recon_all=False))
+            # each tool rule file that defines one of the backend's rules, and only those
+            assert picked == [f for f, rules in in_tool_files.items() if rules & set(backend.rules)], (step, method)
+    # (every registered rule is then defined: rules/safety.smk checks it at each start, and the
+    # scenario dry runs, tests/test_scenarios.py, start every tool backend)
+    from neurosmk.config import validate_config
+
+    cfg = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    default = backends.check_methods(cfg, check_tools=False)
+    assert tool_rule_files(REPO, backends.selected_rules(default, recon_all=False)) == []
+    assert tool_rule_files(REPO, backends.selected_rules(default, recon_all=True)) == ["rules/freesurfer.smk"]

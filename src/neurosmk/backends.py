@@ -575,6 +575,13 @@ def gpu_rules() -> set[str]:
     return {r for methods in STEPS.values() for b in methods.values() for r, spec in b.rules.items() if spec.gpu}
 
 
+def selected_rules(methods: dict[str, str], recon_all: bool) -> set[str]:
+    """The rules a configuration asks the rule files for: the registered rules of each selected
+    (step, method), and FreeSurfer recon-all when ``freesurfer.recon_all.enabled``."""
+    rules = {r for step, method in methods.items() if method in STEPS[step] for r in STEPS[step][method].rules}
+    return rules | ({"freesurfer_recon_all"} if recon_all else set())
+
+
 def check_rules(defined: set[str], methods: dict[str, str]) -> None:
     """After every rule file is read (rules/safety.smk): each selected method's registered rules
     are defined, no other method's rule of the step is, a method other than ``none`` has rules, and

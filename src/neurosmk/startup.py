@@ -11,6 +11,9 @@ jobs belong to, so that it indexes only those and skips the checks the main proc
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 
 def target_job_specs(argv: list[str]) -> list[str] | None:
     """The values of ``--target-jobs`` on a snakemake command line (``RULE:wc=v,...``), or None
@@ -111,3 +114,28 @@ def run_steps_in_job(workflow) -> bool:
         return False
     workflow.localrules(*(rule.name for rule in workflow.rules))
     return True
+
+
+_RULE_NAME = re.compile(r"^[ \t]*(?:rule|checkpoint)[ \t]+(\w+)[ \t]*:|^[ \t]*use[ \t]+rule\b.*?\bas[ \t]+(\w+)", re.M)
+
+
+def rules_defined(path) -> set[str]:
+    """The names of the rules a rule file defines (``rule x:``, ``checkpoint x:``, ``use rule ...
+    as x``), under any ``if``: read from its text, without running it."""
+    return {a or b for a, b in _RULE_NAME.findall(Path(path).read_text())}
+
+
+# rule files the Snakefile includes only when they define a rule the config selects (relative to
+# the Snakefile, in include order); every other rule file is always included
+TOOL_RULE_FILES = ("rules/mrtrix.smk", "rules/tortoise.smk", "rules/fsl.smk", "rules/freesurfer.smk")
+
+
+def tool_rule_files(basedir, wanted: set[str], files=TOOL_RULE_FILES) -> list[str]:
+    """Of the rule files ``files`` (relative to the Snakefile's folder ``basedir``), those that
+    define a rule in ``wanted`` (backends.selected_rules), in the order given.
+
+    Snakemake's parser translates every included file at every start, that of each cluster job
+    too; the tool rule files (FSL, FreeSurfer, MRtrix3, TORTOISE) define rules only for methods a
+    configuration picks, so the Snakefile includes only those it needs. A rule left out by mistake
+    stops the start at ``backends.check_rules`` (rules/safety.smk), naming it."""
+    return [f for f in files if rules_defined(Path(basedir) / f) & wanted]
