@@ -167,7 +167,7 @@ QC_CHAIN = {"qc_visit_metrics": (2000, 10, 1), "qc_visit_page": (1000, 5, 1)}
 def serial(chain):
     """What a group job asks for with profiles/slurm's `group_slot` (one per job, a `local`
     resource of which a group job has one): Snakemake stacks the steps that could run side by side
-    in series, as the jobstep plugin runs them (one at a time), so the request is the largest
+    in series, as the group job runs them (one at a time), so the request is the largest
     step's memory and CPUs and the sum of the steps' time. Without it, the two QC steps that
     can run side by side (dwi_stats_qc, qc_dwi_figures) would add up to 4000 MB and 2 CPUs."""
     return (max(m for m, _, _ in chain.values()), sum(t for _, t, _ in chain.values()),
