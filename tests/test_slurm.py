@@ -255,9 +255,9 @@ def test_gpu_rule_and_memory_retry(slurm_env, tmp_path):
 
     hog = [j for j in jobs if j["rule"] == "memhog"]
     assert [j["JobState"] for j in hog][1:] == ["COMPLETED"], [(j["JobId"], j["JobState"]) for j in hog]
-    # attempt 1 was killed by SLURM for its memory. Without the cgroup plugins slurmctld
-    # records the job as FAILED (the batch step exits non-zero after its srun step is
-    # killed), so the cause is read from the job's SLURM log, kept because it failed.
+    # attempt 1 was killed by SLURM for its memory (the rule runs in the job's own snakemake,
+    # as neurosmk's do). Without the cgroup plugins slurmctld records the job as FAILED, so the
+    # cause is read from the job's SLURM log, kept because it failed.
     assert hog[0]["JobState"] in ("FAILED", "OUT_OF_MEMORY")
     first_log = tmp_path / "slurm_logs" / "rule_memhog" / f"{hog[0]['JobId']}.log"
     assert "exceeded memory limit" in first_log.read_text()
