@@ -160,6 +160,22 @@ def test_freeze_signatures_keeps_what_functions_receive(tmp_path):
     assert (tmp_path / "out" / "a.txt").read_text().split() == ["a:in/a.txt:out/a.txt", "101", "5"]
 
 
+def test_resource_evaluate_gets_the_parameters_of_its_bound_method():
+    """freeze_signatures records the parameters of Snakemake's Resource.evaluate, through which
+    every resource is called, as inspect gives them for a bound method (without self)."""
+    import inspect
+
+    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, get_function_params
+    from snakemake.resources import Resource
+
+    from neurosmk.startup import freeze_signatures
+
+    freeze_signatures([])
+    assert hasattr(Resource.evaluate, FUNC_OVERWRITE_PARAMS_ATTR)
+    res = Resource("mem_mb", lambda wildcards, attempt: 100 * attempt)
+    assert dict(get_function_params(res.evaluate)) == dict(inspect.signature(res.evaluate).parameters)
+    assert res.evaluate({}, attempt=3).value == 300
+
 
 def test_tool_rule_files_are_included_when_a_rule_of_theirs_is_selected():
     """The Snakefile reads a tool rule file (MRtrix3, TORTOISE, FSL, FreeSurfer) only for a

@@ -98,6 +98,16 @@ def freeze_signatures(rules) -> int:
                 continue
             overwrite_function_params(fn, inspect.signature(fn).parameters)
             done += 1
+    # Snakemake calls every resource through the bound method Resource.evaluate(*args, **kwargs)
+    # and asks for that method's parameters too (~8 times per job). A bound method reads the
+    # attributes of its function, and every instance's answer is the same (*args, **kwargs):
+    # recorded once on the function.
+    from snakemake.resources import Resource
+
+    if not hasattr(Resource.evaluate, FUNC_OVERWRITE_PARAMS_ATTR):
+        bound = types.MethodType(Resource.evaluate, object())
+        overwrite_function_params(Resource.evaluate, inspect.signature(bound).parameters)
+        done += 1
     return done
 
 
