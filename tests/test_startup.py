@@ -177,6 +177,30 @@ def test_resource_evaluate_gets_the_parameters_of_its_bound_method():
     assert res.evaluate({}, attempt=3).value == 300
 
 
+def test_run_steps_in_job_only_in_a_cluster_job_of_its_own():
+    """Every rule becomes local in a --mode remote process (a SLURM job runs its steps itself), not
+    in the main process, and not in a task of a SLURM array job, whose jobstep executor must pick
+    the task's own job from --slurm-jobstep-array-execs."""
+    from types import SimpleNamespace
+
+    from neurosmk.startup import run_steps_in_job
+
+    def workflow(remote):
+        local = set()
+        rules = [SimpleNamespace(name="dwi_mask_dipy"), SimpleNamespace(name="dwi_tensor_dipy")]
+        return SimpleNamespace(remote_exec=remote, rules=rules, localrules=lambda *names: local.update(names)), local
+
+    wf, local = workflow(remote=True)
+    assert run_steps_in_job(wf, argv=["snakemake", "--mode", "remote"], environ={"SLURM_JOB_ID": "7"})
+    assert local == {"dwi_mask_dipy", "dwi_tensor_dipy"}
+    wf, local = workflow(remote=False)
+    assert not run_steps_in_job(wf, argv=["snakemake"], environ={}) and not local
+    wf, local = workflow(remote=True)
+    assert not run_steps_in_job(wf, argv=["snakemake", "--mode", "remote"],
+                                environ={"SLURM_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "1"}) and not local
+    assert not run_steps_in_job(wf, argv=["snakemake", "--slurm-jobstep-array-execs=e30="], environ={}) and not local
+
+
 def test_tool_rule_files_are_included_when_a_rule_of_theirs_is_selected():
     """The Snakefile reads a tool rule file (MRtrix3, TORTOISE, FSL, FreeSurfer) only for a
     configuration that selects one of its rules: every backend's registered rules must still be

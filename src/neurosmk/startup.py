@@ -111,16 +111,26 @@ def freeze_signatures(rules) -> int:
     return done
 
 
-def run_steps_in_job(workflow) -> bool:
+def run_steps_in_job(workflow, argv=None, environ=None) -> bool:
     """Inside a cluster job: run its steps in this snakemake process, not one snakemake each.
 
     A SLURM job (one rule's job, or a group job's chain) starts snakemake with ``--mode remote``
     and the jobstep executor, which starts every step with ``srun`` and a new snakemake that
     re-reads the workflow (~3.5 s a step). Marking every rule local in that process makes
     Snakemake run the steps with its local executor (``Workflow.is_local``), in the job's
-    allocation. The main process (``--mode default``) is left as is. True when applied.
+    allocation. The main process (``--mode default``) is left as is, and so is a task of a SLURM
+    array job (``--slurm-array-jobs``): its command line names the array's first job, and the
+    jobstep executor picks the task's own job from ``--slurm-jobstep-array-execs``. True when
+    applied. ``argv``/``environ``: the process's (sys.argv, os.environ) unless given.
     """
+    import os
+    import sys
+
+    argv = sys.argv if argv is None else argv
+    environ = os.environ if environ is None else environ
     if not workflow.remote_exec:
+        return False
+    if "SLURM_ARRAY_TASK_ID" in environ or any(a.startswith("--slurm-jobstep-array-execs") for a in argv):
         return False
     workflow.localrules(*(rule.name for rule in workflow.rules))
     return True
