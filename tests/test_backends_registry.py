@@ -17,6 +17,7 @@ from neurosmk import backends
 from neurosmk.backends import STEPS, BackendError, check_rules, resources, rule_resources
 from neurosmk.config import load_schema, validate_config
 from neurosmk.provenance import methods_text
+from neurosmk.startup import rules_defined
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CFG = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
@@ -124,9 +125,7 @@ def test_a_rule_shared_by_backends_has_one_resource_record():
 
 
 def _defined_rules() -> set[str]:
-    defined = set()
-    for smk in (REPO / "rules").glob("*.smk"):
-        defined |= set(re.findall(r"^\s*(?:rule|use rule \w+ as) (\w+)(?: with)?:", smk.read_text(), re.MULTILINE))
+    defined = set().union(*(rules_defined(smk) for smk in (REPO / "rules").glob("*.smk")))
     # named in a loop or after the backend: rules/validate.smk f"validate_{_dt}", rules/anat.smk
     # f"anat_register_metrics_{_REG_METHOD}" (the tool registrations)
     return defined | {"validate_anat", "validate_dwi", "anat_register_metrics_fsl", "anat_register_metrics_synthmorph"}
