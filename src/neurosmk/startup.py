@@ -85,7 +85,8 @@ def freeze_signatures(rules) -> int:
     """Record each rule function's parameters on it once (overwrite_function_params), so
     that Snakemake does not recompute ``inspect.signature`` per job. Returns how many functions
     were given one. Functions that cannot take attributes (builtins, bound methods) are left as
-    they are, and so is a function that already has an override (Snakemake's own)."""
+    they are, and so is a function that already has an override (Snakemake's own); Snakemake's
+    Resource.evaluate, whose bound methods call every resource, gets one on its function."""
     import inspect
     import types
 
