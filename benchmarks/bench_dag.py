@@ -44,6 +44,63 @@ rule trivial:
 # source of every job, even in a dry run), which neurosmk's Python rules pay too
 BARE_SCRIPT = BARE.replace('shell: "touch {output}"', 'script: "noop.py"')
 
+# The mirror: Snakemake's own cost of neurosmk's DAG. DUMP_HOOK runs neurosmk's dry run once more
+# (untimed) and writes every rule's output/log/benchmark patterns (wildcard constraints inline)
+# and every job's input files to JSON; mirror_snakefile() turns that into a Snakefile with the
+# same rules, the same jobs and the same files per job, whose inputs come from a dict lookup and
+# whose jobs are no-ops (`script:` where neurosmk's rule is a script, else `shell:`): no config
+# schema, BIDS index, header checks, provenance or input-function logic of neurosmk's own.
+DUMP_HOOK = r"""
+import json, sys
+import snakemake.api
+from snakemake import workflow as wfm
+out_json = sys.argv.pop(1)
+_orig = wfm.Workflow._build_dag
+def _key(wc):
+    return "|".join(f"{k}={v}" for k, v in sorted(wc.items()))
+def _build_dag(self):
+    res = _orig(self)
+    rules, inputs = {}, {}
+    for job in self.dag.jobs:
+        r = job.rule
+        if r.name not in rules:
+            rules[r.name] = {"output": [str(o) for o in r.output], "log": [str(x) for x in r.log],
+                             "benchmark": str(r.benchmark) if r.benchmark else None,
+                             "script": r.script is not None, "wildcards": bool(job.wildcards_dict)}
+        inputs.setdefault(r.name, {})[_key(job.wildcards)] = [str(f) for f in job.input]
+    with open(out_json, "w") as f:
+        json.dump({"rules": rules, "inputs": inputs}, f)
+    return res
+wfm.Workflow._build_dag = _build_dag
+from snakemake.cli import main
+sys.argv = ["snakemake"] + sys.argv[1:]
+main()
+"""
+
+
+def mirror_snakefile(dag: dict, dag_json: Path) -> str:
+    """The Snakefile of the mirror (see DUMP_HOOK); `all` first, as in neurosmk."""
+    lines = ["import json", f"D = json.load(open({str(dag_json)!r}))", "",
+             "def _inputs(name):", '    table = D["inputs"][name]',
+             '    return lambda wc: table["|".join(f"{k}={v}" for k, v in sorted(wc.items()))]', ""]
+    for name in sorted(dag["rules"], key=lambda n: n != "all"):
+        r = dag["rules"][name]
+        lines.append(f"rule {name}:")
+        if name == "all":
+            lines.append('    input: D["inputs"]["all"][""]')
+        else:
+            lines.append(f"    input: _inputs({name!r})")
+        if r["output"]:
+            lines.append("    output: " + ", ".join(repr(o) for o in r["output"]))
+        if r["log"]:
+            lines.append("    log: " + ", ".join(repr(x) for x in r["log"]))
+        if r["benchmark"]:
+            lines.append(f"    benchmark: {r['benchmark']!r}")
+        if name != "all":
+            lines.append('    script: "noop.py"' if r["script"] else '    shell: "touch {output}"')
+        lines.append("")
+    return "\n".join(lines)
+
 
 def real_size_images() -> dict:
     """One full-size T1w and DWI (+ gradient table), made once in benchmarks/_work/."""
@@ -120,6 +177,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=1000)
     ap.add_argument("--profile", help="write a cProfile of the second neurosmk dry run here")
+    ap.add_argument("--no-mirror", action="store_true",
+                    help="skip the mirror (a Snakefile with neurosmk's DAG and no-op jobs; one more untimed neurosmk "
+                         "dry run to write it)")
     ap.add_argument("--quick", action="store_true",
                     help="one bare run and no script-rule reference (3 dry runs instead of 5; for 10,000 subjects)")
     args = ap.parse_args()
@@ -153,16 +213,40 @@ def main():
             t_bs, c_bs, _ = timed(SNAKEMAKE + bare, td / "bare_script")
             rows += [("bare Snakefile, trivial jobs (again)", jobs_bare, t_bare2, c_bare2, t_bare, c_bare),
                      ("bare Snakefile, script: jobs (reference)", jobs_bare, t_bs, c_bs, t_bare, c_bare)]
+        mirror = None
+        if not args.no_mirror:
+            dag_json = td / "dag.json"
+            p = subprocess.run([sys.executable, "-c", DUMP_HOOK, str(dag_json), *cmd], cwd=td, capture_output=True,
+                               text=True)
+            if p.returncode != 0:
+                raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
+            import json
+
+            (td / "mirror").mkdir()
+            (td / "mirror" / "Snakefile").write_text(mirror_snakefile(json.loads(dag_json.read_text()), dag_json))
+            (td / "mirror" / "noop.py").write_text("open(snakemake.output[0], 'w').close()\n")
+            mcmd = ["-n", "--cores", "2", "--quiet", "rules"]
+            t_m, c_m, jobs_m = timed(SNAKEMAKE + mcmd, td / "mirror")
+            t_m2, c_m2, _ = timed(SNAKEMAKE + mcmd, td / "mirror")
+            assert jobs_m == jobs, (jobs_m, jobs)
+            mirror = (min(t_m, t_m2), min(c_m, c_m2))
+            rows += [("mirror: neurosmk's DAG, no-op jobs (first)", jobs_m, t_m, c_m, t_bare, c_bare),
+                     ("mirror: neurosmk's DAG, no-op jobs (again)", jobs_m, t_m2, c_m2, t_bare2, c_bare2)]
     rows += [(f"neurosmk, {n} subjects, first run", jobs, t_first, c_first, t_bare, c_bare),
              (f"neurosmk, {n} subjects, again", jobs, t_again, c_again, t_bare2, c_bare2)]
-    print(f"{'dry run':<40}{'jobs':>7}{'wall s':>9}{'ratio':>7}{'CPU s':>9}{'ratio':>7}")
+    print(f"{'dry run':<44}{'jobs':>7}{'wall s':>9}{'ratio':>7}{'CPU s':>9}{'ratio':>7}")
     for name, j, w, c, wb, cb in rows:
-        print(f"{name:<40}{j:>7}{w:>9.2f}{w / wb:>7.2f}{c:>9.2f}{c / cb:>7.2f}")
+        print(f"{name:<44}{j:>7}{w:>9.2f}{w / wb:>7.2f}{c:>9.2f}{c / cb:>7.2f}")
     worst = max(t_first / t_bare, t_again / t_bare2)
     worst_cpu = max(c_first / c_bare, c_again / c_bare2)
     print(f"validation on, real-size images{' (second run under cProfile)' if args.profile else ''}; "
           f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; worst ratio "
           f"{worst:.2f} wall, {worst_cpu:.2f} CPU (goal <= 1.5: {'met' if worst <= 1.5 else 'NOT met'})")
+    if mirror:
+        tm, cm = mirror
+        print(f"to the mirror (Snakemake's own cost of this DAG, the faster of its two runs): first "
+              f"{t_first / tm:.2f} / again {t_again / tm:.2f} wall, {c_first / cm:.2f} / {c_again / cm:.2f} CPU; "
+              f"the mirror is {tm / t_bare:.2f}x the bare Snakefile (wall)")
 
 if __name__ == "__main__":
     main()
