@@ -102,6 +102,16 @@ def mirror_snakefile(dag: dict, dag_json: Path) -> str:
     return "\n".join(lines)
 
 
+def dump_dag(cmd: list, cwd: Path, out: Path) -> dict:
+    """Run neurosmk's dry run `cmd` (untimed) under DUMP_HOOK; the DAG it wrote to `out`."""
+    import json
+
+    p = subprocess.run([sys.executable, "-c", DUMP_HOOK, str(out), *cmd], cwd=cwd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
+    return json.loads(out.read_text())
+
+
 def real_size_images() -> dict:
     """One full-size T1w and DWI (+ gradient table), made once in benchmarks/_work/."""
     import nibabel as nib
@@ -216,14 +226,9 @@ def main():
         mirror = None
         if not args.no_mirror:
             dag_json = td / "dag.json"
-            p = subprocess.run([sys.executable, "-c", DUMP_HOOK, str(dag_json), *cmd], cwd=td, capture_output=True,
-                               text=True)
-            if p.returncode != 0:
-                raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
-            import json
-
+            dag = dump_dag(cmd, td, dag_json)
             (td / "mirror").mkdir()
-            (td / "mirror" / "Snakefile").write_text(mirror_snakefile(json.loads(dag_json.read_text()), dag_json))
+            (td / "mirror" / "Snakefile").write_text(mirror_snakefile(dag, dag_json))
             (td / "mirror" / "noop.py").write_text("open(snakemake.output[0], 'w').close()\n")
             mcmd = ["-n", "--cores", "2", "--quiet", "rules"]
             t_m, c_m, jobs_m = timed(SNAKEMAKE + mcmd, td / "mirror")

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,13 +55,7 @@ def main():
             f"bids_dir: {td / 'bids'}\noutput_dir: {td / 'out'}\nvalidate_inputs: true\nfreesurfer_dir: null\n"
         )
         cmd = ["-s", str(b.REPO / "Snakefile"), "-n", "--cores", "2", "--quiet", "rules", "--configfile", str(cfg)]
-        dag_json = td / "dag.json"
-        p = subprocess.run(
-            [sys.executable, "-c", b.DUMP_HOOK, str(dag_json), *cmd], cwd=td, capture_output=True, text=True
-        )
-        if p.returncode != 0:
-            raise SystemExit(p.stdout[-3000:] + p.stderr[-3000:])
-        dag = json.loads(dag_json.read_text())
+        dag = b.dump_dag(cmd, td, td / "dag.json")
         counts = {k: len(v) for k, v in dag["inputs"].items()}
         jobs = sum(counts.values())
         n_in = sum(len(f) for r in dag["inputs"].values() for f in r.values())
