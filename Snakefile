@@ -9,6 +9,16 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+import os
+import sys
+
+# the rule files' translation by Snakemake's parser is kept across starts (every cluster job
+# starts Snakemake again): neurosmk.startup.cache_rule_file_translations
+sys.path.insert(0, os.path.join(os.path.abspath(workflow.basedir), "src"))
+from neurosmk.startup import cache_rule_file_translations
+
+cache_rule_file_translations()
+
 
 configfile: "config/config.yaml"
 

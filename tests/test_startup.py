@@ -226,3 +226,60 @@ def test_tool_rule_files_are_included_when_a_rule_of_theirs_is_selected():
     default = backends.check_methods(cfg, check_tools=False)
     assert tool_rule_files(REPO, backends.selected_rules(default, recon_all=False)) == []
     assert tool_rule_files(REPO, backends.selected_rules(default, recon_all=True)) == ["rules/freesurfer.smk"]
+
+
+CACHED_SNAKEFILE = """
+import sys
+sys.path.insert(0, {src!r})
+from neurosmk.startup import cache_rule_file_translations
+
+cache_rule_file_translations()
+
+include: "rules.smk"
+"""
+
+CACHED_RULES = """
+rule all:
+    output: "out.txt"
+    shell: "echo {word} > {{output:q}}"
+
+
+if config.get("boom"):
+    raise ValueError("boom on line eight")
+"""
+
+
+def _run_cached(wd, *args):
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--forceall", "out.txt", *args], cwd=wd,
+                          capture_output=True, text=True, check=False)
+
+
+def test_rule_file_translations_are_kept_and_renewed(tmp_path):
+    """cache_rule_file_translations: a start reads an included rule file's translation from
+    .snakemake/neurosmk/parsed (shown by editing the kept translation), a changed file is
+    translated anew, and an error in a rule file still names its own line on a start that used
+    the kept translation (the line map is kept too)."""
+    (tmp_path / "Snakefile").write_text(CACHED_SNAKEFILE.format(src=str(REPO / "src")))
+    (tmp_path / "rules.smk").write_text(CACHED_RULES.format(word="first"))
+    p = _run_cached(tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "out.txt").read_text() == "first\n"
+    kept = list((tmp_path / ".snakemake" / "neurosmk" / "parsed").glob("*.json"))
+    assert len(kept) == 1, kept  # rules.smk (the Snakefile itself is read before the call)
+    assert '"first"' not in kept[0].read_text() and "first" in kept[0].read_text()
+    kept[0].write_text(kept[0].read_text().replace("first", "kept"))
+    p = _run_cached(tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "out.txt").read_text() == "kept\n"
+    # the file changed: translated again, its new text is what runs
+    (tmp_path / "rules.smk").write_text(CACHED_RULES.format(word="second"))
+    p = _run_cached(tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "out.txt").read_text() == "second\n"
+    assert len(list((tmp_path / ".snakemake" / "neurosmk" / "parsed").glob("*.json"))) == 2
+    # a start from the kept translation still reports a rule file's error at that file's line
+    p = _run_cached(tmp_path, "--config", "boom=1")
+    assert p.returncode != 0
+    assert "boom on line eight" in p.stderr and 'rules.smk", line 8' in p.stderr, p.stderr[-2000:]
+    # nothing half-written is left beside the entries
+    assert not list((tmp_path / ".snakemake" / "neurosmk" / "parsed").glob(".*"))
