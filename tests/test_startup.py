@@ -283,3 +283,47 @@ def test_rule_file_translations_are_kept_and_renewed(tmp_path):
     assert "boom on line eight" in p.stderr and 'rules.smk", line 8' in p.stderr, p.stderr[-2000:]
     # nothing half-written is left beside the entries
     assert not list((tmp_path / ".snakemake" / "neurosmk" / "parsed").glob(".*"))
+
+
+NBFORMAT_SNAKEFILE = """
+import sys
+sys.path.insert(0, {src!r})
+from neurosmk.startup import python_scripts_without_nbformat
+
+python_scripts_without_nbformat()
+
+rule all:
+    output: "out.txt"
+    script: "write.py"
+
+onsuccess:
+    print("nbformat imported:", "nbformat" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_python_scripts_without_nbformat(tmp_path):
+    """A `script:` rule with a .py script runs, and Snakemake (which checks every script job's
+    language while it builds the DAG) did not import nbformat for it; any other script is still
+    left to Snakemake's own get_language (an R script: "r", a notebook: read by nbformat)."""
+    (tmp_path / "Snakefile").write_text(NBFORMAT_SNAKEFILE.format(src=str(REPO / "src")))
+    (tmp_path / "write.py").write_text("open(snakemake.output[0], 'w').write('ran')\n")
+    p = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1"], cwd=tmp_path, capture_output=True,
+                       text=True, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "out.txt").read_text() == "ran"
+    assert "nbformat imported: False" in p.stderr, p.stderr[-2000:]
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO / "src")!r})
+from snakemake import script
+from snakemake.sourcecache import LocalSourceFile
+from neurosmk.startup import python_scripts_without_nbformat
+assert python_scripts_without_nbformat() and not python_scripts_without_nbformat()
+assert script.get_language(LocalSourceFile("a.py"), "") == "python"
+assert "nbformat" not in sys.modules
+assert script.get_language(LocalSourceFile("a.R"), "") == "r"
+nb = '{{"cells": [], "metadata": {{"language_info": {{"name": "R"}}}}, "nbformat": 4, "nbformat_minor": 5}}'
+assert script.get_language(LocalSourceFile("a.ipynb"), nb) == "jupyter_r"
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]

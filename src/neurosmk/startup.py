@@ -223,3 +223,26 @@ def cache_rule_file_translations(cache_dir=".snakemake/neurosmk/parsed") -> bool
     parse.neurosmk_cache = True
     sm_workflow.parse = parse
     return True
+
+
+def python_scripts_without_nbformat() -> bool:
+    """Tell a ``.py`` script's language without importing nbformat.
+
+    Snakemake's ``snakemake.script.get_language`` imports nbformat (and with it jsonschema, ~0.25 s
+    of every cluster job's start-up) before it looks at the file name, though only a notebook
+    needs it. This answers "python" for a ``.py`` file, as that function does, and leaves every
+    other file to it. Returns True when installed (False: already installed)."""
+    from snakemake import script
+
+    language_of = script.get_language
+    if getattr(language_of, "neurosmk_py", None):
+        return False
+
+    def get_language(source_file, source):
+        if source_file.get_filename().endswith(".py"):
+            return "python"
+        return language_of(source_file, source)
+
+    get_language.neurosmk_py = True
+    script.get_language = get_language
+    return True
