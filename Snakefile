@@ -12,9 +12,12 @@ min_version("9.0")
 import os
 import sys
 
-# the rule files' translation by Snakemake's parser is kept across starts (every cluster job
-# starts Snakemake again): neurosmk.startup.cache_rule_file_translations
-sys.path.insert(0, os.path.join(os.path.abspath(workflow.basedir), "src"))
+# the checkout, and its package (src/neurosmk) for the rule files; the rule files' translation by
+# Snakemake's parser is kept across starts (every cluster job starts Snakemake again):
+# neurosmk.startup.cache_rule_file_translations
+NEUROSMK_ROOT = os.path.abspath(workflow.basedir)
+NEUROSMK_SRC = os.path.join(NEUROSMK_ROOT, "src")
+sys.path.insert(0, NEUROSMK_SRC)
 from neurosmk.startup import cache_rule_file_translations
 
 cache_rule_file_translations()

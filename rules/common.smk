@@ -4,13 +4,10 @@
 import os
 import sys
 
-NEUROSMK_ROOT = os.path.abspath(os.path.join(workflow.basedir))
-_SRC = os.path.join(NEUROSMK_ROOT, "src")
-if _SRC not in sys.path:
-    sys.path.insert(0, _SRC)
-# rule scripts (and conda envs) import the package from the checkout (set for the jobs, not
-# required from the user: not an `envvars:` entry)
-os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p))
+# NEUROSMK_ROOT, NEUROSMK_SRC (on sys.path): the Snakefile. Rule scripts (and conda envs) import
+# the package from the checkout too (set for the jobs, not required from the user: not an
+# `envvars:` entry)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (NEUROSMK_SRC, os.environ.get("PYTHONPATH")) if p))
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 

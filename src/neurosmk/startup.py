@@ -188,13 +188,16 @@ def cache_rule_file_translations(cache_dir=".snakemake/neurosmk/parsed") -> bool
     cache = Path(cache_dir).absolute()
 
     def parse(path, workflow, linemap, overwrite_shellcmd=None, rulecount=0):
-        if not isinstance(path, LocalSourceFile):
+        def fresh():
             return translate(path, workflow, linemap, overwrite_shellcmd=overwrite_shellcmd, rulecount=rulecount)
+
+        if not isinstance(path, LocalSourceFile):
+            return fresh()
         name = path.get_path_or_uri(secret_free=True)
         try:
             text = Path(name).read_bytes()
         except OSError:
-            return translate(path, workflow, linemap, overwrite_shellcmd=overwrite_shellcmd, rulecount=rulecount)
+            return fresh()
         head = json.dumps([snakemake.__version__, sys.version, name, rulecount, overwrite_shellcmd])
         entry = cache / (hashlib.sha256(head.encode() + b"\0" + text).hexdigest() + ".json")
         try:
@@ -205,7 +208,7 @@ def cache_rule_file_translations(cache_dir=".snakemake/neurosmk/parsed") -> bool
             parser.Shell.overwrite_cmd = overwrite_shellcmd  # what parse() sets, as it would
             linemap.update({int(k): v for k, v in kept["linemap"].items()})
             return kept["code"], kept["rulecount"]
-        code, count = translate(path, workflow, linemap, overwrite_shellcmd=overwrite_shellcmd, rulecount=rulecount)
+        code, count = fresh()
         try:
             cache.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=cache, prefix=".", suffix=".tmp")
