@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORK = Path(__file__).resolve().parent / "_work"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+DRY = ["-n", "--cores", "2", "--quiet", "rules"]  # every timed dry run
 T1W_SHAPE = (192, 256, 256)
 DWI_SHAPE = (112, 112, 70, 102)  # 100 directions and 2 b=0
 
@@ -50,6 +51,8 @@ BARE_SCRIPT = BARE.replace('shell: "touch {output}"', 'script: "noop.py"')
 # same rules, the same jobs and the same files per job, whose inputs come from a dict lookup and
 # whose jobs are no-ops (`script:` where neurosmk's rule is a script, else `shell:`): no config
 # schema, BIDS index, header checks, provenance or input-function logic of neurosmk's own.
+# A job's inputs are keyed by its wildcards, in both (JOB_KEY: an expression of `wc`).
+JOB_KEY = '"|".join(f"{k}={v}" for k, v in sorted(wc.items()))'
 DUMP_HOOK = r"""
 import json, sys
 import snakemake.api
@@ -57,7 +60,7 @@ from snakemake import workflow as wfm
 out_json = sys.argv.pop(1)
 _orig = wfm.Workflow._build_dag
 def _key(wc):
-    return "|".join(f"{k}={v}" for k, v in sorted(wc.items()))
+    return JOB_KEY
 def _build_dag(self):
     res = _orig(self)
     rules, inputs = {}, {}
@@ -66,7 +69,7 @@ def _build_dag(self):
         if r.name not in rules:
             rules[r.name] = {"output": [str(o) for o in r.output], "log": [str(x) for x in r.log],
                              "benchmark": str(r.benchmark) if r.benchmark else None,
-                             "script": r.script is not None, "wildcards": bool(job.wildcards_dict)}
+                             "script": r.script is not None}
         inputs.setdefault(r.name, {})[_key(job.wildcards)] = [str(f) for f in job.input]
     with open(out_json, "w") as f:
         json.dump({"rules": rules, "inputs": inputs}, f)
@@ -75,14 +78,14 @@ wfm.Workflow._build_dag = _build_dag
 from snakemake.cli import main
 sys.argv = ["snakemake"] + sys.argv[1:]
 main()
-"""
+""".replace("JOB_KEY", JOB_KEY)
 
 
 def mirror_snakefile(dag: dict, dag_json: Path) -> str:
     """The Snakefile of the mirror (see DUMP_HOOK); `all` first, as in neurosmk."""
     lines = ["import json", f"D = json.load(open({str(dag_json)!r}))", "",
              "def _inputs(name):", '    table = D["inputs"][name]',
-             '    return lambda wc: table["|".join(f"{k}={v}" for k, v in sorted(wc.items()))]', ""]
+             f"    return lambda wc: table[{JOB_KEY}]", ""]
     for name in sorted(dag["rules"], key=lambda n: n != "all"):
         r = dag["rules"][name]
         lines.append(f"rule {name}:")
@@ -100,6 +103,29 @@ def mirror_snakefile(dag: dict, dag_json: Path) -> str:
             lines.append('    script: "noop.py"' if r["script"] else '    shell: "touch {output}"')
         lines.append("")
     return "\n".join(lines)
+
+
+def write_mirror(d: Path, dag: dict, dag_json: Path) -> None:
+    """The mirror of `dag` (its JSON at `dag_json`, read when the mirror runs) in folder `d`."""
+    d.mkdir()
+    (d / "Snakefile").write_text(mirror_snakefile(dag, dag_json))
+    (d / "noop.py").write_text("open(snakemake.output[0], 'w').close()\n")
+
+
+def write_bare(d: Path, jobs: int) -> list:
+    """The bare Snakefile in folder `d`; the arguments of its dry run with `jobs` jobs."""
+    d.mkdir()
+    (d / "Snakefile").write_text(BARE)
+    return [*DRY, "--config", f"njobs={jobs - 1}"]
+
+
+def neurosmk_dataset(td: Path, n: int, files: dict) -> list:
+    """n subjects of real-size images and a config (validation on) in `td`; the arguments of
+    neurosmk's dry run on them."""
+    make_bids(td / "bids", n, files)
+    cfg = td / "config.yaml"
+    cfg.write_text(f"bids_dir: {td / 'bids'}\noutput_dir: {td / 'out'}\nvalidate_inputs: true\nfreesurfer_dir: null\n")
+    return ["-s", str(REPO / "Snakefile"), *DRY, "--configfile", str(cfg)]
 
 
 def dump_dag(cmd: list, cwd: Path, out: Path) -> dict:
@@ -198,20 +224,14 @@ def main():
     files = real_size_images()
     with tempfile.TemporaryDirectory(dir=WORK) as td:
         td = Path(td)
-        make_bids(td / "bids", n, files)
+        cmd = neurosmk_dataset(td, n, files)
         print(f"set-up: {n} subjects (real-size images, symlinked) in {time.perf_counter() - t:.1f} s", flush=True)
-        cfg = td / "config.yaml"
-        cfg.write_text(f"bids_dir: {td / 'bids'}\noutput_dir: {td / 'out'}\nvalidate_inputs: true\n"
-                       "freesurfer_dir: null\n")
         load = os.getloadavg()[0]
-        cmd = ["-s", str(REPO / "Snakefile"), "-n", "--cores", "2", "--quiet", "rules", "--configfile", str(cfg)]
         t_first, c_first, jobs = timed(SNAKEMAKE + cmd, td)
         prof = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []
         t_again, c_again, jobs2 = timed([sys.executable, *prof, "-m", "snakemake", *cmd], td)
         assert jobs == jobs2, (jobs, jobs2)
-        (td / "bare").mkdir()
-        (td / "bare" / "Snakefile").write_text(BARE)
-        bare = ["-n", "--cores", "2", "--quiet", "rules", "--config", f"njobs={jobs - 1}"]
+        bare = write_bare(td / "bare", jobs)
         t_bare, c_bare, jobs_bare = timed(SNAKEMAKE + bare, td / "bare")
         rows = [("bare Snakefile, trivial jobs (first)", jobs_bare, t_bare, c_bare, t_bare, c_bare)]
         t_bare2, c_bare2 = t_bare, c_bare
@@ -226,13 +246,9 @@ def main():
         mirror = None
         if not args.no_mirror:
             dag_json = td / "dag.json"
-            dag = dump_dag(cmd, td, dag_json)
-            (td / "mirror").mkdir()
-            (td / "mirror" / "Snakefile").write_text(mirror_snakefile(dag, dag_json))
-            (td / "mirror" / "noop.py").write_text("open(snakemake.output[0], 'w').close()\n")
-            mcmd = ["-n", "--cores", "2", "--quiet", "rules"]
-            t_m, c_m, jobs_m = timed(SNAKEMAKE + mcmd, td / "mirror")
-            t_m2, c_m2, _ = timed(SNAKEMAKE + mcmd, td / "mirror")
+            write_mirror(td / "mirror", dump_dag(cmd, td, dag_json), dag_json)
+            t_m, c_m, jobs_m = timed(SNAKEMAKE + DRY, td / "mirror")
+            t_m2, c_m2, _ = timed(SNAKEMAKE + DRY, td / "mirror")
             assert jobs_m == jobs, (jobs_m, jobs)
             mirror = (min(t_m, t_m2), min(c_m, c_m2))
             rows += [("mirror: neurosmk's DAG, no-op jobs (first)", jobs_m, t_m, c_m, t_bare, c_bare),

@@ -49,12 +49,7 @@ def main():
     files = b.real_size_images()
     with tempfile.TemporaryDirectory(dir=b.WORK) as td:
         td = Path(td)
-        b.make_bids(td / "bids", args.n, files)
-        cfg = td / "config.yaml"
-        cfg.write_text(
-            f"bids_dir: {td / 'bids'}\noutput_dir: {td / 'out'}\nvalidate_inputs: true\nfreesurfer_dir: null\n"
-        )
-        cmd = ["-s", str(b.REPO / "Snakefile"), "-n", "--cores", "2", "--quiet", "rules", "--configfile", str(cfg)]
+        cmd = b.neurosmk_dataset(td, args.n, files)
         dag = b.dump_dag(cmd, td, td / "dag.json")
         counts = {k: len(v) for k, v in dag["inputs"].items()}
         jobs = sum(counts.values())
@@ -65,18 +60,12 @@ def main():
             f"{n_out / jobs:.1f} output files per job, plus a log and a benchmark file",
             flush=True,
         )
-        dirs = {}
+        dirs = {"bare Snakefile, one output per job": (td / "bare", b.write_bare(td / "bare", jobs))}
         for i, (name, kw) in enumerate(VARIANTS.items()):
-            d = td / f"v{i}"
-            d.mkdir()
-            (d / "dag.json").write_text(json.dumps(_less(dag, **kw)))
-            (d / "Snakefile").write_text(b.mirror_snakefile(json.loads((d / "dag.json").read_text()), d / "dag.json"))
-            (d / "noop.py").write_text("open(snakemake.output[0], 'w').close()\n")
-            dirs[name] = (d, ["-n", "--cores", "2", "--quiet", "rules"])
-        (td / "bare").mkdir()
-        (td / "bare" / "Snakefile").write_text(b.BARE)
-        dirs = {"bare Snakefile, one output per job": (td / "bare", ["-n", "--cores", "2", "--quiet", "rules",
-                                                                    "--config", f"njobs={jobs - 1}"]), **dirs}
+            less, less_json = _less(dag, **kw), td / f"v{i}.json"
+            less_json.write_text(json.dumps(less))
+            b.write_mirror(td / f"v{i}", less, less_json)
+            dirs[name] = (td / f"v{i}", b.DRY)
         wall = {k: [] for k in dirs}
         cpu = {k: [] for k in dirs}
         load = os.getloadavg()[0]
