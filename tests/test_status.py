@@ -125,9 +125,70 @@ def test_collect_synthetic_tree(tree):
     # stages in pipeline order
     assert list(dict.fromkeys(df["stage"])) == ["dwi.denoise", "dwi.mask", "dwi.tensor", "group"]
     s = status.summary(df)
-    assert s.loc["dwi.tensor"].tolist() == [1, 1, 1]
-    assert s.loc["dwi.denoise"].tolist() == [2, 1, 0]
-    assert s.loc["group"].tolist() == [0, 1, 0]
+    assert list(s.columns) == ["done", "failed", "running", "not run"]
+    assert s.loc["dwi.tensor"].tolist() == [1, 1, 0, 1]
+    assert s.loc["dwi.denoise"].tolist() == [2, 1, 0, 0]
+    assert s.loc["group"].tolist() == [0, 1, 0, 0]
+
+
+def test_stage_of_several_rules_fails_when_any_fails(tmp_path):
+    """validate_anat and validate_dwi are one stage: a failed validate_dwi stays failed however
+    much newer the done validate_anat is (SLURM starts the two chains at different times); so do
+    the QC figures beside the QC numbers. An earlier backend of a step counts only while it is the
+    newest: its old failure does not hide the current backend's state, nor its old success a
+    failure of the current one."""
+    out = tmp_path / "out"
+    err = "neurosmk.io.InputError: /bids/sub-01_dwi.nii.gz: volume 3 is constant (dropped?)"
+    _job(out, "validate_dwi", "sub-01", f"Traceback (most recent call last):\n  x\n{err}\n", False, age=900)
+    _job(out, "validate_anat", "sub-01", "ok\n", True, age=10)
+    _job(out, "qc_visit_metrics", "sub-01", "ok\n", True, age=10)
+    _job(out, "qc_dwi_figures", "sub-01", "ValueError: no b=0 volume\n", False, age=500)
+    # sub-02: mrtrix mask failed long ago, dipy mask done since; tensor: dipy done long ago, then
+    # the method was switched to mrtrix, which failed
+    _job(out, "validate_anat", "sub-02", "ok\n", True)
+    _job(out, "dwi_mask_mrtrix", "sub-02", "dwi2mask: [ERROR] old failure\n", False, age=900)
+    _job(out, "dwi_mask_dipy", "sub-02", "ok\n", True, age=50)
+    _job(out, "dwi_tensor_dipy", "sub-02", "ok\n", True, age=900)
+    _job(out, "dwi_tensor_mrtrix", "sub-02", "dwi2tensor: [ERROR] new failure\n", False, age=50)
+    got = {(r.participant_id, r.stage): (r.state, r.error, r.log) for r in status.collect(out).itertuples()}
+    L = lambda rule, v: paths.log_path(str(out), rule, v)  # noqa: E731
+    assert got[("sub-01", "validate")] == ("failed", err, L("validate_dwi", "sub-01"))
+    assert got[("sub-01", "qc")] == ("failed", "ValueError: no b=0 volume", L("qc_dwi_figures", "sub-01"))
+    assert got[("sub-02", "validate")] == ("done", "", L("validate_anat", "sub-02"))
+    assert got[("sub-02", "dwi.mask")] == ("done", "", L("dwi_mask_dipy", "sub-02"))
+    assert got[("sub-02", "dwi.tensor")] == ("failed", "dwi2tensor: [ERROR] new failure",
+                                             L("dwi_tensor_mrtrix", "sub-02"))
+
+
+def test_cohort_level_jobs_are_the_group_row(tmp_path):
+    """A job without a subject (here a study template, named like a step's rule) is part of the
+    cohort-level row, never a column every subject lacks."""
+    out = tmp_path / "out"
+    _job(out, "anat_biascorrect_ants", "sub-01", "ok\n", True)
+    _job(out, "group_anat_volumes", None, "ok\n", True, age=50)
+    _job(out, "anat_template_fsl", None, "Error: fslmerge failed\n", False, age=10)
+    df = status.collect(out)
+    assert sorted(set(df["stage"])) == ["anat.biascorrect", "group"]
+    g = df[df["stage"] == "group"].iloc[0]
+    assert (g.participant_id, g.state, g.error, g.log) == (
+        "n/a", "failed", "Error: fslmerge failed", paths.log_path(str(out), "anat_template_fsl"))
+
+
+def test_running_jobs_while_snakemake_holds_the_lock(tree):
+    """While a snakemake holds .snakemake/locks, a started job without an error line is running
+    (exit 0: nothing failed yet); a job with an error line is failed all the same. Without the
+    lock the same job reads as interrupted."""
+    out, wd = tree
+    locks = wd / ".snakemake" / "locks"
+    locks.mkdir()
+    (locks / "0.input.lock").write_text(str(out))
+    got = {(r.participant_id, r.stage): r for r in status.collect(out, wd).itertuples()}
+    assert (got[("sub-03", "dwi.denoise")].state, got[("sub-03", "dwi.denoise")].error) == ("running", "")
+    assert got[("sub-02", "dwi.tensor")].state == "failed"
+    assert status.summary(status.collect(out, wd)).loc["dwi.denoise"].tolist() == [2, 0, 1, 0]
+    (locks / "0.input.lock").unlink()
+    assert status.collect(out, wd).set_index(["participant_id", "stage"]).loc[("sub-03", "dwi.denoise"), "state"] \
+        == "failed"
 
 
 def test_sessions_and_missing_dir(tmp_path):
@@ -150,6 +211,9 @@ def test_cli_prints_and_writes_tsv(tree, capsys):
     assert rc == 1  # failures present
     assert ("FAILED sub-02 dwi.tensor: neurosmk.io.InputError: /data/sub-02_dwi.nii.gz: 3 of 21 volumes are all NaN\n"
             f"       log: {paths.log_path(str(out), 'dwi_tensor_dipy', 'sub-02')}") in text
+    # the subjects with a failed job, as the config value that leaves them out (not the cohort row)
+    assert ("2 subject(s) with a failed job; the group tables wait for every subject. To make them from the "
+            """others: snakemake ... --config 'participant_exclude=["02","03"]'\n""") in text
     grid = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines() if ln.startswith("sub-0")}
     assert grid["sub-01"] == ["done", "done", "done"]
     assert grid["sub-02"] == ["done", "done", "FAILED"]
@@ -220,3 +284,36 @@ def test_keep_going_run_names_the_failed_subject(tmp_path):
     assert set(later["state"]) == {"not run"}
     # the group table waits for every subject: not run under --keep-going
     assert by[("n/a", "group")].state == "not run"
+
+
+def test_slurm_ending_explains_a_job_without_an_error(tmp_path):
+    """A job SLURM killed leaves no error in its own log; the SLURM log that the executor keeps for
+    a failed job says why (slurmstepd's lines), and names the visit in Snakemake's job lines. An
+    older SLURM log of the visit (an earlier run) explains nothing."""
+    out, wd = tmp_path / "out", tmp_path / "wd"
+    (wd / ".snakemake").mkdir(parents=True)
+    _job(out, "dwi_tensor_dipy", "sub-04", "fitting the tensor\n", False, age=60)
+    _job(out, "dwi_tensor_dipy", "sub-05", "fitting the tensor\n", False, age=60)
+    _job(out, "dwi_mask_dipy", "sub-04", "ok\n", True, age=120)
+    logs = wd / ".snakemake" / "slurm_logs" / "group_dwi"
+    logs.mkdir(parents=True)
+    oom = ("slurmstepd: error: Detected 1 oom_kill event in StepId=812.batch. Some of the step tasks have been "
+           "OOM Killed.")
+
+    def slurm_log(name, text, age):
+        f = logs / name
+        f.write_text(text)
+        os.utime(f, (time.time() - age, time.time() - age))
+        return f
+
+    job_lines = "localrule dwi_tensor_dipy:\n    jobid: 0\n    wildcards: subject={}\n    threads: 1\n"
+    new = slurm_log("812.log", f"Building DAG of jobs...\n{job_lines.format('04')}{oom}\n", age=55)
+    slurm_log("700.log", job_lines.format("04") + "slurmstepd: error: *** JOB 700 ON n1 CANCELLED AT "
+              "2026-11-30T10:00:00 DUE TO TIME LIMIT ***\n", age=5000)
+    slurm_log("701.log", job_lines.format("05") + "slurmstepd: error: *** JOB 701 ON n1 CANCELLED AT "
+              "2026-11-30T10:00:00 DUE TO TIME LIMIT ***\n", age=5000)
+    slurm_log("702.log", job_lines.format("06") + "all good\n", age=10)
+    got = {(r.participant_id, r.stage): (r.state, r.error) for r in status.collect(out, wd).itertuples()}
+    assert got[("sub-04", "dwi.tensor")] == ("failed", f"dwi_tensor_dipy ended by SLURM: {oom} (SLURM log: {new})")
+    assert got[("sub-05", "dwi.tensor")] == ("failed", "dwi_tensor_dipy did not finish (no error in its log)")
+    assert got[("sub-04", "dwi.mask")] == ("done", "")

@@ -7,7 +7,9 @@ Reads only what a run leaves behind, never the workflow or the BIDS data:
 * the job logs and benchmark records under ``OUTPUT_DIR`` (their layout is known only to
   ``neurosmk.paths``: ``log_path``/``bench_path``/``iter_job_logs``);
 * Snakemake's incomplete markers in the working directory it ran in (``.snakemake/incomplete``,
-  one file per output of a job that started and never finished: killed, node lost, running).
+  one file per output of a job that started and never finished: killed, node lost, running),
+  its lock (``.snakemake/locks``) and the SLURM logs the SLURM executor keeps of failed jobs
+  (``.snakemake/slurm_logs``: why SLURM ended a job, e.g. over its memory or time).
 
 One job = one log. Its state:
 
@@ -17,22 +19,31 @@ One job = one log. Its state:
   finish;
 * **failed**: a log without a (newer) benchmark record. ``error`` is the first error line of
   the log (the exception line after a Python traceback, else the first line that reads like an
-  error); when the log holds none and Snakemake marked outputs of the visit incomplete, it says
-  the job was interrupted;
+  error); when the log holds none, the reason SLURM ended the job when a SLURM log of the visit
+  no older than the job's log says it (out of memory, time limit, cancelled, node failure), else
+  that the job was interrupted when Snakemake marked outputs of the visit incomplete;
+* **running**: as failed, with no error line in its log yet, while a snakemake holds the lock of
+  the working directory (``.snakemake/locks``) and outputs of the visit are marked incomplete (a
+  stale lock, left by a snakemake that was killed, reads the same: ``snakemake --unlock``);
 * **not run**: no log (a stage other visits reached, or ``validate``).
 
 Stages are named after the config's steps (``anat.skullstrip``, ``dwi.tensor``, ...; the
 backend's rule, e.g. ``dwi_tensor_mrtrix``, maps to its step), plus ``validate``,
-``anat.volumes``, ``dwi.stats``, ``freesurfer.recon_all`` and one cohort-level ``group`` row
-(group tables and methods; ``not run`` until one of them left a log) with participant_id
-``n/a``; ``dataset_description`` (written first, metadata) is not a stage. When several rules of
-one stage left logs for a visit (two rules of one backend, or an earlier backend), the one
-whose log is newest decides. A stage counts as expected for a visit when any visit reached it.
+``anat.volumes``, ``dwi.stats``, ``freesurfer.recon_all``, ``qc`` and one cohort-level ``group``
+row (group tables, methods and every other job without a subject; ``not run`` until one of them
+left a log) with participant_id ``n/a``; ``dataset_description`` (written first, metadata) is
+not a stage. A stage's state for a visit combines the jobs of all its rules (``validate_anat``
+and ``validate_dwi``; the QC figures, numbers and page; two rules of one backend): failed when
+any failed (the newest failure's log and error), else running when any runs, else done. Rules
+of another backend of the same step (an earlier ``method``) count only when that backend's
+newest log is newer than the current one's. A stage counts as expected for a visit when any visit
+reached it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -42,7 +53,7 @@ from pathlib import Path
 from . import paths
 
 COLUMNS = ["participant_id", "session_id", "stage", "state", "error", "log"]
-STATES = ("done", "failed", "not run")
+STATES = ("done", "failed", "running", "not run")
 GROUP_STAGE = "group"
 
 _VISIT = re.compile(r"^sub-([A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?$")
@@ -140,6 +151,40 @@ def incomplete_visits(workdir: str | os.PathLike | None, output_dir: str) -> dic
     return out
 
 
+# what SLURM (slurmstepd, srun) writes into a job's log when it ends the job
+_SLURM_END = re.compile(r"oom[-_ ]kill|exceeded memory limit|out of memory|DUE TO TIME LIMIT|CANCELLED AT|"
+                        r"NODE FAILURE|DUE TO NODE|PREEMPTION", re.IGNORECASE)
+_WILDCARDS = re.compile(r"^\s*wildcards: (.*)$", re.M)
+
+
+def slurm_endings(workdir: str | os.PathLike | None) -> dict[tuple[str, str], list[tuple[float, str, str]]]:
+    """(subject, session or 'n/a') -> [(mtime, line, SLURM log)] for every SLURM log under
+    ``workdir/.snakemake/slurm_logs`` that says SLURM ended the job (out of memory, time limit,
+    cancelled, node failure). The SLURM executor keeps only failed jobs' logs, so there are few; a
+    log names its visits in Snakemake's job lines (``wildcards: subject=01, session=pre``)."""
+    out: dict[tuple[str, str], list[tuple[float, str, str]]] = {}
+    if workdir is None:
+        return out
+    root = Path(workdir) / ".snakemake" / "slurm_logs"
+    if not root.is_dir():
+        return out
+    for log in root.rglob("*.log"):
+        try:
+            text = log.read_text(errors="replace")
+            mtime = log.stat().st_mtime
+        except OSError:
+            continue
+        line = next((ln.strip() for ln in text.splitlines() if _SLURM_END.search(ln)), "")
+        if not line:
+            continue
+        for wc in set(_WILDCARDS.findall(text)):
+            kv = dict(part.split("=", 1) for part in wc.split(", ") if "=" in part)
+            if "subject" in kv:
+                key = (f"sub-{kv['subject']}", f"ses-{kv['session']}" if kv.get("session") else "n/a")
+                out.setdefault(key, []).append((mtime, line, str(log)))
+    return out
+
+
 def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = None):
     """One row per (visit, stage): participant_id, session_id, stage, state, error, log.
 
@@ -155,53 +200,98 @@ def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = N
         workdir = os.getcwd()
     benches = paths.benchmark_mtimes(output_dir)
     stage_of: dict[str, str] = {}
-    # (participant, session, stage) -> (log mtime, rule, log, done)
-    latest: dict[tuple[str, str, str], tuple[float, str, str, bool]] = {}
+    # (participant, session, stage) -> {rule: (log mtime, log, done)}
+    jobs: dict[tuple[str, str, str], dict[str, tuple[float, str, bool]]] = {}
     visits: set[tuple[str, str]] = set()
     for rule, visit, log, bench, mtime in paths.iter_job_logs(output_dir):
-        if visit is None:
-            key = ("n/a", "n/a")
+        stage = stage_of[rule] if rule in stage_of else stage_of.setdefault(rule, rule_stage(rule))
+        if not stage:
+            continue
+        if visit is None:  # a cohort-level job (group tables, methods, a study template, ...)
+            key, stage = ("n/a", "n/a"), GROUP_STAGE
         else:
             m = _VISIT.match(visit)
             if not m:
                 continue
             key = (f"sub-{m.group(1)}", f"ses-{m.group(2)}" if m.group(2) else "n/a")
             visits.add(key)
-        stage = stage_of[rule] if rule in stage_of else stage_of.setdefault(rule, rule_stage(rule))
-        if not stage:
-            continue
         b = benches.get(bench)
-        done = b is not None and b + _MTIME_SLACK >= mtime
-        k = (*key, stage)
-        prev = latest.get(k)
-        # newest log decides; a failed cohort-level rule outweighs a done one
-        if prev is None or (stage == GROUP_STAGE and prev[3] and not done) or \
-                (stage != GROUP_STAGE and mtime > prev[0]) or \
-                (stage == GROUP_STAGE and prev[3] == done and mtime > prev[0]):
-            latest[k] = (mtime, rule, log, done)
+        jobs.setdefault((*key, stage), {})[rule] = (mtime, log, b is not None and b + _MTIME_SLACK >= mtime)
     incomplete = incomplete_visits(workdir, output_dir)
-    stages = sorted({k[2] for k in latest if k[2] != GROUP_STAGE}, key=_stage_order)
+    locked = snakemake_holds_lock(workdir)
+    ended = slurm_endings(workdir)
+    stages = sorted({k[2] for k in jobs if k[2] != GROUP_STAGE}, key=_stage_order)
     rows = []
     for visit in sorted(visits):
         for stage in stages:
-            rows.append(_row(visit, stage, latest.get((*visit, stage)), incomplete))
-    if visits or latest:
-        rows.append(_row(("n/a", "n/a"), GROUP_STAGE, latest.get(("n/a", "n/a", GROUP_STAGE)), incomplete))
+            rows.append(_row(visit, stage, jobs.get((*visit, stage)), incomplete, locked, ended))
+    if visits or jobs:
+        rows.append(_row(("n/a", "n/a"), GROUP_STAGE, jobs.get(("n/a", "n/a", GROUP_STAGE)), incomplete,
+                         locked, ended))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _row(visit, stage, rec, incomplete) -> dict:
+@functools.cache
+def _backend_of() -> dict[str, tuple[str, str]]:
+    """rule -> (step, method) for every backend rule of the registry."""
+    from .backends import STEPS
+
+    return {rule: (step, method) for step, methods in STEPS.items()
+            for method, backend in methods.items() for rule in backend.rules}
+
+
+def current_jobs(per_rule: dict[str, tuple[float, str, bool]]) -> dict[str, tuple[float, str, bool]]:
+    """Of one visit's jobs of one stage (rule -> (log mtime, log, done)), those that count: all,
+    less the rules of every backend of the step but the one whose newest log is newest (an
+    earlier ``method`` of the step; its old logs stay in the output directory)."""
+    backend = _backend_of()
+    newest: dict[tuple[str, str], float] = {}
+    for rule, (mtime, _log, _done) in per_rule.items():
+        if rule in backend:
+            newest[backend[rule]] = max(mtime, newest.get(backend[rule], mtime))
+    if len(newest) < 2:
+        return per_rule
+    current = max(newest, key=newest.get)
+    return {r: rec for r, rec in per_rule.items() if backend.get(r, current) == current}
+
+
+def snakemake_holds_lock(workdir: str | os.PathLike | None) -> bool:
+    """True when ``workdir/.snakemake/locks`` holds a lock file: a snakemake runs there (or one
+    that was killed left its lock: ``snakemake --unlock`` removes it)."""
+    if workdir is None:
+        return False
+    try:
+        return any(e.name.endswith(".lock") for e in os.scandir(Path(workdir) / ".snakemake" / "locks"))
+    except OSError:
+        return False
+
+
+def _row(visit, stage, per_rule, incomplete, locked, ended) -> dict:
     row = {"participant_id": visit[0], "session_id": visit[1], "stage": stage}
-    if rec is None:
+    if not per_rule:
         return {**row, "state": "not run", "error": "", "log": ""}
-    _mtime, rule, log, done = rec
-    if done:
-        return {**row, "state": "done", "error": "", "log": log}
-    err = first_error_line(log)
-    if not err:
-        n = incomplete.get(visit, 0)
-        err = (f"interrupted: {rule} did not finish ({n} output(s) marked incomplete by Snakemake; "
-               "--rerun-incomplete redoes them)" if n else f"{rule} did not finish (no error in its log)")
+    recs = current_jobs(per_rule)
+    unfinished = sorted(((mtime, rule, log) for rule, (mtime, log, done) in recs.items() if not done), reverse=True)
+    if not unfinished:
+        return {**row, "state": "done", "error": "", "log": max(recs.values())[1]}
+    n = incomplete.get(visit, 0)
+    silent = None
+    for _mtime, rule, log in unfinished:  # the newest failure with an error line decides
+        err = first_error_line(log)
+        if err:
+            return {**row, "state": "failed", "error": err, "log": log}
+        silent = silent or (rule, log)
+    rule, log = silent
+    if locked and n:
+        return {**row, "state": "running", "error": "", "log": log}
+    log_mtime = per_rule[rule][0]
+    slurm = [e for e in ended.get(visit, ()) if e[0] + _MTIME_SLACK >= log_mtime]
+    if slurm:
+        _t, line, slurm_log = max(slurm)
+        return {**row, "state": "failed", "error": f"{rule} ended by SLURM: {line} (SLURM log: {slurm_log})",
+                "log": log}
+    err = (f"interrupted: {rule} did not finish ({n} output(s) marked incomplete by Snakemake; "
+           "--rerun-incomplete redoes them)" if n else f"{rule} did not finish (no error in its log)")
     return {**row, "state": "failed", "error": err, "log": log}
 
 
@@ -225,7 +315,20 @@ def summary(df):
     return counts.loc[sorted(counts.index, key=_stage_order)]
 
 
-_MARK = {"done": "done", "failed": "FAILED", "not run": "-"}
+def exclude_hint(failed) -> str:
+    """How to leave out the subjects with a failed job, so that the group tables (which wait for
+    every subject) are made from the rest; '' when no subject failed."""
+    import json
+
+    subs = sorted({p.removeprefix("sub-") for p in failed["participant_id"] if p != "n/a"})
+    if not subs:
+        return ""
+    value = json.dumps(subs, separators=(",", ":"))
+    return (f"{len(subs)} subject(s) with a failed job; the group tables wait for every subject. To make them "
+            f"from the others: snakemake ... --config 'participant_exclude={value}'")
+
+
+_MARK = {"done": "done", "failed": "FAILED", "running": "running", "not run": "-"}
 
 
 def format_table(df) -> str:
@@ -280,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(failed):
         print()
     print(summary(df).to_string() if not df.empty else "no job logs found")
+    hint = exclude_hint(failed)
+    if hint:
+        print(f"\n{hint}")
     if a.tsv != "-":
         from .io import write_tsv
 
