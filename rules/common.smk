@@ -48,7 +48,10 @@ METHOD = _backends.check_methods(config, check_tools=_check_tools)
 
 # ---- BIDS input ------------------------------------------------------------------------------
 _index = _bids.index_bids(config["bids_dir"], subjects=JOB_SUBJECTS).select(
-    config["participant_label"], config["session_label"], strict=JOB_SUBJECTS is None
+    config["participant_label"],
+    config["session_label"],
+    strict=JOB_SUBJECTS is None,
+    participant_exclude=config["participant_exclude"],
 )
 HAS_SES = _index.has_sessions
 _filters = config["bids_filters"]

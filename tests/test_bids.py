@@ -54,6 +54,12 @@ def test_sessions_and_selection(tmp_path):
     assert list(sel.visits) == [("b", "2")]
     with pytest.raises(InputError, match="participant_label not found.*zz"):
         idx.select(["zz"])
+    # leaving subjects out (after participant_label); an unknown one is named
+    assert sorted(idx.select(participant_exclude=["a"]).visits) == [("b", "1"), ("b", "2")]
+    assert list(idx.select(["a", "b"], ["1"], participant_exclude=["b"]).visits) == [("a", "1")]
+    with pytest.raises(InputError, match="participant_exclude not found in the dataset: yy"):
+        idx.select(participant_exclude=["a", "yy"])
+    assert len(idx.select(participant_exclude=["yy"], strict=False).visits) == 4
 
 
 def test_mixed_session_layout_rejected(tmp_path):

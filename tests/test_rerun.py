@@ -134,6 +134,7 @@ STRUCTURAL = {
     "output_dir": ["@out_elsewhere"],
     "bids_dir": ["@bids_copy"],
     "participant_label": [["01"], ["02"]],
+    "participant_exclude": [["01"]],
     "freesurfer_dir": ["@fs_copy"],
     "template.name": ["MNI152NLin6Asym"],
     "template.t1w": ["@template_copy"],

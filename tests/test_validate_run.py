@@ -6,10 +6,14 @@ never makes finished jobs re-run; hostile file names are refused before anything
 from __future__ import annotations
 
 import gzip
+import shlex
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from neurosmk import status
 
 from .conftest import dwi_slab_bids, job_counts, run_snakemake, write_config
 
@@ -51,6 +55,14 @@ def test_bad_subject_fails_alone_with_keep_going(tmp_path):
     assert f"{bad}: image data cannot be read" in text  # also in Snakemake's own output
     assert not (out / ".neurosmk" / "validate" / "dwi" / "sub-03.json").exists()
     assert not (out / "sub-03").exists()
+    # neurosmk-status names it: its validate stage failed with that line, later stages not run
+    st = status.collect(out, tmp_path)
+    failed = st[st["state"] == "failed"]
+    assert failed[["participant_id", "stage"]].values.tolist() == [["sub-03", "validate"]], st
+    assert f"{bad}: image data cannot be read (" in failed.iloc[0]["error"]
+    assert failed.iloc[0]["log"] == str(out / "logs" / "validate_dwi" / "sub-03.log")
+    assert set(st[st["participant_id"] == "sub-03"]["state"]) == {"failed", "not run"}
+    assert set(st[st["participant_id"].isin(["sub-02", "sub-04"])]["state"]) == {"done"}
     # the others finished, with their reports
     for s in ("02", "04"):
         assert _fa(out, s).stat().st_size > 10000
@@ -66,10 +78,25 @@ def test_bad_subject_fails_alone_with_keep_going(tmp_path):
     assert jobs.get("validate_dwi") == 1 and jobs.get("dwi_denoise_dipy") == 1, jobs
     assert "sub-02" not in p.stdout.split("Job stats:")[0].replace(str(bids / "sub-02"), "")
 
-    # fixed data: the bad subject runs, nothing else does but the group tables
+    # the status's way out: leave the failed subject out (its own words), and the group tables are
+    # made from the others, with no subject's job run again
+    hint = status.exclude_hint(failed)
+    assert hint.endswith("""--config 'participant_exclude=["03"]'"""), hint
+    excl = ["--config", shlex.split(hint.split("--config ", 1)[1])[0]]
+    p = run_snakemake(["--cores", "2", "--configfile", str(cfg), *excl], cwd=tmp_path)
+    ran = job_counts(p.stdout + p.stderr)
+    assert sorted(ran) == ["all", "group_dti_stats", "group_long", "methods", "qc_group_page"], ran
+    table = pd.read_csv(out / "group" / "dwi_dti_roistats.tsv", sep="\t")
+    assert sorted(set(table["participant_id"])) == ["sub-02", "sub-04"]
+
+    # fixed data, and the subject back in: it runs, nothing else does but the group tables
     shutil.copy(bids / "sub-02" / "dwi" / "sub-02_dwi.nii.gz", bad)
-    run_snakemake(["--cores", "2", "--configfile", str(cfg)], cwd=tmp_path)
+    p = run_snakemake(["--cores", "2", "--configfile", str(cfg)], cwd=tmp_path)
+    ran = job_counts(p.stdout + p.stderr)  # one job per rule: sub-03's chain, the group tables
+    assert ran.get("validate_dwi") == 1 and ran.get("group_dti_stats") == 1 and set(ran.values()) == {1}, ran
     assert _fa(out, "03").stat().st_size > 10000
+    table = pd.read_csv(out / "group" / "dwi_dti_roistats.tsv", sep="\t")
+    assert sorted(set(table["participant_id"])) == ["sub-02", "sub-03", "sub-04"]
 
 
 def test_hostile_file_name_refused_before_anything_runs(tmp_path):

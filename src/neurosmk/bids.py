@@ -104,15 +104,19 @@ class BIDSIndex:
     def has_sessions(self) -> bool:
         return any(ses is not None for _, ses in self.visits)
 
-    def select(self, participant_label=None, session_label=None, strict: bool = True) -> BIDSIndex:
+    def select(self, participant_label=None, session_label=None, strict: bool = True,
+               participant_exclude=None) -> BIDSIndex:
         """Return a sub-index; unknown labels raise an error that names them (``strict`` False:
         they are ignored, for an index of some subjects only, ``index_bids(subjects=...)``)."""
         visits = dict(self.visits)
-        if participant_label:
-            missing = sorted(set(participant_label) - set(self.subjects))
+        for key, labels in (("participant_label", participant_label), ("participant_exclude", participant_exclude)):
+            missing = sorted(set(labels or ()) - set(self.subjects))
             if missing and strict:
-                raise InputError(self.root, f"participant_label not found in the dataset: {', '.join(missing)}")
+                raise InputError(self.root, f"{key} not found in the dataset: {', '.join(missing)}")
+        if participant_label:
             visits = {k: v for k, v in visits.items() if k[0] in set(participant_label)}
+        if participant_exclude:
+            visits = {k: v for k, v in visits.items() if k[0] not in set(participant_exclude)}
         if session_label:
             found = {k[1] for k in visits}
             missing = sorted(set(session_label) - found)
