@@ -358,7 +358,7 @@ def _fake_status(monkeypatch, participants):
     import pandas as pd
 
     mod = types.ModuleType("neurosmk.status")
-    mod.collect = lambda d: pd.DataFrame({"participant_id": participants,
+    mod.collect = lambda d, **kw: pd.DataFrame({"participant_id": participants,
                                           "session_id": ["n/a"] * 3, "stage": ["a", "b", "c"],
                                           "state": ["done", "failed", "failed"], "error": ["", "e", "f"],
                                           "log": ["", "", ""]})

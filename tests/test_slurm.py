@@ -16,7 +16,9 @@ finished jobs for MinJobAge=600 s):
   * a gpu=1 rule (tests/data/slurm/Snakefile, --profile profiles/slurm-gpu) lands on
     partition gpu with CUDA_VISIBLE_DEVICES=0;
   * a rule over its memory is killed by SLURM ("exceeded memory limit") and succeeds on attempt 2 with
-    the attempt-scaled memory.
+    the attempt-scaled memory;
+  * failed SLURM jobs in neurosmk-status: a subject whose data fail, packed with a good one (the
+    good one's outputs are removed with the job), and a group job killed for its memory.
 """
 
 from __future__ import annotations
@@ -263,3 +265,74 @@ def test_gpu_rule_and_memory_retry(slurm_env, tmp_path):
     assert "exceeded memory limit" in first_log.read_text()
     assert [mem_mb(j) for j in hog] == [300, 1200]
     assert "1200" in (tmp_path / "memhog.txt").read_text()
+
+
+def _dwi_work(root: Path, subjects, bad=None) -> Path:
+    """A working directory with the DWI-only config of the grouped test for `subjects`; `bad`'s
+    DWI cut short past its header (its validation job fails)."""
+    import gzip
+
+    work = root / "work"
+    (work / "config").mkdir(parents=True)
+    bids = _small_bids(root / "bids", subjects)
+    if bad:
+        f = bids / f"sub-{bad}" / "dwi" / f"sub-{bad}_dwi.nii.gz"
+        raw = gzip.decompress(f.read_bytes())
+        f.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg.update(bids_dir=str(bids), output_dir=str(root / "out"), freesurfer_dir=None,
+               steps={"anat": False, "dwi": True, "freesurfer_stats": False})
+    cfg["dwi"]["denoise"]["method"] = "none"
+    cfg["dwi"]["degibbs"]["method"] = "none"
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return work
+
+
+def _failing_run(work: Path, extra: list[str], env) -> str:
+    env = dict(env, PYTHONPATH=str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", ""))
+    proc = subprocess.run(SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "slurm"),
+                                       "--retries", "0", *extra], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_failed_slurm_jobs_in_the_status(slurm_env, tmp_path):
+    """What a failed SLURM job leaves, read by neurosmk-status (profiles/README.md, "A group job
+    fails as a whole"):
+    * two subjects packed into one SLURM job (group-components 2), one with data that fail
+      validation: Snakemake removes the finished subject's outputs too; the status names the bad
+      subject's validation error, reports the other's steps as not run (their outputs removed) and
+      the bad one's later steps as never started, and leaves only the bad subject to exclude;
+    * a subject's DWI group job with far too little memory: SLURM kills it in its first step, and
+      the status gives SLURM's reason from the SLURM log (named in Snakemake's run log)."""
+    from neurosmk import status
+
+    work = _dwi_work(tmp_path / "pack", ("01", "03"), bad="03")
+    out = tmp_path / "pack" / "out"
+    log = _failing_run(work, ["--group-components", "dwi=2", "qc=2"], slurm_env)
+    assert len(SUBMITTED.findall(log)) == 1, log[-3000:]  # both chains in one SLURM job
+    assert not (out / "sub-01" / "dwi" / "sub-01_model-DTI_param-FA_dwimap.nii.gz").exists()
+    assert Path(paths.bench_path(str(out), "dwi_tensor_dipy", "sub-01")).is_file()  # it had finished
+    df = status.collect(out, work)
+    got = {(r.participant_id, r.stage): (r.state, r.error) for r in df.itertuples()}
+    assert got[("sub-03", "validate")][0] == "failed"
+    assert "sub-03_dwi.nii.gz: image data cannot be read" in got[("sub-03", "validate")][1]
+    for stage in ("validate", "dwi.mask", "dwi.tensor", "dwi.stats"):
+        state, err = got[("sub-01", stage)]
+        assert state == "not run" and "finished, but Snakemake removed its outputs when the SLURM job" in err, stage
+    state, err = got[("sub-03", "dwi.mask")]
+    assert state == "not run" and "did not start: the SLURM job it was in failed at an earlier step" in err
+    assert df[df["state"] == "failed"]["participant_id"].tolist() == ["sub-03"]
+    assert status.exclude_hint(df[df["state"] == "failed"]).endswith("""participant_exclude=["03"]'""")
+
+    work = _dwi_work(tmp_path / "oom", ("01",))
+    chain = ["validate_dwi", "dwi_gradients", *CHAIN]
+    _failing_run(work, ["--set-resources", *[f"{r}:mem_mb=60" for r in dict.fromkeys(chain)]], slurm_env)
+    df = status.collect(tmp_path / "oom" / "out", work)
+    failed = df[df["state"] == "failed"]
+    assert failed["stage"].tolist() == ["validate"], df
+    assert re.fullmatch(r"validate_dwi ended by SLURM: slurmstepd\S*: error: \S+ exceeded memory limit \(\d+ > "
+                        r"62914560\), being killed \(SLURM log: .*/\.snakemake/slurm_logs/group_dwi\S*/\d+\.log\)",
+                        failed.iloc[0]["error"]), failed.iloc[0]["error"]
+    assert set(df[(df["participant_id"] == "sub-01") & (df["stage"] != "validate")]["state"]) == {"not run"}

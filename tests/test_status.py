@@ -286,34 +286,93 @@ def test_keep_going_run_names_the_failed_subject(tmp_path):
     assert by[("n/a", "group")].state == "not run"
 
 
-def test_slurm_ending_explains_a_job_without_an_error(tmp_path):
-    """A job SLURM killed leaves no error in its own log; the SLURM log that the executor keeps for
-    a failed job says why (slurmstepd's lines), and names the visit in Snakemake's job lines. An
-    older SLURM log of the visit (an earlier run) explains nothing."""
+def _error_report(group: bool, jobs: list[dict], slurm_logs: list[str], message: str | None = None) -> str:
+    """An error report as Snakemake 9 writes it into its run log (its own formatter, with the
+    failed jobs' logs copied in: show_failed_logs, as the SLURM executor's runs have it)."""
+    from snakemake.logging import DefaultFormatter
+
+    fmt = DefaultFormatter(show_failed_logs=True)
+    if group:
+        lines = fmt._format_group_error({"msg": message or "Error in group dwi", "aux_logs": slurm_logs,
+                                         "job_error_info": jobs})
+    else:
+        j = jobs[0]
+        lines = fmt._format_job_error({"rule_name": j["rule_name"], "msg": message, "rule_msg": message,
+                                       "jobid": j["jobid"], "input": [], "output": j["output"],
+                                       "log": j["log"] + slurm_logs, "conda_env": None, "shellcmd": None,
+                                       "aux": {}})
+    return "\n".join(lines) + "\n"
+
+
+def test_snakemake_error_reports_explain_slurm_failures(tmp_path, capsys):
+    """Snakemake's run log (.snakemake/log) names the jobs of every failed (SLURM group) job and its
+    SLURM log. From it: why SLURM ended a job whose own log has no error; a group job's finished
+    jobs whose outputs Snakemake then removed (a pack-mate's failure) are not done; its jobs that
+    never started (Snakemake creates their empty logs) are not run. The SLURM logs copied into the
+    run log, with the reports of the snakemake that ran inside the job, do not count."""
     out, wd = tmp_path / "out", tmp_path / "wd"
-    (wd / ".snakemake").mkdir(parents=True)
-    _job(out, "dwi_tensor_dipy", "sub-04", "fitting the tensor\n", False, age=60)
-    _job(out, "dwi_tensor_dipy", "sub-05", "fitting the tensor\n", False, age=60)
-    _job(out, "dwi_mask_dipy", "sub-04", "ok\n", True, age=120)
-    logs = wd / ".snakemake" / "slurm_logs" / "group_dwi"
-    logs.mkdir(parents=True)
-    oom = ("slurmstepd: error: Detected 1 oom_kill event in StepId=812.batch. Some of the step tasks have been "
-           "OOM Killed.")
+    (wd / ".snakemake" / "log").mkdir(parents=True)
+    slurm_dir = wd / ".snakemake" / "slurm_logs" / "group_dwi"
+    slurm_dir.mkdir(parents=True)
+    L = lambda rule, v: paths.log_path(str(out), rule, v)  # noqa: E731
 
-    def slurm_log(name, text, age):
-        f = logs / name
-        f.write_text(text)
-        os.utime(f, (time.time() - age, time.time() - age))
-        return f
+    def job(rule, visit, text, done, outputs_exist, age=100):
+        _job(out, rule, visit, text, done, age=age)
+        outs = [str(out / visit / "dwi" / f"{visit}_{rule}.nii.gz")]
+        if outputs_exist:
+            Path(outs[0]).parent.mkdir(parents=True, exist_ok=True)
+            Path(outs[0]).write_text("x")
+        return {"rule_name": rule, "jobid": 1, "output": outs, "log": [L(rule, visit)]}
 
-    job_lines = "localrule dwi_tensor_dipy:\n    jobid: 0\n    wildcards: subject={}\n    threads: 1\n"
-    new = slurm_log("812.log", f"Building DAG of jobs...\n{job_lines.format('04')}{oom}\n", age=55)
-    slurm_log("700.log", job_lines.format("04") + "slurmstepd: error: *** JOB 700 ON n1 CANCELLED AT "
-              "2026-11-30T10:00:00 DUE TO TIME LIMIT ***\n", age=5000)
-    slurm_log("701.log", job_lines.format("05") + "slurmstepd: error: *** JOB 701 ON n1 CANCELLED AT "
-              "2026-11-30T10:00:00 DUE TO TIME LIMIT ***\n", age=5000)
-    slurm_log("702.log", job_lines.format("06") + "all good\n", age=10)
-    got = {(r.participant_id, r.stage): (r.state, r.error) for r in status.collect(out, wd).itertuples()}
-    assert got[("sub-04", "dwi.tensor")] == ("failed", f"dwi_tensor_dipy ended by SLURM: {oom} (SLURM log: {new})")
-    assert got[("sub-05", "dwi.tensor")] == ("failed", "dwi_tensor_dipy did not finish (no error in its log)")
-    assert got[("sub-04", "dwi.mask")] == ("done", "")
+    oom = "slurmstepd-n1: error: StepId=812.batch exceeded memory limit (106041344 > 62914560), being killed"
+    tl = "slurmstepd-n1: error: *** JOB 813 ON n1 CANCELLED AT 2026-11-30T10:00:00 DUE TO TIME LIMIT ***"
+    # sub-04: its DWI group job killed for memory in the tensor fit; the mask had finished (its outputs
+    # removed), stats never started
+    g4 = [job("dwi_mask_dipy", "sub-04", "ok\n", True, False),
+          job("dwi_tensor_dipy", "sub-04", "fitting\n", False, False),
+          job("dwi_stats_qc", "sub-04", "", False, False)]
+    (slurm_dir / "812.log").write_text(f"Building DAG of jobs...\nlocalrule dwi_tensor_dipy:\n{oom}\n")
+    # sub-05 and sub-06 in one SLURM job: sub-05's data fail validation; sub-06 finished, then lost its outputs
+    err = "neurosmk: input check failed: /bids/sub-05_dwi.nii.gz: image data cannot be read"
+    g5 = [job("validate_dwi", "sub-05", f"{err}\n", False, False), job("dwi_mask_dipy", "sub-05", "", False, False),
+          job("validate_dwi", "sub-06", "ok\n", True, False), job("dwi_mask_dipy", "sub-06", "ok\n", True, False)]
+    inner = _error_report(False, [g5[0]], [])  # the job's own snakemake, copying sub-05's log
+    (slurm_dir / "814.log").write_text("SNAKEMAKE\n=========\n  Date: today\n" + inner + "Exiting\n")
+    # sub-07: a SLURM job of one rule, over its time; its log line names the SLURM log too
+    g7 = [job("dwi_tensor_dipy", "sub-07", "fitting\n", False, False)]
+    (slurm_dir / "813.log").write_text(f"localrule dwi_tensor_dipy:\n{tl}\n")
+    # sub-08: a local job without an error line (no SLURM log); sub-09: a finished job of a laptop run
+    g8 = [job("dwi_tensor_dipy", "sub-08", "fitting\n", False, False)]
+    job("dwi_tensor_dipy", "sub-09", "ok\n", True, True)
+    run_log = wd / ".snakemake" / "log" / "2026-12-01T000000.000000.snakemake.log"
+    run_log.write_text(
+        "Building DAG of jobs...\n[Tue Dec  1 05:47:39 2026]\n"
+        + _error_report(True, g4, [str(slurm_dir / "812.log")])
+        + "[Tue Dec  1 05:47:40 2026]\n" + _error_report(True, g5, [str(slurm_dir / "814.log")])
+        + "[Tue Dec  1 05:47:41 2026]\n"
+        + _error_report(False, g7, [str(slurm_dir / "813.log")], "SLURM-job '813' failed, SLURM status is: 'TIMEOUT'")
+        + _error_report(False, g8, []) + "Shutting down, this might take some time.\n")
+    assert "\nError in rule validate_dwi:" in run_log.read_text()  # inside the copied SLURM log
+
+    got = {(r.participant_id, r.stage): (r.state, r.error, r.log) for r in status.collect(out, wd).itertuples()}
+    s812, s813, s814 = (str(slurm_dir / f"{i}.log") for i in (812, 813, 814))
+    lost = "{} finished, but Snakemake removed its outputs when the SLURM job it ran in failed (at another job; " \
+           "SLURM log: {})"
+    assert got[("sub-04", "dwi.mask")] == ("not run", lost.format("dwi_mask_dipy", s812), L("dwi_mask_dipy", "sub-04"))
+    assert got[("sub-04", "dwi.tensor")] == ("failed", f"dwi_tensor_dipy ended by SLURM: {oom} (SLURM log: {s812})",
+                                             L("dwi_tensor_dipy", "sub-04"))
+    assert got[("sub-04", "dwi.stats")] == (
+        "not run", f"dwi_stats_qc did not start: the SLURM job it was in failed at an earlier step (SLURM log: {s812})",
+        L("dwi_stats_qc", "sub-04"))
+    assert got[("sub-05", "validate")] == ("failed", err, L("validate_dwi", "sub-05"))
+    assert got[("sub-05", "dwi.mask")][0] == "not run"
+    assert got[("sub-06", "validate")] == ("not run", lost.format("validate_dwi", s814), L("validate_dwi", "sub-06"))
+    assert got[("sub-06", "dwi.mask")][0] == "not run"
+    assert got[("sub-07", "dwi.tensor")] == ("failed", f"dwi_tensor_dipy ended by SLURM: {tl} (SLURM log: {s813})",
+                                             L("dwi_tensor_dipy", "sub-07"))
+    assert got[("sub-08", "dwi.tensor")] == ("failed", "dwi_tensor_dipy did not finish (no error in its log)",
+                                             L("dwi_tensor_dipy", "sub-08"))
+    assert got[("sub-09", "dwi.tensor")][0] == "done"
+    # only the subjects whose own jobs failed are to be left out
+    assert status.main([str(out), "--workdir", str(wd), "--tsv", "-"]) == 1
+    assert """participant_exclude=["04","05","07","08"]'""" in capsys.readouterr().out

@@ -130,7 +130,7 @@ def visit_status(output_dir: str, participant_id: str, session_id: str | None):
     except ImportError:
         return None
     try:
-        df = _without_qc_stages(collect(output_dir))
+        df = _without_qc_stages(collect(output_dir, run_logs=False))
     except Exception as exc:  # noqa: BLE001 - the page still shows everything else
         return [{"stage": "status", "state": "failed", "error": f"status not available: {exc}", "log": ""}]
     pid_col = "participant_id" if "participant_id" in df.columns else "subject"

@@ -6,25 +6,28 @@ Reads only what a run leaves behind, never the workflow or the BIDS data:
 
 * the job logs and benchmark records under ``OUTPUT_DIR`` (their layout is known only to
   ``neurosmk.paths``: ``log_path``/``bench_path``/``iter_job_logs``);
-* Snakemake's incomplete markers in the working directory it ran in (``.snakemake/incomplete``,
-  one file per output of a job that started and never finished: killed, node lost, running),
-  its lock (``.snakemake/locks``) and the SLURM logs the SLURM executor keeps of failed jobs
-  (``.snakemake/slurm_logs``: why SLURM ended a job, e.g. over its memory or time).
+* in the directory snakemake ran in: its incomplete markers (``.snakemake/incomplete``, one file
+  per output of a job that started and never finished: killed, node lost, running), its lock
+  (``.snakemake/locks``) and, when a job did not finish, the error reports in its run logs
+  (``.snakemake/log/*.snakemake.log``, those written since) and the SLURM logs they name.
 
 One job = one log. Its state:
 
-* **done**: its benchmark record exists and is not older than its log. Snakemake writes a job's
-  benchmark record only after the job succeeded, and removes the outputs (the record included)
-  of a job that failed, so a log newer than its record belongs to a later run that did not
-  finish;
+* **done**: its benchmark record exists and is not older than its log (Snakemake writes the
+  record after the job succeeded; a log newer than its record belongs to a later run that did not
+  finish) -- unless a later error report lists the job and its outputs are gone: a SLURM group
+  job fails as a whole, and Snakemake removes the outputs of its finished jobs too (their records
+  stay); such a job is **not run**, with the SLURM log in ``error``;
 * **failed**: a log without a (newer) benchmark record. ``error`` is the first error line of
   the log (the exception line after a Python traceback, else the first line that reads like an
-  error); when the log holds none, the reason SLURM ended the job when a SLURM log of the visit
-  no older than the job's log says it (out of memory, time limit, cancelled, node failure), else
-  that the job was interrupted when Snakemake marked outputs of the visit incomplete;
+  error); when the log holds none: why SLURM ended the job, from the SLURM log of the error report
+  that lists it (out of memory, time limit, cancelled, node failure), else that the job was
+  interrupted when Snakemake marked outputs of the visit incomplete. A job with an empty log in the
+  same failed SLURM job as an earlier failed step of the visit did not start (Snakemake creates
+  the missing logs of a failed group job's jobs): **not run**;
 * **running**: as failed, with no error line in its log yet, while a snakemake holds the lock of
-  the working directory (``.snakemake/locks``) and outputs of the visit are marked incomplete (a
-  stale lock, left by a snakemake that was killed, reads the same: ``snakemake --unlock``);
+  the working directory and outputs of the visit are marked incomplete (a stale lock, left by a
+  snakemake that was killed, reads the same: ``snakemake --unlock``);
 * **not run**: no log (a stage other visits reached, or ``validate``).
 
 Stages are named after the config's steps (``anat.skullstrip``, ``dwi.tensor``, ...; the
@@ -49,6 +52,7 @@ import re
 import sys
 from base64 import urlsafe_b64decode
 from pathlib import Path
+from typing import NamedTuple
 
 from . import paths
 
@@ -154,42 +158,131 @@ def incomplete_visits(workdir: str | os.PathLike | None, output_dir: str) -> dic
 # what SLURM (slurmstepd, srun) writes into a job's log when it ends the job
 _SLURM_END = re.compile(r"oom[-_ ]kill|exceeded memory limit|out of memory|DUE TO TIME LIMIT|CANCELLED AT|"
                         r"NODE FAILURE|DUE TO NODE|PREEMPTION", re.IGNORECASE)
-_WILDCARDS = re.compile(r"^\s*wildcards: (.*)$", re.M)
+# Snakemake's error report of a failed job ("Error in rule X:") or SLURM group job ("message: Error
+# in group X" with the group's jobs as "rule X:" entries), in its run log .snakemake/log/*.snakemake.log
+_RULE_ERROR = re.compile(r"^Error in rule (\S+):$")
+_GROUP_ERROR = re.compile(r"^\s+message: Error in group ")
+_GROUP_RULE = re.compile(r"^ {8}rule (\S+):$")
+_LOG_LINE = re.compile(r"^\s+log: (.*?)(?: \(check log file\(s\) for error details\))?$")
+_OUT_LINE = re.compile(r"^\s+output: (.*)$")
 
 
-def slurm_endings(workdir: str | os.PathLike | None) -> dict[tuple[str, str], list[tuple[float, str, str]]]:
-    """(subject, session or 'n/a') -> [(mtime, line, SLURM log)] for every SLURM log under
-    ``workdir/.snakemake/slurm_logs`` that says SLURM ended the job (out of memory, time limit,
-    cancelled, node failure). The SLURM executor keeps only failed jobs' logs, so there are few; a
-    log names its visits in Snakemake's job lines (``wildcards: subject=01, session=pre``)."""
-    out: dict[tuple[str, str], list[tuple[float, str, str]]] = {}
+class FailedJob(NamedTuple):
+    """A job in an error report of Snakemake's run log: the SLURM logs of the SLURM job it was in
+    (none for a local job), its outputs, and when the run log was last written."""
+    slurm_logs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    when: float
+
+
+def _error_reports(lines):
+    """(SLURM logs of the report, [(logs, outputs) of each job]) for every error report in a run
+    log's lines. The logs Snakemake copies into its run log ("Logfile X:", then the log between
+    two equal lines of "=", which may hold copied logs of their own: a SLURM job's log holds the
+    error reports of the snakemake that ran in it) are skipped."""
+    report = None
+    job = None
+    copied: list[str] = []  # the closing lines of the logs being copied, innermost last
+    header = False  # the previous line was "Logfile X:"
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if header:
+            header = False
+            if line and not line.strip("="):
+                copied.append(line)
+                continue
+        if copied:
+            if line == copied[-1]:
+                copied.pop()
+            else:
+                header = line.startswith("Logfile ") and line.endswith(":")
+            continue
+        if line.startswith("Logfile ") and line.endswith(":"):
+            header = True
+        if _RULE_ERROR.match(line):
+            if report:
+                yield report
+            job = ([], [])
+            report = ([], [job])
+            continue
+        if _GROUP_ERROR.match(line):
+            if report:
+                yield report
+            report, job = ([], []), None
+            continue
+        if report is None:
+            continue
+        if not line.startswith((" ", "\t")):  # the report ended
+            yield report
+            report = job = None
+            continue
+        if _GROUP_RULE.match(line):
+            job = ([], [])
+            report[1].append(job)
+        elif m := _LOG_LINE.match(line):
+            (report[0] if job is None else job[0]).extend(f for f in m.group(1).split(", ") if f)
+        elif (m := _OUT_LINE.match(line)) and job is not None:
+            job[1].extend(f for f in m.group(1).split(", ") if f)
+    if report:
+        yield report
+
+
+def failed_jobs(workdir: str | os.PathLike | None, output_dir: str, since: float) -> dict[str, FailedJob]:
+    """Job log (under ``output_dir``) -> :class:`FailedJob`, from the error reports of Snakemake's
+    run logs in ``workdir/.snakemake/log`` written at or after ``since`` (a later report wins)."""
+    out: dict[str, FailedJob] = {}
     if workdir is None:
         return out
-    root = Path(workdir) / ".snakemake" / "slurm_logs"
-    if not root.is_dir():
+    try:
+        runs = [(e.stat().st_mtime, e.path) for e in os.scandir(Path(workdir) / ".snakemake" / "log")
+                if e.name.endswith(".snakemake.log")]
+    except OSError:
         return out
-    for log in root.rglob("*.log"):
+    job_logs = os.path.join(output_dir, paths.LOGS_DIR, "")
+    for when, run_log in sorted(runs):
+        if when < since:
+            continue
         try:
-            text = log.read_text(errors="replace")
-            mtime = log.stat().st_mtime
+            with open(run_log, errors="replace") as fh:
+                reports = list(_error_reports(fh))
         except OSError:
             continue
-        line = next((ln.strip() for ln in text.splitlines() if _SLURM_END.search(ln)), "")
-        if not line:
-            continue
-        for wc in set(_WILDCARDS.findall(text)):
-            kv = dict(part.split("=", 1) for part in wc.split(", ") if "=" in part)
-            if "subject" in kv:
-                key = (f"sub-{kv['subject']}", f"ses-{kv['session']}" if kv.get("session") else "n/a")
-                out.setdefault(key, []).append((mtime, line, str(log)))
+        for report_logs, jobs in reports:
+            for logs, outputs in jobs:
+                mine = [f for f in logs if f.startswith(job_logs)]
+                slurm = tuple(report_logs) + tuple(f for f in logs if not f.startswith(job_logs))
+                for f in mine:
+                    out[f] = FailedJob(slurm, tuple(outputs), when)
     return out
 
 
-def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = None):
+def slurm_ending(slurm_logs) -> tuple[str, str]:
+    """(the line where SLURM says it ended the job, that SLURM log); ('', first log) when none says so."""
+    for f in slurm_logs:
+        try:
+            with open(f, errors="replace") as fh:
+                line = next((ln.strip() for ln in fh if _SLURM_END.search(ln)), "")
+        except OSError:
+            continue
+        if line:
+            return line, f
+    return "", slurm_logs[0] if slurm_logs else ""
+
+
+class Job(NamedTuple):
+    mtime: float         # of its log
+    log: str
+    done: bool           # a benchmark record not older than the log
+    bench: float | None  # the record's mtime
+
+
+def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = None, run_logs: bool = True):
     """One row per (visit, stage): participant_id, session_id, stage, state, error, log.
 
     ``workdir`` is where snakemake ran (its ``.snakemake/``); default: the current directory
-    when it has one. Raises FileNotFoundError when ``output_dir`` does not exist.
+    when it has one. ``run_logs`` False: Snakemake's run logs are not read (a visit's QC page,
+    made after its steps succeeded, has no use for them). Raises FileNotFoundError when
+    ``output_dir`` does not exist.
     """
     import pandas as pd
 
@@ -200,8 +293,8 @@ def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = N
         workdir = os.getcwd()
     benches = paths.benchmark_mtimes(output_dir)
     stage_of: dict[str, str] = {}
-    # (participant, session, stage) -> {rule: (log mtime, log, done)}
-    jobs: dict[tuple[str, str, str], dict[str, tuple[float, str, bool]]] = {}
+    # (participant, session, stage) -> {rule: Job}
+    jobs: dict[tuple[str, str, str], dict[str, Job]] = {}
     visits: set[tuple[str, str]] = set()
     for rule, visit, log, bench, mtime in paths.iter_job_logs(output_dir):
         stage = stage_of[rule] if rule in stage_of else stage_of.setdefault(rule, rule_stage(rule))
@@ -216,18 +309,22 @@ def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = N
             key = (f"sub-{m.group(1)}", f"ses-{m.group(2)}" if m.group(2) else "n/a")
             visits.add(key)
         b = benches.get(bench)
-        jobs.setdefault((*key, stage), {})[rule] = (mtime, log, b is not None and b + _MTIME_SLACK >= mtime)
+        jobs.setdefault((*key, stage), {})[rule] = Job(mtime, log, b is not None and b + _MTIME_SLACK >= mtime, b)
     incomplete = incomplete_visits(workdir, output_dir)
     locked = snakemake_holds_lock(workdir)
-    ended = slurm_endings(workdir)
+    # Snakemake's own error reports, read only when a job did not finish (a failed SLURM job also
+    # takes the finished jobs of its group with it, which fail after their logs were written)
+    unfinished = [j.mtime for per in jobs.values() for j in per.values() if not j.done]
+    failed = failed_jobs(workdir, output_dir, min(unfinished) - _MTIME_SLACK) if unfinished and run_logs else {}
     stages = sorted({k[2] for k in jobs if k[2] != GROUP_STAGE}, key=_stage_order)
     rows = []
     for visit in sorted(visits):
+        ended: set[tuple[str, ...]] = set()  # SLURM jobs that failed at an earlier stage of this visit
         for stage in stages:
-            rows.append(_row(visit, stage, jobs.get((*visit, stage)), incomplete, locked, ended))
+            rows.append(_row(visit, stage, jobs.get((*visit, stage)), incomplete, locked, failed, ended))
     if visits or jobs:
-        rows.append(_row(("n/a", "n/a"), GROUP_STAGE, jobs.get(("n/a", "n/a", GROUP_STAGE)), incomplete,
-                         locked, ended))
+        rows.append(_row(("n/a", "n/a"), GROUP_STAGE, jobs.get(("n/a", "n/a", GROUP_STAGE)), incomplete, locked,
+                         failed, set()))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -240,19 +337,19 @@ def _backend_of() -> dict[str, tuple[str, str]]:
             for method, backend in methods.items() for rule in backend.rules}
 
 
-def current_jobs(per_rule: dict[str, tuple[float, str, bool]]) -> dict[str, tuple[float, str, bool]]:
-    """Of one visit's jobs of one stage (rule -> (log mtime, log, done)), those that count: all,
-    less the rules of every backend of the step but the one whose newest log is newest (an
-    earlier ``method`` of the step; its old logs stay in the output directory)."""
+def current_jobs(per_rule: dict[str, Job]) -> dict[str, Job]:
+    """Of one visit's jobs of one stage (rule -> Job), those that count: all, less the rules of
+    every backend of the step but the one whose newest log is newest (an earlier ``method`` of the
+    step; its old logs stay in the output directory)."""
     backend = _backend_of()
     newest: dict[tuple[str, str], float] = {}
-    for rule, (mtime, _log, _done) in per_rule.items():
+    for rule, job in per_rule.items():
         if rule in backend:
-            newest[backend[rule]] = max(mtime, newest.get(backend[rule], mtime))
+            newest[backend[rule]] = max(job.mtime, newest.get(backend[rule], job.mtime))
     if len(newest) < 2:
         return per_rule
     current = max(newest, key=newest.get)
-    return {r: rec for r, rec in per_rule.items() if backend.get(r, current) == current}
+    return {r: job for r, job in per_rule.items() if backend.get(r, current) == current}
 
 
 def snakemake_holds_lock(workdir: str | os.PathLike | None) -> bool:
@@ -266,33 +363,67 @@ def snakemake_holds_lock(workdir: str | os.PathLike | None) -> bool:
         return False
 
 
-def _row(visit, stage, per_rule, incomplete, locked, ended) -> dict:
+def _lost(job: Job, failed: dict[str, FailedJob]) -> FailedJob | None:
+    """The error report of a finished job whose outputs Snakemake removed afterwards, because the
+    SLURM group job it was in failed (at another job of the group); None when that is not so."""
+    f = failed.get(job.log)
+    if f is None or not f.slurm_logs or job.bench is None or f.when < job.bench:
+        return None
+    return f if any(not os.path.exists(o) for o in f.outputs) else None
+
+
+def _row(visit, stage, per_rule, incomplete, locked, failed, ended) -> dict:
+    """The row of one visit's stage. ``ended``: the SLURM jobs (their logs) that failed at an earlier
+    stage of this visit; a job of the same SLURM job with an empty log did not start there
+    (Snakemake creates the missing logs of a failed group job's jobs)."""
     row = {"participant_id": visit[0], "session_id": visit[1], "stage": stage}
     if not per_rule:
         return {**row, "state": "not run", "error": "", "log": ""}
     recs = current_jobs(per_rule)
-    unfinished = sorted(((mtime, rule, log) for rule, (mtime, log, done) in recs.items() if not done), reverse=True)
-    if not unfinished:
-        return {**row, "state": "done", "error": "", "log": max(recs.values())[1]}
+    lost = {r: f for r, job in recs.items() if job.done and (f := _lost(job, failed))}
+    unfinished = sorted(((job.mtime, rule, job.log) for rule, job in recs.items() if not job.done), reverse=True)
+    if not unfinished and not lost:
+        return {**row, "state": "done", "error": "", "log": max(recs.values()).log}
     n = incomplete.get(visit, 0)
     silent = None
     for _mtime, rule, log in unfinished:  # the newest failure with an error line decides
         err = first_error_line(log)
         if err:
+            if rule_slurm := failed.get(log, FailedJob((), (), 0)).slurm_logs:
+                ended.add(rule_slurm)
             return {**row, "state": "failed", "error": err, "log": log}
         silent = silent or (rule, log)
+    if silent is None:  # every job of the stage had finished: its outputs were removed later
+        rule, f = next(iter(lost.items()))
+        return {**row, "state": "not run", "log": recs[rule].log,
+                "error": f"{rule} finished, but Snakemake removed its outputs when the SLURM job it ran in failed "
+                         f"(at another job; SLURM log: {f.slurm_logs[0]})"}
     rule, log = silent
     if locked and n:
         return {**row, "state": "running", "error": "", "log": log}
-    log_mtime = per_rule[rule][0]
-    slurm = [e for e in ended.get(visit, ()) if e[0] + _MTIME_SLACK >= log_mtime]
+    slurm = failed.get(log, FailedJob((), (), 0)).slurm_logs
     if slurm:
-        _t, line, slurm_log = max(slurm)
-        return {**row, "state": "failed", "error": f"{rule} ended by SLURM: {line} (SLURM log: {slurm_log})",
-                "log": log}
+        if slurm in ended and _empty(log):
+            return {**row, "state": "not run", "log": log,
+                    "error": f"{rule} did not start: the SLURM job it was in failed at an earlier step "
+                             f"(SLURM log: {slurm[0]})"}
+        ended.add(slurm)
+        line, slurm_log = slurm_ending(slurm)
+        if line:
+            return {**row, "state": "failed", "log": log,
+                    "error": f"{rule} ended by SLURM: {line} (SLURM log: {slurm_log})"}
+        return {**row, "state": "failed", "log": log,
+                "error": f"{rule} did not finish (no error in its log; SLURM log: {slurm_log})"}
     err = (f"interrupted: {rule} did not finish ({n} output(s) marked incomplete by Snakemake; "
            "--rerun-incomplete redoes them)" if n else f"{rule} did not finish (no error in its log)")
     return {**row, "state": "failed", "error": err, "log": log}
+
+
+def _empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 _ORDER = ["validate", "anat.biascorrect", "anat.skullstrip", "anat.segment", "anat.synthseg", "anat.segstats",
