@@ -7,7 +7,9 @@ Builds an output tree like a finished run of the default pipeline: per subject t
 jobs of the default backends (anat biascorrect/skullstrip/segment/register/volumes, dwi
 denoise/degibbs/mask/tensor/stats), each with its log, its benchmark record and one small output
 file; every --fail-every-th subject has its dwi_tensor job failed (a traceback in the log, no
-record); the cohort-level jobs' logs and records. Then times, side by side:
+record); the cohort-level jobs' logs and records; and Snakemake's run log of that run as a SLURM
+run writes it (every job's info block, an error report per failed subject's DWI group job), which
+the status reads because jobs did not finish. Then times, side by side:
   collect     neurosmk.status.collect(output_dir): the DataFrame (what the QC pages import);
   cli         neurosmk-status OUTPUT_DIR --failed-only (collect + summary + TSV), in-process;
   baseline    what a user would do without it: read every log for its first error line.
@@ -70,6 +72,42 @@ def build(out: Path, n: int, fail_every: int) -> int:
     return made
 
 
+def run_log(workdir: Path, out: Path, n: int, fail_every: int) -> int:
+    """Snakemake's run log of that run as a SLURM run writes it (bytes): every job's info block,
+    its 'Finished' line, and for each failed subject the error report of its DWI group job with
+    the SLURM log copied in. neurosmk-status reads it because jobs did not finish."""
+    from snakemake.logging import DefaultFormatter
+
+    fmt = DefaultFormatter(show_failed_logs=True)
+    (workdir / ".snakemake" / "log").mkdir(parents=True)
+    slurm = workdir / ".snakemake" / "slurm_logs" / "group_dwi"
+    slurm.mkdir(parents=True)
+    dwi = [r for r in RULES if r.startswith("dwi_")]
+    with open(workdir / ".snakemake" / "log" / "2026-12-01T000000.000000.snakemake.log", "w") as fh:
+        jobid = 0
+        for i in range(1, n + 1):
+            visit = f"sub-{i:05d}"
+            for rule in RULES:
+                jobid += 1
+                outp = out / visit / rule.split("_")[0] / f"{visit}_desc-{rule.split('_')[1]}.tsv"
+                log = paths.log_path(str(out), rule, visit)
+                fh.write(f"[Tue Dec  1 05:47:{i % 60:02d} 2026]\nlocalrule {rule}:\n"
+                         f"    input: {out}/{visit}/in.nii.gz\n    output: {outp}\n    log: {log}\n    jobid: {jobid}\n"
+                         f"    benchmark: {paths.bench_path(str(out), rule, visit)}\n    reason: Missing output files: "
+                         f"{outp}\n    wildcards: subject={visit[4:]}\n    resources: tmpdir=/tmp, mem_mb=2000, "
+                         f"runtime=10, slurm_partition=cpu, group_slot=1\n\n")
+                fh.write(f"[Tue Dec  1 05:47:{i % 60:02d} 2026]\nFinished jobid: {jobid} (Rule: {rule})\n"
+                         f"{jobid} of {n * len(RULES)} steps done\n")
+            if fail_every and i % fail_every == 0:
+                log = slurm / f"{i}.log"
+                log.write_text(f"localrule dwi_tensor_dipy:\n{TB}")
+                jobs = [{"rule_name": r, "jobid": jobid, "log": [paths.log_path(str(out), r, visit)],
+                         "output": [str(out / visit / "dwi" / f"{visit}_desc-{r.split('_')[1]}.tsv")]} for r in dwi]
+                fh.write("\n".join(fmt._format_group_error({"msg": "Error in group dwi", "aux_logs": [str(log)],
+                                                              "job_error_info": jobs})) + "\n")
+        return fh.tell()
+
+
 def baseline(out: Path) -> int:
     """Read every log and take its first error line (no status module)."""
     n = 0
@@ -97,17 +135,19 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="neurosmk-bench-status-") as tmp:
         out = Path(tmp) / "out"
+        wd = Path(tmp) / "work"
         t_build, files = timed(lambda: build(out, a.subjects, a.fail_every))
+        size = run_log(wd, out, a.subjects, a.fail_every)
         n_fail = a.subjects // a.fail_every if a.fail_every else 0
         print(f"{a.subjects} subjects x {len(RULES)} jobs: {files} files built in {t_build:.1f} s; "
-              f"{n_fail} subjects with a failed dwi_tensor job")
+              f"{n_fail} subjects with a failed dwi_tensor job; Snakemake's run log {size / 1e6:.0f} MB")
         print(f"{'run':<6} {'collect':>8} {'cli':>8} {'baseline':>9} {'cli/baseline':>12}   "
               f"{'cpu: collect':>12} {'cli':>6} {'baseline':>8}   (seconds)")
         for run in ("1st", "2nd"):
-            t_collect, df = timed(lambda: status.collect(out))
+            t_collect, df = timed(lambda: status.collect(out, wd))
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
-                t_cli, rc = timed(lambda: status.main([str(out), "--failed-only"]))
+                t_cli, rc = timed(lambda: status.main([str(out), "--workdir", str(wd), "--failed-only"]))
             t_base, n_err = timed(lambda: baseline(out))
             cc, ccli, cb = CPU[-3:]
             print(f"{run:<6} {t_collect:8.2f} {t_cli:8.2f} {t_base:9.2f} {t_cli / t_base:12.2f}   "
@@ -116,6 +156,10 @@ def main() -> None:
         assert len(failed) == n_fail == n_err, (len(failed), n_fail, n_err)
         assert rc == (1 if n_fail else 0)
         assert (failed["error"] == "numpy.linalg.LinAlgError: SVD did not converge").all()
+        t_parse, reports = timed(lambda: status.failed_jobs(wd, str(out), 0.0))
+        assert len(reports) == n_fail * 5, len(reports)  # the 5 DWI jobs of each
+        print(f"of which reading the run log's error reports (neurosmk.status.failed_jobs): {t_parse:.2f} s, "
+              f"{CPU[-1]:.2f} s CPU ({len(reports)} jobs in {n_fail} reports)")
         print(f"rows {len(df)}; failed {len(failed)} (all named with their error line); "
               f"not run {int((df['state'] == 'not run').sum())}; goal: cli < 10 s at 10,000 subjects")
 
