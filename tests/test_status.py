@@ -376,3 +376,26 @@ def test_snakemake_error_reports_explain_slurm_failures(tmp_path, capsys):
     # only the subjects whose own jobs failed are to be left out
     assert status.main([str(out), "--workdir", str(wd), "--tsv", "-"]) == 1
     assert """participant_exclude=["04","05","07","08"]'""" in capsys.readouterr().out
+
+
+def test_finished_steps_outdated_by_a_failed_revalidation(tmp_path):
+    """The raw DWI of sub-10 was replaced and its validation now fails: the DWI steps that finished
+    before are outdated (Snakemake redoes them once the validation passes), its T1w steps are not,
+    nor are the group tables of a cohort that was complete before. A later step that failed (here
+    the segmentation) outdates nothing: a step beside it (registration) may not depend on it."""
+    out = tmp_path / "out"
+    for rule in ("validate_anat", "anat_biascorrect_ants", "validate_dwi", "dwi_mask_dipy", "dwi_tensor_dipy"):
+        _job(out, rule, "sub-10", "ok\n", True, age=900)
+    _job(out, "group_dti_stats", None, "ok\n", True, age=800)
+    _job(out, "validate_dwi", "sub-10", "neurosmk: input check failed: x_dwi.nii.gz: volume 3 is all NaN\n", False,
+         age=10)
+    _job(out, "anat_register_ants", "sub-11", "ok\n", True, age=900)
+    _job(out, "anat_segment_atropos", "sub-11", "ValueError: no brain\n", False, age=10)
+    got = {(r.participant_id, r.stage): (r.state, r.error) for r in status.collect(out).itertuples()}
+    assert got[("sub-10", "validate")][0] == "failed"
+    for stage, rule in (("dwi.mask", "dwi_mask_dipy"), ("dwi.tensor", "dwi_tensor_dipy")):
+        assert got[("sub-10", stage)] == ("not run", f"{rule} is outdated: validate_dwi ran again after it (the raw "
+                                          "data changed) and did not finish; it runs again after that")
+    assert got[("sub-10", "anat.biascorrect")] == ("done", "")
+    assert got[("n/a", "group")][0] == "not run" and "group_dti_stats is outdated" in got[("n/a", "group")][1]
+    assert got[("sub-11", "anat.register")] == ("done", "")

@@ -17,7 +17,9 @@ One job = one log. Its state:
   record after the job succeeded; a log newer than its record belongs to a later run that did not
   finish) -- unless a later error report lists the job and its outputs are gone: a SLURM group
   job fails as a whole, and Snakemake removes the outputs of its finished jobs too (their records
-  stay); such a job is **not run**, with the SLURM log in ``error``;
+  stay); such a job is **not run**, with the SLURM log in ``error``; so is a finished job of a
+  chain (anat, dwi) whose validation job ran again after it and did not finish (the raw data
+  changed: Snakemake redoes the chain once the validation passes);
 * **failed**: a log without a (newer) benchmark record. ``error`` is the first error line of
   the log (the exception line after a Python traceback, else the first line that reads like an
   error); when the log holds none: why SLURM ended the job, from the SLURM log of the error report
@@ -318,14 +320,36 @@ def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = N
     failed = failed_jobs(workdir, output_dir, min(unfinished) - _MTIME_SLACK) if unfinished and run_logs else {}
     stages = sorted({k[2] for k in jobs if k[2] != GROUP_STAGE}, key=_stage_order)
     rows = []
+    cohort: dict[str, tuple[float, str]] = {}  # the same over every visit, for the cohort-level jobs
     for visit in sorted(visits):
         ended: set[tuple[str, ...]] = set()  # SLURM jobs that failed at an earlier stage of this visit
+        earlier: dict[str, tuple[float, str]] = {}  # chain -> its validation job, when it did not finish
         for stage in stages:
-            rows.append(_row(visit, stage, jobs.get((*visit, stage)), incomplete, locked, failed, ended))
+            per_rule = jobs.get((*visit, stage))
+            rows.append(_row(visit, stage, per_rule, incomplete, locked, failed, ended, earlier))
+            if stage == "validate":
+                for rule, job in (per_rule or {}).items():
+                    if not job.done:
+                        for m in _chains(rule):
+                            earlier[m] = max(earlier.get(m, (0.0, "")), (job.mtime, rule))
+        for m, e in earlier.items():
+            cohort[m] = max(cohort.get(m, e), e)
     if visits or jobs:
         rows.append(_row(("n/a", "n/a"), GROUP_STAGE, jobs.get(("n/a", "n/a", GROUP_STAGE)), incomplete, locked,
-                         failed, set()))
+                         failed, set(), cohort))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _chains(rule: str) -> tuple[str, ...]:
+    """The chains (anat, dwi) whose validation job a rule's job depends on: validate_anat and every
+    anat_* rule (the first takes the visit's report, the others its outputs), validate_dwi and
+    dwi_*, the DWI QC figures; the other QC jobs, the group tables and the methods read both. The
+    FreeSurfer rules read the raw T1w without the report: none."""
+    if rule.startswith(("validate_anat", "anat_")):
+        return ("anat",)
+    if rule.startswith(("validate_dwi", "dwi_", "qc_dwi")):
+        return ("dwi",)
+    return ("anat", "dwi") if rule.startswith(("qc_", "group_", "methods")) else ()
 
 
 @functools.cache
@@ -372,18 +396,27 @@ def _lost(job: Job, failed: dict[str, FailedJob]) -> FailedJob | None:
     return f if any(not os.path.exists(o) for o in f.outputs) else None
 
 
-def _row(visit, stage, per_rule, incomplete, locked, failed, ended) -> dict:
+def _row(visit, stage, per_rule, incomplete, locked, failed, ended, earlier) -> dict:
     """The row of one visit's stage. ``ended``: the SLURM jobs (their logs) that failed at an earlier
     stage of this visit; a job of the same SLURM job with an empty log did not start there
-    (Snakemake creates the missing logs of a failed group job's jobs)."""
+    (Snakemake creates the missing logs of a failed group job's jobs). ``earlier``: per chain
+    (anat, dwi), its validation job when that did not finish; a finished job of the chain older
+    than it is outdated (the raw data changed: Snakemake redoes it once the validation passes)."""
     row = {"participant_id": visit[0], "session_id": visit[1], "stage": stage}
     if not per_rule:
         return {**row, "state": "not run", "error": "", "log": ""}
     recs = current_jobs(per_rule)
     lost = {r: f for r, job in recs.items() if job.done and (f := _lost(job, failed))}
+    stale = {r: e for r, job in recs.items() if job.done and r not in lost
+             for m in _chains(r) if (e := earlier.get(m)) and e[0] > job.bench + _MTIME_SLACK}
     unfinished = sorted(((job.mtime, rule, job.log) for rule, job in recs.items() if not job.done), reverse=True)
-    if not unfinished and not lost:
+    if not unfinished and not lost and not stale:
         return {**row, "state": "done", "error": "", "log": max(recs.values()).log}
+    if not unfinished and not lost:
+        rule, (_t, before) = next(iter(stale.items()))
+        return {**row, "state": "not run", "log": recs[rule].log,
+                "error": f"{rule} is outdated: {before} ran again after it (the raw data changed) and did not "
+                         "finish; it runs again after that"}
     n = incomplete.get(visit, 0)
     silent = None
     for _mtime, rule, log in unfinished:  # the newest failure with an error line decides
