@@ -57,9 +57,11 @@ def test_sessions_and_selection(tmp_path):
     # leaving subjects out (after participant_label); an unknown one is named
     assert sorted(idx.select(participant_exclude=["a"]).visits) == [("b", "1"), ("b", "2")]
     assert list(idx.select(["a", "b"], ["1"], participant_exclude=["b"]).visits) == [("a", "1")]
-    with pytest.raises(InputError, match="participant_exclude not found in the dataset: yy"):
-        idx.select(participant_exclude=["a", "yy"])
-    assert len(idx.select(participant_exclude=["yy"], strict=False).visits) == 4
+    sel = idx.select(participant_exclude=["a", "yy"])
+    assert sorted(sel.visits) == [("b", "1"), ("b", "2")]
+    assert sel.warnings == [*idx.warnings,
+                            f"{tmp_path}: participant_exclude not in the dataset (nothing to leave out): yy"]
+    assert idx.select(participant_exclude=["yy"], strict=False).warnings == idx.warnings
 
 
 def test_mixed_session_layout_rejected(tmp_path):

@@ -322,7 +322,7 @@ def test_failed_slurm_jobs_in_the_status(slurm_env, tmp_path):
         state, err = got[("sub-01", stage)]
         assert state == "not run" and "finished, but Snakemake removed its outputs when the SLURM job" in err, stage
     state, err = got[("sub-03", "dwi.mask")]
-    assert state == "not run" and "did not start: the SLURM job it was in failed at an earlier step" in err
+    assert state == "not run" and "did not start: the SLURM job it was in failed at another step" in err
     assert df[df["state"] == "failed"]["participant_id"].tolist() == ["sub-03"]
     assert status.exclude_hint(df[df["state"] == "failed"]).endswith("""participant_exclude=["03"]'""")
 

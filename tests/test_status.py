@@ -211,9 +211,11 @@ def test_cli_prints_and_writes_tsv(tree, capsys):
     assert rc == 1  # failures present
     assert ("FAILED sub-02 dwi.tensor: neurosmk.io.InputError: /data/sub-02_dwi.nii.gz: 3 of 21 volumes are all NaN\n"
             f"       log: {paths.log_path(str(out), 'dwi_tensor_dipy', 'sub-02')}") in text
-    # the subjects with a failed job, as the config value that leaves them out (not the cohort row)
-    assert ("2 subject(s) with a failed job; the group tables wait for every subject. To make them from the "
-            """others: snakemake ... --config 'participant_exclude=["02","03"]'\n""") in text
+    # the subjects whose own step failed, as the config value that leaves them out (not the cohort
+    # row); the interrupted one needs another run instead
+    assert ("1 subject(s) with a failed job; the group tables wait for every subject. To make them from the "
+            """others: snakemake ... --config 'participant_exclude=["02"]'\n1 subject(s) interrupted or ended by """
+            "SLURM (03): run again (--rerun-incomplete; profiles/slurm retries with more memory and time)\n") in text
     grid = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines() if ln.startswith("sub-0")}
     assert grid["sub-01"] == ["done", "done", "done"]
     assert grid["sub-02"] == ["done", "done", "FAILED"]
@@ -316,7 +318,7 @@ def test_snakemake_error_reports_explain_slurm_failures(tmp_path, capsys):
     slurm_dir.mkdir(parents=True)
     L = lambda rule, v: paths.log_path(str(out), rule, v)  # noqa: E731
 
-    def job(rule, visit, text, done, outputs_exist, age=100):
+    def job(rule, visit, text, done, outputs_exist, age=60):
         _job(out, rule, visit, text, done, age=age)
         outs = [str(out / visit / "dwi" / f"{visit}_{rule}.nii.gz")]
         if outputs_exist:
@@ -344,14 +346,33 @@ def test_snakemake_error_reports_explain_slurm_failures(tmp_path, capsys):
     # sub-08: a local job without an error line (no SLURM log); sub-09: a finished job of a laptop run
     g8 = [job("dwi_tensor_dipy", "sub-08", "fitting\n", False, False)]
     job("dwi_tensor_dipy", "sub-09", "ok\n", True, True)
+    # sub-12 and sub-13 in one SLURM job: sub-12's validation failed first, sub-13's jobs never
+    # started (Snakemake created their empty logs); sub-14: killed at its start, nothing written
+    g12 = [job("validate_dwi", "sub-12", f"{err}\n", False, False), job("validate_dwi", "sub-13", "", False, False),
+           job("dwi_mask_dipy", "sub-13", "", False, False)]
+    g14 = [job("validate_dwi", "sub-14", "", False, False), job("dwi_mask_dipy", "sub-14", "", False, False)]
+    (slurm_dir / "815.log").write_text(f"{oom}\n")
+    # sub-15: attempt 1 of its SLURM job failed (the report), attempt 2 succeeded after it; its
+    # temp() outputs are gone by now
+    g15 = [job("dwi_mask_dipy", "sub-15", "ok\n", True, False, age=10)]
+    # sub-16: killed for memory in run 1, then failed without an error line in run 2 on a laptop:
+    # run 1's report does not explain run 2
+    g16 = [job("dwi_tensor_dipy", "sub-16", "fitting again\n", False, False, age=10)]
+    # paths as snakemake prints them when output_dir is relative to where it ran
+    rel = [{**j, "log": [os.path.relpath(f, wd) for f in j["log"]], "output": [os.path.relpath(f, wd) for f in
+                                                                               j["output"]]} for j in g4]
     run_log = wd / ".snakemake" / "log" / "2026-12-01T000000.000000.snakemake.log"
+    stamp = f"[{time.asctime(time.localtime(time.time() - 30))}]\n"  # after the jobs (60-120 s ago)
     run_log.write_text(
-        "Building DAG of jobs...\n[Tue Dec  1 05:47:39 2026]\n"
-        + _error_report(True, g4, [str(slurm_dir / "812.log")])
-        + "[Tue Dec  1 05:47:40 2026]\n" + _error_report(True, g5, [str(slurm_dir / "814.log")])
-        + "[Tue Dec  1 05:47:41 2026]\n"
+        "Building DAG of jobs...\n[Tue Dec  1 05:47:39 2026]\n" + stamp
+        + _error_report(True, rel, [os.path.relpath(slurm_dir / "812.log", wd)])
+        + stamp + _error_report(True, g5, [str(slurm_dir / "814.log")])
+        + stamp
         + _error_report(False, g7, [str(slurm_dir / "813.log")], "SLURM-job '813' failed, SLURM status is: 'TIMEOUT'")
-        + _error_report(False, g8, []) + "Shutting down, this might take some time.\n")
+        + _error_report(False, g8, []) + _error_report(True, g12, [str(slurm_dir / "816.log")])
+        + _error_report(True, g14, [str(slurm_dir / "815.log")])
+        + _error_report(True, g15, [str(slurm_dir / "817.log")])
+        + _error_report(True, g16, [str(slurm_dir / "815.log")]) + "Shutting down, this might take some time.\n")
     assert "\nError in rule validate_dwi:" in run_log.read_text()  # inside the copied SLURM log
 
     got = {(r.participant_id, r.stage): (r.state, r.error, r.log) for r in status.collect(out, wd).itertuples()}
@@ -362,7 +383,7 @@ def test_snakemake_error_reports_explain_slurm_failures(tmp_path, capsys):
     assert got[("sub-04", "dwi.tensor")] == ("failed", f"dwi_tensor_dipy ended by SLURM: {oom} (SLURM log: {s812})",
                                              L("dwi_tensor_dipy", "sub-04"))
     assert got[("sub-04", "dwi.stats")] == (
-        "not run", f"dwi_stats_qc did not start: the SLURM job it was in failed at an earlier step (SLURM log: {s812})",
+        "not run", f"dwi_stats_qc did not start: the SLURM job it was in failed at another step (SLURM log: {s812})",
         L("dwi_stats_qc", "sub-04"))
     assert got[("sub-05", "validate")] == ("failed", err, L("validate_dwi", "sub-05"))
     assert got[("sub-05", "dwi.mask")][0] == "not run"
@@ -373,9 +394,21 @@ def test_snakemake_error_reports_explain_slurm_failures(tmp_path, capsys):
     assert got[("sub-08", "dwi.tensor")] == ("failed", "dwi_tensor_dipy did not finish (no error in its log)",
                                              L("dwi_tensor_dipy", "sub-08"))
     assert got[("sub-09", "dwi.tensor")][0] == "done"
-    # only the subjects whose own jobs failed are to be left out
+    assert got[("sub-12", "validate")] == ("failed", err, L("validate_dwi", "sub-12"))
+    s816 = str(slurm_dir / "816.log")
+    for stage, rule in (("validate", "validate_dwi"), ("dwi.mask", "dwi_mask_dipy")):
+        assert got[("sub-13", stage)] == ("not run", f"{rule} did not start: the SLURM job it was in failed at "
+                                          f"another step (SLURM log: {s816})", L(rule, "sub-13"))
+    assert got[("sub-14", "validate")][:2] == ("failed", f"validate_dwi ended by SLURM: {oom} (SLURM log: "
+                                               f"{slurm_dir / '815.log'})")
+    assert got[("sub-14", "dwi.mask")][0] == "not run"
+    assert got[("sub-15", "dwi.mask")][0] == "done"
+    assert got[("sub-16", "dwi.tensor")][:2] == ("failed", "dwi_tensor_dipy did not finish (no error in its log)")
+    # only the subjects whose own step failed are to be left out; those ended by SLURM need a run
     assert status.main([str(out), "--workdir", str(wd), "--tsv", "-"]) == 1
-    assert """participant_exclude=["04","05","07","08"]'""" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert """participant_exclude=["05","08","12","16"]'\n""" in text
+    assert "3 subject(s) interrupted or ended by SLURM (04, 07, 14): run again" in text
 
 
 def test_finished_steps_outdated_by_a_failed_revalidation(tmp_path):

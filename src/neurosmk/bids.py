@@ -109,13 +109,19 @@ class BIDSIndex:
         """Return a sub-index; unknown labels raise an error that names them (``strict`` False:
         they are ignored, for an index of some subjects only, ``index_bids(subjects=...)``)."""
         visits = dict(self.visits)
-        for key, labels in (("participant_label", participant_label), ("participant_exclude", participant_exclude)):
-            missing = sorted(set(labels or ()) - set(self.subjects))
-            if missing and strict:
-                raise InputError(self.root, f"{key} not found in the dataset: {', '.join(missing)}")
+        warnings = list(self.warnings)
         if participant_label:
+            missing = sorted(set(participant_label) - set(self.subjects))
+            if missing and strict:
+                raise InputError(self.root, f"participant_label not found in the dataset: {', '.join(missing)}")
             visits = {k: v for k, v in visits.items() if k[0] in set(participant_label)}
         if participant_exclude:
+            # a subject to leave out that is not there is left out already (e.g. one that was removed
+            # from the dataset since neurosmk-status listed it): named, not an error
+            missing = sorted(set(participant_exclude) - set(self.subjects))
+            if missing and strict:
+                warnings.append(f"{self.root}: participant_exclude not in the dataset (nothing to leave out): "
+                                f"{', '.join(missing)}")
             visits = {k: v for k, v in visits.items() if k[0] not in set(participant_exclude)}
         if session_label:
             found = {k[1] for k in visits}
@@ -123,7 +129,7 @@ class BIDSIndex:
             if missing and strict:
                 raise InputError(self.root, f"session_label not found in the dataset: {', '.join(missing)}")
             visits = {k: v for k, v in visits.items() if k[1] in set(session_label)}
-        return BIDSIndex(self.root, visits, self.warnings)
+        return BIDSIndex(self.root, visits, warnings)
 
 
 def _scan_datadir(path: str, visit: Visit) -> None:

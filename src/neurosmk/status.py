@@ -24,9 +24,10 @@ One job = one log. Its state:
   the log (the exception line after a Python traceback, else the first line that reads like an
   error); when the log holds none: why SLURM ended the job, from the SLURM log of the error report
   that lists it (out of memory, time limit, cancelled, node failure), else that the job was
-  interrupted when Snakemake marked outputs of the visit incomplete. A job with an empty log in the
-  same failed SLURM job as an earlier failed step of the visit did not start (Snakemake creates
-  the missing logs of a failed group job's jobs): **not run**;
+  interrupted when Snakemake marked outputs of the visit incomplete. A job with an empty log in a
+  failed SLURM job where another job wrote to its log did not start (Snakemake creates the missing
+  logs of a failed group job's jobs): **not run**. An error report counts only for the attempt it
+  follows (not for a job whose log or record is newer);
 * **running**: as failed, with no error line in its log yet, while a snakemake holds the lock of
   the working directory and outputs of the visit are marked incomplete (a stale lock, left by a
   snakemake that was killed, reads the same: ``snakemake --unlock``);
@@ -160,10 +161,16 @@ def incomplete_visits(workdir: str | os.PathLike | None, output_dir: str) -> dic
 # what SLURM (slurmstepd, srun) writes into a job's log when it ends the job
 _SLURM_END = re.compile(r"oom[-_ ]kill|exceeded memory limit|out of memory|DUE TO TIME LIMIT|CANCELLED AT|"
                         r"NODE FAILURE|DUE TO NODE|PREEMPTION", re.IGNORECASE)
-# Snakemake's error report of a failed job ("Error in rule X:") or SLURM group job ("message: Error
-# in group X" with the group's jobs as "rule X:" entries), in its run log .snakemake/log/*.snakemake.log
-_RULE_ERROR = re.compile(r"^Error in rule (\S+):$")
-_GROUP_ERROR = re.compile(r"^\s+message: Error in group ")
+# Snakemake's run log .snakemake/log/*.snakemake.log: the lines that matter, found by one regex
+# pass (a 10,000-subject SLURM run writes ~100 MB): its timestamps ("[Tue Dec  1 05:47:39 2026]",
+# time.asctime), the error report of a failed job ("Error in rule X:") or SLURM group job
+# ("    message: Error in group X", its jobs as "        rule X:" entries), and the logs it copies in
+# ("Logfile X:", then the log between two equal lines of "=", which may hold copied logs of their
+# own: a SLURM job's log holds the error reports of the snakemake that ran in it), which are skipped.
+_RUN_LOG_EVENT = re.compile(
+    r"^(?:(?P<ts>\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\])|(?P<rule>Error in rule \S+:)"
+    r"|(?P<group> +message: Error in group .*)|(?P<logfile>Logfile .*:)|(?P<eq>=+))$", re.M)
+_REPORT_END = re.compile(r"\n(?=[^ \t\n])")  # the next line that is not indented
 _GROUP_RULE = re.compile(r"^ {8}rule (\S+):$")
 _LOG_LINE = re.compile(r"^\s+log: (.*?)(?: \(check log file\(s\) for error details\))?$")
 _OUT_LINE = re.compile(r"^\s+output: (.*)$")
@@ -171,90 +178,89 @@ _OUT_LINE = re.compile(r"^\s+output: (.*)$")
 
 class FailedJob(NamedTuple):
     """A job in an error report of Snakemake's run log: the SLURM logs of the SLURM job it was in
-    (none for a local job), its outputs, and when the run log was last written."""
+    (none for a local job), its outputs (absolute), when the report was written, and which report."""
     slurm_logs: tuple[str, ...]
     outputs: tuple[str, ...]
     when: float
+    report: tuple[str, int]  # (run log, offset)
 
 
-def _error_reports(lines):
-    """(SLURM logs of the report, [(logs, outputs) of each job]) for every error report in a run
-    log's lines. The logs Snakemake copies into its run log ("Logfile X:", then the log between
-    two equal lines of "=", which may hold copied logs of their own: a SLURM job's log holds the
-    error reports of the snakemake that ran in it) are skipped."""
-    report = None
-    job = None
+def error_reports(text: str, default_time: float = 0.0):
+    """(time, offset, SLURM logs of the report, [(logs, outputs) of each job]) for every error
+    report in a run log's text; the time is that of the timestamp line before it."""
+    import time
+
     copied: list[str] = []  # the closing lines of the logs being copied, innermost last
-    header = False  # the previous line was "Logfile X:"
-    for raw in lines:
-        line = raw.rstrip("\n")
-        if header:
-            header = False
-            if line and not line.strip("="):
-                copied.append(line)
-                continue
-        if copied:
-            if line == copied[-1]:
+    header_end = -2  # where the last "Logfile X:" line ended
+    when, skip_to = default_time, 0
+    for m in _RUN_LOG_EVENT.finditer(text):
+        if m.start() < skip_to:
+            continue
+        kind, line = m.lastgroup, m.group()
+        if kind == "eq" and m.start() == header_end + 1:
+            copied.append(line)
+        elif copied:
+            if kind == "eq" and line == copied[-1]:
                 copied.pop()
-            else:
-                header = line.startswith("Logfile ") and line.endswith(":")
-            continue
-        if line.startswith("Logfile ") and line.endswith(":"):
-            header = True
-        if _RULE_ERROR.match(line):
-            if report:
-                yield report
-            job = ([], [])
-            report = ([], [job])
-            continue
-        if _GROUP_ERROR.match(line):
-            if report:
-                yield report
-            report, job = ([], []), None
-            continue
-        if report is None:
-            continue
-        if not line.startswith((" ", "\t")):  # the report ended
-            yield report
-            report = job = None
-            continue
-        if _GROUP_RULE.match(line):
-            job = ([], [])
-            report[1].append(job)
-        elif m := _LOG_LINE.match(line):
-            (report[0] if job is None else job[0]).extend(f for f in m.group(1).split(", ") if f)
-        elif (m := _OUT_LINE.match(line)) and job is not None:
-            job[1].extend(f for f in m.group(1).split(", ") if f)
-    if report:
-        yield report
+            elif kind == "logfile":
+                header_end = m.end()
+        elif kind == "logfile":
+            header_end = m.end()
+        elif kind == "ts":
+            try:
+                when = time.mktime(time.strptime(line, "[%a %b %d %H:%M:%S %Y]"))
+            except ValueError:
+                pass
+        elif kind in ("rule", "group"):
+            end = _REPORT_END.search(text, m.end())
+            skip_to = end.start() + 1 if end else len(text)
+            report_logs: list[str] = []
+            job: tuple[list, list] | None = ([], []) if kind == "rule" else None
+            jobs = [job] if job else []
+            for ln in text[m.end():skip_to].splitlines():
+                if _GROUP_RULE.match(ln):
+                    job = ([], [])
+                    jobs.append(job)
+                elif lm := _LOG_LINE.match(ln):
+                    (report_logs if job is None else job[0]).extend(f for f in lm.group(1).split(", ") if f)
+                elif (om := _OUT_LINE.match(ln)) and job is not None:
+                    job[1].extend(f for f in om.group(1).split(", ") if f)
+            yield when, m.start(), report_logs, jobs
 
 
 def failed_jobs(workdir: str | os.PathLike | None, output_dir: str, since: float) -> dict[str, FailedJob]:
-    """Job log (under ``output_dir``) -> :class:`FailedJob`, from the error reports of Snakemake's
-    run logs in ``workdir/.snakemake/log`` written at or after ``since`` (a later report wins)."""
+    """Job log (absolute, under ``output_dir``) -> :class:`FailedJob`, from the error reports of
+    Snakemake's run logs in ``workdir/.snakemake/log`` written at or after ``since`` (a later
+    report wins). Paths in them are relative to ``workdir`` unless absolute."""
     out: dict[str, FailedJob] = {}
     if workdir is None:
         return out
+    workdir = os.path.abspath(workdir)
     try:
-        runs = [(e.stat().st_mtime, e.path) for e in os.scandir(Path(workdir) / ".snakemake" / "log")
+        runs = [(e.stat().st_mtime, e.path) for e in os.scandir(os.path.join(workdir, ".snakemake", "log"))
                 if e.name.endswith(".snakemake.log")]
     except OSError:
         return out
     job_logs = os.path.join(output_dir, paths.LOGS_DIR, "")
-    for when, run_log in sorted(runs):
-        if when < since:
+
+    def full(f):
+        return f if os.path.isabs(f) else os.path.normpath(os.path.join(workdir, f))
+
+    for mtime, run_log in sorted(runs):
+        if mtime < since:
             continue
         try:
             with open(run_log, errors="replace") as fh:
-                reports = list(_error_reports(fh))
+                text = fh.read()
         except OSError:
             continue
-        for report_logs, jobs in reports:
+        for when, offset, report_logs, jobs in error_reports(text, mtime):
             for logs, outputs in jobs:
+                logs = [full(f) for f in logs]
                 mine = [f for f in logs if f.startswith(job_logs)]
-                slurm = tuple(report_logs) + tuple(f for f in logs if not f.startswith(job_logs))
+                slurm = tuple(full(f) for f in report_logs) + tuple(f for f in logs if not f.startswith(job_logs))
                 for f in mine:
-                    out[f] = FailedJob(slurm, tuple(outputs), when)
+                    out[f] = FailedJob(slurm, tuple(full(o) for o in outputs), when, (run_log, offset))
     return out
 
 
@@ -318,15 +324,18 @@ def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = N
     # takes the finished jobs of its group with it, which fail after their logs were written)
     unfinished = [j.mtime for per in jobs.values() for j in per.values() if not j.done]
     failed = failed_jobs(workdir, output_dir, min(unfinished) - _MTIME_SLACK) if unfinished and run_logs else {}
+    # a report counts for the attempt it follows: not for a job whose log was written after it
+    logs_mtime = {j.log: j.mtime for per in jobs.values() for j in per.values()}
+    failed = {log: f for log, f in failed.items() if f.when + _MTIME_SLACK >= logs_mtime.get(log, 0.0)}
+    not_started = _not_started(jobs, failed)
     stages = sorted({k[2] for k in jobs if k[2] != GROUP_STAGE}, key=_stage_order)
     rows = []
     cohort: dict[str, tuple[float, str]] = {}  # the same over every visit, for the cohort-level jobs
     for visit in sorted(visits):
-        ended: set[tuple[str, ...]] = set()  # SLURM jobs that failed at an earlier stage of this visit
         earlier: dict[str, tuple[float, str]] = {}  # chain -> its validation job, when it did not finish
         for stage in stages:
             per_rule = jobs.get((*visit, stage))
-            rows.append(_row(visit, stage, per_rule, incomplete, locked, failed, ended, earlier))
+            rows.append(_row(visit, stage, per_rule, incomplete, locked, failed, not_started, earlier))
             if stage == "validate":
                 for rule, job in (per_rule or {}).items():
                     if not job.done:
@@ -336,8 +345,29 @@ def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = N
             cohort[m] = max(cohort.get(m, e), e)
     if visits or jobs:
         rows.append(_row(("n/a", "n/a"), GROUP_STAGE, jobs.get(("n/a", "n/a", GROUP_STAGE)), incomplete, locked,
-                         failed, set(), cohort))
+                         failed, not_started, cohort))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _not_started(jobs, failed: dict[str, FailedJob]) -> set[str]:
+    """Logs of jobs that never started: of a failed SLURM (group) job's unfinished jobs, those with
+    an empty log, when another of them wrote to its log (Snakemake creates the missing logs of a
+    failed group job's jobs); when none did (SLURM killed the job at its start), all but the first
+    (in stage order), which is where it was killed."""
+    by_report: dict[tuple[str, int], list[tuple[tuple, str, bool]]] = {}
+    for (pid, ses, stage), per in jobs.items():
+        for rule, job in per.items():
+            f = failed.get(job.log)
+            if not job.done and f is not None and f.slurm_logs:
+                by_report.setdefault(f.report, []).append(((_stage_order(stage), pid, ses, rule), job.log,
+                                                           _empty(job.log)))
+    out: set[str] = set()
+    for members in by_report.values():
+        empty = sorted((order, log) for order, log, is_empty in members if is_empty)
+        if len(empty) == len(members):
+            empty = empty[1:]
+        out.update(log for _order, log in empty)
+    return out
 
 
 def _chains(rule: str) -> tuple[str, ...]:
@@ -391,17 +421,16 @@ def _lost(job: Job, failed: dict[str, FailedJob]) -> FailedJob | None:
     """The error report of a finished job whose outputs Snakemake removed afterwards, because the
     SLURM group job it was in failed (at another job of the group); None when that is not so."""
     f = failed.get(job.log)
-    if f is None or not f.slurm_logs or job.bench is None or f.when < job.bench:
+    if f is None or not f.slurm_logs or job.bench is None or f.when + _MTIME_SLACK < job.bench:
         return None
     return f if any(not os.path.exists(o) for o in f.outputs) else None
 
 
-def _row(visit, stage, per_rule, incomplete, locked, failed, ended, earlier) -> dict:
-    """The row of one visit's stage. ``ended``: the SLURM jobs (their logs) that failed at an earlier
-    stage of this visit; a job of the same SLURM job with an empty log did not start there
-    (Snakemake creates the missing logs of a failed group job's jobs). ``earlier``: per chain
-    (anat, dwi), its validation job when that did not finish; a finished job of the chain older
-    than it is outdated (the raw data changed: Snakemake redoes it once the validation passes)."""
+def _row(visit, stage, per_rule, incomplete, locked, failed, not_started, earlier) -> dict:
+    """The row of one visit's stage. ``not_started``: logs of jobs of a failed SLURM job that never
+    started (:func:`_not_started`). ``earlier``: per chain (anat, dwi), its validation job when that
+    did not finish; a finished job of the chain older than it is outdated (the raw data changed:
+    Snakemake redoes it once the validation passes)."""
     row = {"participant_id": visit[0], "session_id": visit[1], "stage": stage}
     if not per_rule:
         return {**row, "state": "not run", "error": "", "log": ""}
@@ -420,12 +449,17 @@ def _row(visit, stage, per_rule, incomplete, locked, failed, ended, earlier) -> 
     n = incomplete.get(visit, 0)
     silent = None
     for _mtime, rule, log in unfinished:  # the newest failure with an error line decides
+        if log in not_started:
+            continue
         err = first_error_line(log)
         if err:
-            if rule_slurm := failed.get(log, FailedJob((), (), 0)).slurm_logs:
-                ended.add(rule_slurm)
             return {**row, "state": "failed", "error": err, "log": log}
         silent = silent or (rule, log)
+    if silent is None and unfinished:  # its jobs never started: their SLURM job failed at another step
+        _mtime, rule, log = unfinished[0]
+        return {**row, "state": "not run", "log": log,
+                "error": f"{rule} did not start: the SLURM job it was in failed at another step "
+                         f"(SLURM log: {failed[log].slurm_logs[0]})"}
     if silent is None:  # every job of the stage had finished: its outputs were removed later
         rule, f = next(iter(lost.items()))
         return {**row, "state": "not run", "log": recs[rule].log,
@@ -434,22 +468,21 @@ def _row(visit, stage, per_rule, incomplete, locked, failed, ended, earlier) -> 
     rule, log = silent
     if locked and n:
         return {**row, "state": "running", "error": "", "log": log}
-    slurm = failed.get(log, FailedJob((), (), 0)).slurm_logs
+    slurm = failed[log].slurm_logs if log in failed else ()
     if slurm:
-        if slurm in ended and _empty(log):
-            return {**row, "state": "not run", "log": log,
-                    "error": f"{rule} did not start: the SLURM job it was in failed at an earlier step "
-                             f"(SLURM log: {slurm[0]})"}
-        ended.add(slurm)
         line, slurm_log = slurm_ending(slurm)
         if line:
-            return {**row, "state": "failed", "log": log,
-                    "error": f"{rule} ended by SLURM: {line} (SLURM log: {slurm_log})"}
+            return {**row, "state": "failed", "log": log, "error": f"{rule}{_BY_SLURM}{line} (SLURM log: {slurm_log})"}
         return {**row, "state": "failed", "log": log,
                 "error": f"{rule} did not finish (no error in its log; SLURM log: {slurm_log})"}
-    err = (f"interrupted: {rule} did not finish ({n} output(s) marked incomplete by Snakemake; "
+    err = (f"{_INTERRUPTED}{rule} did not finish ({n} output(s) marked incomplete by Snakemake; "
            "--rerun-incomplete redoes them)" if n else f"{rule} did not finish (no error in its log)")
     return {**row, "state": "failed", "error": err, "log": log}
+
+
+# how the errors that are not a job's own error line start (the exclusion hint leaves them out)
+_INTERRUPTED = "interrupted: "
+_BY_SLURM = " ended by SLURM: "
 
 
 def _empty(path: str) -> bool:
@@ -480,16 +513,25 @@ def summary(df):
 
 
 def exclude_hint(failed) -> str:
-    """How to leave out the subjects with a failed job, so that the group tables (which wait for
-    every subject) are made from the rest; '' when no subject failed."""
+    """How to leave out the subjects whose own step failed (an error in its log), so that the group
+    tables (which wait for every subject) are made from the rest; '' when none did. Subjects only
+    interrupted or ended by SLURM (out of memory or time) are named apart: they need another run."""
     import json
 
-    subs = sorted({p.removeprefix("sub-") for p in failed["participant_id"] if p != "n/a"})
-    if not subs:
-        return ""
-    value = json.dumps(subs, separators=(",", ":"))
-    return (f"{len(subs)} subject(s) with a failed job; the group tables wait for every subject. To make them "
-            f"from the others: snakemake ... --config 'participant_exclude={value}'")
+    def subjects(rows):
+        return sorted({p.removeprefix("sub-") for p in rows["participant_id"] if p != "n/a"})
+
+    again = failed["error"].str.startswith(_INTERRUPTED) | failed["error"].str.contains(_BY_SLURM, regex=False)
+    own, rerun = subjects(failed[~again]), sorted(set(subjects(failed[again])) - set(subjects(failed[~again])))
+    lines = []
+    if own:
+        value = json.dumps(own, separators=(",", ":"))
+        lines.append(f"{len(own)} subject(s) with a failed job; the group tables wait for every subject. To make them "
+                     f"from the others: snakemake ... --config 'participant_exclude={value}'")
+    if rerun:
+        lines.append(f"{len(rerun)} subject(s) interrupted or ended by SLURM ({', '.join(rerun)}): run again "
+                     "(--rerun-incomplete; profiles/slurm retries with more memory and time)")
+    return "\n".join(lines)
 
 
 _MARK = {"done": "done", "failed": "FAILED", "running": "running", "not run": "-"}
