@@ -167,9 +167,9 @@ _SLURM_END = re.compile(r"oom[-_ ]kill|exceeded memory limit|out of memory|DUE T
 # ("    message: Error in group X", its jobs as "        rule X:" entries), and the logs it copies in
 # ("Logfile X:", then the log between two equal lines of "=", which may hold copied logs of their
 # own: a SLURM job's log holds the error reports of the snakemake that ran in it), which are skipped.
-_RUN_LOG_EVENT = re.compile(
-    r"^(?:(?P<ts>\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\])|(?P<rule>Error in rule \S+:)"
-    r"|(?P<group> +message: Error in group .*)|(?P<logfile>Logfile .*:)|(?P<eq>=+))$", re.M)
+_RUN_LOG_EVENT = re.compile(  # on "\n" + text: each match starts with the newline before its line
+    r"\n(?:(?P<ts>\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\])|(?P<rule>Error in rule \S+:)"
+    r"|(?P<group> +message: Error in group [^\n]*)|(?P<logfile>Logfile [^\n]*:)|(?P<eq>=+))(?=\n|\Z)")
 _REPORT_END = re.compile(r"\n(?=[^ \t\n])")  # the next line that is not indented
 _GROUP_RULE = re.compile(r"^ {8}rule (\S+):$")
 _LOG_LINE = re.compile(r"^\s+log: (.*?)(?: \(check log file\(s\) for error details\))?$")
@@ -191,13 +191,15 @@ def error_reports(text: str, default_time: float = 0.0):
     import time
 
     copied: list[str] = []  # the closing lines of the logs being copied, innermost last
-    header_end = -2  # where the last "Logfile X:" line ended
-    when, skip_to = default_time, 0
+    header_end = -1  # where the last "Logfile X:" line ended
+    when, skip_to, stamp = default_time, 0, ""
+    text = "\n" + text
     for m in _RUN_LOG_EVENT.finditer(text):
         if m.start() < skip_to:
             continue
-        kind, line = m.lastgroup, m.group()
-        if kind == "eq" and m.start() == header_end + 1:
+        kind = m.lastgroup
+        line = m.group(kind)
+        if kind == "eq" and m.start() == header_end:
             copied.append(line)
         elif copied:
             if kind == "eq" and line == copied[-1]:
@@ -207,13 +209,16 @@ def error_reports(text: str, default_time: float = 0.0):
         elif kind == "logfile":
             header_end = m.end()
         elif kind == "ts":
-            try:
-                when = time.mktime(time.strptime(line, "[%a %b %d %H:%M:%S %Y]"))
-            except ValueError:
-                pass
+            stamp = line  # parsed only for a report (a run log has one per job)
         elif kind in ("rule", "group"):
+            if stamp:
+                try:
+                    when = time.mktime(time.strptime(stamp, "[%a %b %d %H:%M:%S %Y]"))
+                except ValueError:
+                    pass
+                stamp = ""
             end = _REPORT_END.search(text, m.end())
-            skip_to = end.start() + 1 if end else len(text)
+            skip_to = end.start() if end else len(text)
             report_logs: list[str] = []
             job: tuple[list, list] | None = ([], []) if kind == "rule" else None
             jobs = [job] if job else []
