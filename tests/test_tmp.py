@@ -239,12 +239,13 @@ def test_failed_and_killed_jobs_leave_nothing_after_rerun(tiny_anat, tmp_path):
     p = _anat_run(tiny_anat, tmp_path, tmpdir, wait=False)
     deadline = time.time() + 600
     pids = []
+    # killed as soon as its folder is there: the registration of the tiny image takes ~2 s after
+    # that on an idle machine, so a later kill (it was 1 s polling + 3 s) can come after the job ended
     while time.time() < deadline and not pids and p.poll() is None:
-        time.sleep(1)
+        time.sleep(0.05)
         if any(n.startswith("neurosmk-job-anat_register_ants-") for n in os.listdir(tmpdir)):
             pids = _job_pids(tmp_path, "anat_register")
     assert pids, "the registration job never started"
-    time.sleep(3)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     assert p.wait(600) != 0
