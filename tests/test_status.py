@@ -214,8 +214,9 @@ def test_cli_prints_and_writes_tsv(tree, capsys):
     # the subjects whose own step failed, as the config value that leaves them out (not the cohort
     # row); the interrupted one needs another run instead
     assert ("1 subject(s) with a failed job; the group tables wait for every subject. To make them from the "
-            """others: snakemake ... --config 'participant_exclude=["02"]'\n1 subject(s) interrupted or ended by """
-            "SLURM (03): run again (--rerun-incomplete; profiles/slurm retries with more memory and time)\n") in text
+            """others: snakemake ... --config 'participant_exclude=["02"]'\n1 subject(s) stopped without an error of """
+            "their own (interrupted, ended by SLURM or no error in the log: 03): run again first (--rerun-incomplete; "
+            "profiles/slurm retries with more memory and time)\n") in text
     grid = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines() if ln.startswith("sub-0")}
     assert grid["sub-01"] == ["done", "done", "done"]
     assert grid["sub-02"] == ["done", "done", "FAILED"]
@@ -348,9 +349,13 @@ def test_snakemake_error_reports_explain_slurm_failures(tmp_path, capsys):
     job("dwi_tensor_dipy", "sub-09", "ok\n", True, True)
     # sub-12 and sub-13 in one SLURM job: sub-12's validation failed first, sub-13's jobs never
     # started (Snakemake created their empty logs); sub-14: killed at its start, nothing written
+    # (sub-13's tensor log is from an earlier run, when it failed: a job that never starts keeps it)
     g12 = [job("validate_dwi", "sub-12", f"{err}\n", False, False), job("validate_dwi", "sub-13", "", False, False),
-           job("dwi_mask_dipy", "sub-13", "", False, False)]
-    g14 = [job("validate_dwi", "sub-14", "", False, False), job("dwi_mask_dipy", "sub-14", "", False, False)]
+           job("dwi_mask_dipy", "sub-13", "", False, False),
+           job("dwi_tensor_dipy", "sub-13", "ValueError: an old failure\n", False, False, age=5000)]
+    # (its last log made 10 s after the report: Snakemake makes them 0.1 s per level, after it)
+    g14 = [job("validate_dwi", "sub-14", "", False, False), job("dwi_mask_dipy", "sub-14", "", False, False),
+           job("dwi_tensor_dipy", "sub-14", "", False, False, age=20)]
     (slurm_dir / "815.log").write_text(f"{oom}\n")
     # sub-15: attempt 1 of its SLURM job failed (the report), attempt 2 succeeded after it; its
     # temp() outputs are gone by now
@@ -396,19 +401,20 @@ def test_snakemake_error_reports_explain_slurm_failures(tmp_path, capsys):
     assert got[("sub-09", "dwi.tensor")][0] == "done"
     assert got[("sub-12", "validate")] == ("failed", err, L("validate_dwi", "sub-12"))
     s816 = str(slurm_dir / "816.log")
-    for stage, rule in (("validate", "validate_dwi"), ("dwi.mask", "dwi_mask_dipy")):
+    for stage, rule in (("validate", "validate_dwi"), ("dwi.mask", "dwi_mask_dipy"), ("dwi.tensor", "dwi_tensor_dipy")):
         assert got[("sub-13", stage)] == ("not run", f"{rule} did not start: the SLURM job it was in failed at "
                                           f"another step (SLURM log: {s816})", L(rule, "sub-13"))
     assert got[("sub-14", "validate")][:2] == ("failed", f"validate_dwi ended by SLURM: {oom} (SLURM log: "
                                                f"{slurm_dir / '815.log'})")
-    assert got[("sub-14", "dwi.mask")][0] == "not run"
+    assert got[("sub-14", "dwi.mask")][0] == got[("sub-14", "dwi.tensor")][0] == "not run"
     assert got[("sub-15", "dwi.mask")][0] == "done"
     assert got[("sub-16", "dwi.tensor")][:2] == ("failed", "dwi_tensor_dipy did not finish (no error in its log)")
     # only the subjects whose own step failed are to be left out; those ended by SLURM need a run
     assert status.main([str(out), "--workdir", str(wd), "--tsv", "-"]) == 1
     text = capsys.readouterr().out
-    assert """participant_exclude=["05","08","12","16"]'\n""" in text
-    assert "3 subject(s) interrupted or ended by SLURM (04, 07, 14): run again" in text
+    assert """participant_exclude=["05","12"]'\n""" in text
+    assert "5 subject(s) stopped without an error of their own (interrupted, ended by SLURM or no error in the log: " \
+           "04, 07, 08, 14, 16): run again first" in text
 
 
 def test_finished_steps_outdated_by_a_failed_revalidation(tmp_path):
@@ -432,3 +438,37 @@ def test_finished_steps_outdated_by_a_failed_revalidation(tmp_path):
     assert got[("sub-10", "anat.biascorrect")] == ("done", "")
     assert got[("n/a", "group")][0] == "not run" and "group_dti_stats is outdated" in got[("n/a", "group")][1]
     assert got[("sub-11", "anat.register")] == ("done", "")
+
+
+def test_run_log_in_another_time_zone_and_without_copied_logs(tmp_path):
+    """Snakemake stamps its run log in its own time zone (time.asctime): a run in a container on UTC
+    read from a shell 3 hours off. The report's time is shifted by the run log's last stamp against
+    its last write, so a report from before a job's later attempt still does not explain that
+    attempt. Without --show-failed-logs a group report is followed by its jobs' own (indented)
+    reports, which belong to none of its jobs."""
+    from snakemake.logging import DefaultFormatter
+
+    out, wd = tmp_path / "out", tmp_path / "wd"
+    (wd / ".snakemake" / "log").mkdir(parents=True)
+    log17 = _job(out, "dwi_tensor_dipy", "sub-17", "fitting again\n", False, age=10)  # after the report
+    log18 = _job(out, "dwi_mask_dipy", "sub-18", "ok\n", True, age=60)
+    slurm = wd / "900.log"
+    slurm.write_text("slurmstepd: error: Exceeded job memory limit\n")
+    shifted = lambda age: f"[{time.asctime(time.gmtime(time.time() - age + 3 * 3600))}]\n"  # noqa: E731
+    jobs = [{"rule_name": "dwi_tensor_dipy", "jobid": 1, "output": [str(out / "t.nii.gz")], "log": [str(log17)]},
+            {"rule_name": "dwi_mask_dipy", "jobid": 2, "output": [str(out / "m.nii.gz")], "log": [str(log18)]}]
+    fmt = DefaultFormatter(show_failed_logs=False)
+    subs = [("    " + ln) for j in jobs for ln in fmt._format_job_error(
+        {"rule_name": j["rule_name"], "msg": None, "rule_msg": None, "jobid": j["jobid"], "input": [],
+         "output": [str(out / "other.nii.gz")], "log": [str(out / "logs" / "other.log")], "conda_env": None,
+         "shellcmd": "dwi2tensor in.mif out.mif", "aux": {}})]
+    run_log = wd / ".snakemake" / "log" / "x.snakemake.log"
+    run_log.write_text(shifted(30) + "\n".join(fmt._format_group_error(
+        {"msg": "Error in group dwi", "aux_logs": [str(slurm)], "job_error_info": jobs}) + subs)
+        + "\n" + shifted(0) + "Complete log(s): x\n")
+    reports = status.failed_jobs(wd, str(out), 0.0)
+    assert sorted(reports) == sorted([str(log17), str(log18)])
+    assert reports[str(log18)].outputs == (str(out / "m.nii.gz"),)
+    assert abs(reports[str(log17)].when - (time.time() - 30)) < 5  # the stamp, in this process's time
+    got = {(r.participant_id, r.stage): (r.state, r.error) for r in status.collect(out, wd).itertuples()}
+    assert got[("sub-17", "dwi.tensor")] == ("failed", "dwi_tensor_dipy did not finish (no error in its log)")

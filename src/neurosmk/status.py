@@ -138,7 +138,7 @@ def incomplete_visits(workdir: str | os.PathLike | None, output_dir: str) -> dic
     root = Path(workdir) / ".snakemake" / "incomplete"
     if not root.is_dir():
         return out
-    out_abs = os.path.abspath(output_dir)
+    out_abs = os.path.realpath(output_dir)
     for dirpath, _dirs, files in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         chunks = [] if rel == "." else [c.lstrip("@") for c in rel.split(os.sep)]
@@ -149,7 +149,7 @@ def incomplete_visits(workdir: str | os.PathLike | None, output_dir: str) -> dic
                 path = urlsafe_b64decode("".join(chunks + [f])).decode()
             except (ValueError, UnicodeDecodeError):
                 continue
-            full = path if os.path.isabs(path) else os.path.abspath(os.path.join(workdir, path))
+            full = os.path.realpath(os.path.join(workdir, path))
             if not (full == out_abs or full.startswith(out_abs + os.sep)):
                 continue
             m = _VISIT_IN_PATH.search(os.path.relpath(full, out_abs))
@@ -159,7 +159,7 @@ def incomplete_visits(workdir: str | os.PathLike | None, output_dir: str) -> dic
 
 
 # what SLURM (slurmstepd, srun) writes into a job's log when it ends the job
-_SLURM_END = re.compile(r"oom[-_ ]kill|exceeded memory limit|out of memory|DUE TO TIME LIMIT|CANCELLED AT|"
+_SLURM_END = re.compile(r"oom[-_ ]kill|exceeded (job )?memory limit|out of memory|DUE TO TIME LIMIT|CANCELLED AT|"
                         r"NODE FAILURE|DUE TO NODE|PREEMPTION", re.IGNORECASE)
 # Snakemake's run log .snakemake/log/*.snakemake.log: the lines that matter, found by one regex
 # pass (a 10,000-subject SLURM run writes ~100 MB): its timestamps ("[Tue Dec  1 05:47:39 2026]",
@@ -172,6 +172,7 @@ _RUN_LOG_EVENT = re.compile(  # on "\n" + text: each match starts with the newli
     r"|(?P<group> +message: Error in group [^\n]*)|(?P<logfile>Logfile [^\n]*:)|(?P<eq>=+))(?=\n|\Z)")
 _REPORT_END = re.compile(r"\n(?=[^ \t\n])")  # the next line that is not indented
 _GROUP_RULE = re.compile(r"^ {8}rule (\S+):$")
+_SUB_REPORT = re.compile(r"^\s+Error in rule \S+:$")
 _LOG_LINE = re.compile(r"^\s+log: (.*?)(?: \(check log file\(s\) for error details\))?$")
 _OUT_LINE = re.compile(r"^\s+output: (.*)$")
 
@@ -185,14 +186,25 @@ class FailedJob(NamedTuple):
     report: tuple[str, int]  # (run log, offset)
 
 
-def error_reports(text: str, default_time: float = 0.0):
+def error_reports(text: str, mtime: float = 0.0) -> list:
     """(time, offset, SLURM logs of the report, [(logs, outputs) of each job]) for every error
-    report in a run log's text; the time is that of the timestamp line before it."""
+    report in a run log's text; the time is that of the timestamp line before it. Snakemake writes
+    them in its own time zone (time.asctime), which need not be this process's (a container in
+    UTC): the time is shifted by the difference between the run log's last write (``mtime``) and
+    its last timestamp, rounded to a quarter hour (time zones differ by multiples of it)."""
     import time
+
+    def parse(stamp):
+        try:
+            return time.mktime(time.strptime(stamp, "[%a %b %d %H:%M:%S %Y]"))
+        except ValueError:
+            return None
+
+    reports = []
 
     copied: list[str] = []  # the closing lines of the logs being copied, innermost last
     header_end = -1  # where the last "Logfile X:" line ended
-    when, skip_to, stamp = default_time, 0, ""
+    when, skip_to, stamp, last = mtime, 0, "", ""
     text = "\n" + text
     for m in _RUN_LOG_EVENT.finditer(text):
         if m.start() < skip_to:
@@ -209,13 +221,10 @@ def error_reports(text: str, default_time: float = 0.0):
         elif kind == "logfile":
             header_end = m.end()
         elif kind == "ts":
-            stamp = line  # parsed only for a report (a run log has one per job)
+            stamp = last = line  # parsed only for a report (a run log has one per job)
         elif kind in ("rule", "group"):
             if stamp:
-                try:
-                    when = time.mktime(time.strptime(stamp, "[%a %b %d %H:%M:%S %Y]"))
-                except ValueError:
-                    pass
+                when = parse(stamp) or when
                 stamp = ""
             end = _REPORT_END.search(text, m.end())
             skip_to = end.start() if end else len(text)
@@ -226,11 +235,17 @@ def error_reports(text: str, default_time: float = 0.0):
                 if _GROUP_RULE.match(ln):
                     job = ([], [])
                     jobs.append(job)
+                elif _SUB_REPORT.match(ln):  # the group's jobs' own reports (no --show-failed-logs)
+                    break
                 elif lm := _LOG_LINE.match(ln):
                     (report_logs if job is None else job[0]).extend(f for f in lm.group(1).split(", ") if f)
                 elif (om := _OUT_LINE.match(ln)) and job is not None:
                     job[1].extend(f for f in om.group(1).split(", ") if f)
-            yield when, m.start(), report_logs, jobs
+            reports.append((when, m.start(), report_logs, jobs))
+    shift = 0.0
+    if last and mtime and (t_last := parse(last)) is not None:
+        shift = round((mtime - t_last) / 900) * 900
+    return [(when + shift, *rest) for when, *rest in reports]
 
 
 def failed_jobs(workdir: str | os.PathLike | None, output_dir: str, since: float) -> dict[str, FailedJob]:
@@ -240,7 +255,7 @@ def failed_jobs(workdir: str | os.PathLike | None, output_dir: str, since: float
     out: dict[str, FailedJob] = {}
     if workdir is None:
         return out
-    workdir = os.path.abspath(workdir)
+    workdir = os.path.realpath(workdir)
     try:
         runs = [(e.stat().st_mtime, e.path) for e in os.scandir(os.path.join(workdir, ".snakemake", "log"))
                 if e.name.endswith(".snakemake.log")]
@@ -249,7 +264,7 @@ def failed_jobs(workdir: str | os.PathLike | None, output_dir: str, since: float
     job_logs = os.path.join(output_dir, paths.LOGS_DIR, "")
 
     def full(f):
-        return f if os.path.isabs(f) else os.path.normpath(os.path.join(workdir, f))
+        return os.path.realpath(os.path.join(workdir, f))  # an absolute f stays itself, resolved
 
     for mtime, run_log in sorted(runs):
         if mtime < since:
@@ -299,7 +314,9 @@ def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = N
     """
     import pandas as pd
 
-    output_dir = os.path.abspath(os.fspath(output_dir))
+    # real paths: Snakemake's run logs name files through whatever path snakemake ran with (a
+    # symlinked /home or /project), matched here against the resolved one
+    output_dir = os.path.realpath(os.fspath(output_dir))
     if not os.path.isdir(output_dir):
         raise FileNotFoundError(f"output directory not found: {output_dir}")
     if workdir is None and os.path.isdir(".snakemake"):
@@ -331,7 +348,7 @@ def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = N
     failed = failed_jobs(workdir, output_dir, min(unfinished) - _MTIME_SLACK) if unfinished and run_logs else {}
     # a report counts for the attempt it follows: not for a job whose log was written after it
     logs_mtime = {j.log: j.mtime for per in jobs.values() for j in per.values()}
-    failed = {log: f for log, f in failed.items() if f.when + _MTIME_SLACK >= logs_mtime.get(log, 0.0)}
+    failed = {log: f for log, f in failed.items() if _follows(f, log, logs_mtime.get(log, 0.0))}
     not_started = _not_started(jobs, failed)
     stages = sorted({k[2] for k in jobs if k[2] != GROUP_STAGE}, key=_stage_order)
     rows = []
@@ -355,24 +372,34 @@ def collect(output_dir: str | os.PathLike, workdir: str | os.PathLike | None = N
 
 
 def _not_started(jobs, failed: dict[str, FailedJob]) -> set[str]:
-    """Logs of jobs that never started: of a failed SLURM (group) job's unfinished jobs, those with
-    an empty log, when another of them wrote to its log (Snakemake creates the missing logs of a
-    failed group job's jobs); when none did (SLURM killed the job at its start), all but the first
-    (in stage order), which is where it was killed."""
-    by_report: dict[tuple[str, int], list[tuple[tuple, str, bool]]] = {}
+    """Logs of jobs that never started. A SLURM group job runs its jobs one at a time and stops at
+    the first that fails: of its unfinished jobs in one error report, the one whose log was written
+    last failed; the others never started (Snakemake created their missing logs, empty; a log of an
+    earlier run stays as it was). When all logs are empty (SLURM killed the job as it started),
+    the first in stage order is taken for the one that failed."""
+    by_report: dict[tuple[str, int], list[tuple[bool, float, tuple, str]]] = {}
     for (pid, ses, stage), per in jobs.items():
         for rule, job in per.items():
             f = failed.get(job.log)
             if not job.done and f is not None and f.slurm_logs:
-                by_report.setdefault(f.report, []).append(((_stage_order(stage), pid, ses, rule), job.log,
-                                                           _empty(job.log)))
+                empty = _empty(job.log)
+                # sorted: a non-empty log before empty ones, then the newest, then stage order
+                by_report.setdefault(f.report, []).append(
+                    (empty, 0.0 if empty else -job.mtime, (_stage_order(stage), pid, ses, rule), job.log))
     out: set[str] = set()
     for members in by_report.values():
-        empty = sorted((order, log) for order, log, is_empty in members if is_empty)
-        if len(empty) == len(members):
-            empty = empty[1:]
-        out.update(log for _order, log in empty)
+        out.update(log for *_key, log in sorted(members)[1:])
     return out
+
+
+def _follows(f: FailedJob, log: str, log_mtime: float) -> bool:
+    """Whether the error report ``f`` is about the attempt that wrote ``log``: the log is not newer
+    than the report, or it is empty and made just after it (Snakemake creates a failed group job's
+    missing logs after its report, 0.1 s per level of the group)."""
+    return f.when + _MTIME_SLACK >= log_mtime or (log_mtime <= f.when + _EMPTY_LOG_WINDOW and _empty(log))
+
+
+_EMPTY_LOG_WINDOW = 120.0
 
 
 def _chains(rule: str) -> tuple[str, ...]:
@@ -479,15 +506,16 @@ def _row(visit, stage, per_rule, incomplete, locked, failed, not_started, earlie
         if line:
             return {**row, "state": "failed", "log": log, "error": f"{rule}{_BY_SLURM}{line} (SLURM log: {slurm_log})"}
         return {**row, "state": "failed", "log": log,
-                "error": f"{rule} did not finish (no error in its log; SLURM log: {slurm_log})"}
+                "error": f"{rule}{_NO_ERROR}no error in its log; SLURM log: {slurm_log})"}
     err = (f"{_INTERRUPTED}{rule} did not finish ({n} output(s) marked incomplete by Snakemake; "
-           "--rerun-incomplete redoes them)" if n else f"{rule} did not finish (no error in its log)")
+           "--rerun-incomplete redoes them)" if n else f"{rule}{_NO_ERROR}no error in its log)")
     return {**row, "state": "failed", "error": err, "log": log}
 
 
 # how the errors that are not a job's own error line start (the exclusion hint leaves them out)
 _INTERRUPTED = "interrupted: "
 _BY_SLURM = " ended by SLURM: "
+_NO_ERROR = " did not finish ("
 
 
 def _empty(path: str) -> bool:
@@ -519,14 +547,16 @@ def summary(df):
 
 def exclude_hint(failed) -> str:
     """How to leave out the subjects whose own step failed (an error in its log), so that the group
-    tables (which wait for every subject) are made from the rest; '' when none did. Subjects only
-    interrupted or ended by SLURM (out of memory or time) are named apart: they need another run."""
+    tables (which wait for every subject) are made from the rest; '' when none did. Subjects whose
+    job stopped without an error of its own (interrupted, ended by SLURM for memory or time, or
+    no error line at all) are named apart: they need another run first."""
     import json
 
     def subjects(rows):
         return sorted({p.removeprefix("sub-") for p in rows["participant_id"] if p != "n/a"})
 
-    again = failed["error"].str.startswith(_INTERRUPTED) | failed["error"].str.contains(_BY_SLURM, regex=False)
+    again = failed["error"].str.startswith(_INTERRUPTED) | failed["error"].str.contains(_BY_SLURM, regex=False) \
+        | failed["error"].str.contains(_NO_ERROR, regex=False)
     own, rerun = subjects(failed[~again]), sorted(set(subjects(failed[again])) - set(subjects(failed[~again])))
     lines = []
     if own:
@@ -534,8 +564,9 @@ def exclude_hint(failed) -> str:
         lines.append(f"{len(own)} subject(s) with a failed job; the group tables wait for every subject. To make them "
                      f"from the others: snakemake ... --config 'participant_exclude={value}'")
     if rerun:
-        lines.append(f"{len(rerun)} subject(s) interrupted or ended by SLURM ({', '.join(rerun)}): run again "
-                     "(--rerun-incomplete; profiles/slurm retries with more memory and time)")
+        lines.append(f"{len(rerun)} subject(s) stopped without an error of their own (interrupted, ended by SLURM or "
+                     f"no error in the log: {', '.join(rerun)}): run again first (--rerun-incomplete; profiles/slurm "
+                     "retries with more memory and time)")
     return "\n".join(lines)
 
 
