@@ -114,7 +114,8 @@ class BIDSIndex:
             missing = sorted(set(participant_label) - set(self.subjects))
             if missing and strict:
                 raise InputError(self.root, f"participant_label not found in the dataset: {', '.join(missing)}")
-            visits = {k: v for k, v in visits.items() if k[0] in set(participant_label)}
+            wanted = set(participant_label)
+            visits = {k: v for k, v in visits.items() if k[0] in wanted}
         if participant_exclude:
             # a subject to leave out that is not there is left out already (e.g. one that was removed
             # from the dataset since neurosmk-status listed it): named, not an error
@@ -122,13 +123,15 @@ class BIDSIndex:
             if missing and strict:
                 warnings.append(f"{self.root}: participant_exclude not in the dataset (nothing to leave out): "
                                 f"{', '.join(missing)}")
-            visits = {k: v for k, v in visits.items() if k[0] not in set(participant_exclude)}
+            left_out = set(participant_exclude)
+            visits = {k: v for k, v in visits.items() if k[0] not in left_out}
         if session_label:
             found = {k[1] for k in visits}
             missing = sorted(set(session_label) - found)
             if missing and strict:
                 raise InputError(self.root, f"session_label not found in the dataset: {', '.join(missing)}")
-            visits = {k: v for k, v in visits.items() if k[1] in set(session_label)}
+            sessions = set(session_label)
+            visits = {k: v for k, v in visits.items() if k[1] in sessions}
         return BIDSIndex(self.root, visits, warnings)
 
 

@@ -275,12 +275,13 @@ def failed_jobs(workdir: str | os.PathLike | None, output_dir: str, since: float
         except OSError:
             continue
         for when, offset, report_logs, jobs in error_reports(text, mtime):
+            report_slurm = tuple(full(f) for f in report_logs)
             for logs, outputs in jobs:
                 logs = [full(f) for f in logs]
                 mine = [f for f in logs if f.startswith(job_logs)]
-                slurm = tuple(full(f) for f in report_logs) + tuple(f for f in logs if not f.startswith(job_logs))
-                for f in mine:
-                    out[f] = FailedJob(slurm, tuple(full(o) for o in outputs), when, (run_log, offset))
+                slurm = report_slurm + tuple(f for f in logs if not f.startswith(job_logs))
+                job = FailedJob(slurm, tuple(full(o) for o in outputs), when, (run_log, offset))
+                out.update(dict.fromkeys(mine, job))
     return out
 
 
@@ -557,7 +558,8 @@ def exclude_hint(failed) -> str:
 
     again = failed["error"].str.startswith(_INTERRUPTED) | failed["error"].str.contains(_BY_SLURM, regex=False) \
         | failed["error"].str.contains(_NO_ERROR, regex=False)
-    own, rerun = subjects(failed[~again]), sorted(set(subjects(failed[again])) - set(subjects(failed[~again])))
+    own = subjects(failed[~again])
+    rerun = sorted(set(subjects(failed[again])) - set(own))
     lines = []
     if own:
         value = json.dumps(own, separators=(",", ":"))
