@@ -470,5 +470,8 @@ def test_run_log_in_another_time_zone_and_without_copied_logs(tmp_path):
     assert sorted(reports) == sorted([str(log17), str(log18)])
     assert reports[str(log18)].outputs == (str(out / "m.nii.gz"),)
     assert abs(reports[str(log17)].when - (time.time() - 30)) < 5  # the stamp, in this process's time
+    # a report with no stamp before it gets the run log's last write, unshifted
+    no_stamp = "Error in rule x:\n    log: /o/logs/x.log (check log file(s) for error details)\n" + shifted(0)
+    assert status.error_reports(no_stamp, 1000.0)[0][0] == 1000.0
     got = {(r.participant_id, r.stage): (r.state, r.error) for r in status.collect(out, wd).itertuples()}
     assert got[("sub-17", "dwi.tensor")] == ("failed", "dwi_tensor_dipy did not finish (no error in its log)")

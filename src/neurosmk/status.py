@@ -204,7 +204,7 @@ def error_reports(text: str, mtime: float = 0.0) -> list:
 
     copied: list[str] = []  # the closing lines of the logs being copied, innermost last
     header_end = -1  # where the last "Logfile X:" line ended
-    when, skip_to, stamp, last = mtime, 0, "", ""
+    when, skip_to, stamp, last = None, 0, "", ""  # when: a stamp's time, in the run's time zone
     text = "\n" + text
     for m in _RUN_LOG_EVENT.finditer(text):
         if m.start() < skip_to:
@@ -245,7 +245,8 @@ def error_reports(text: str, mtime: float = 0.0) -> list:
     shift = 0.0
     if last and mtime and (t_last := parse(last)) is not None:
         shift = round((mtime - t_last) / 900) * 900
-    return [(when + shift, *rest) for when, *rest in reports]
+    # a report without a stamp before it gets the run log's last write (this process's clock)
+    return [(mtime if when is None else when + shift, *rest) for when, *rest in reports]
 
 
 def failed_jobs(workdir: str | os.PathLike | None, output_dir: str, since: float) -> dict[str, FailedJob]:
